@@ -1,0 +1,1 @@
+"""HyperDAS reproduction package."""

@@ -1,0 +1,41 @@
+"""On-disk cache for converted models and derived data, safe against concurrent first use."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+
+def cache_root() -> Path:
+    """Cache for converted models and data; set HYPERDAS_CACHE to move it."""
+    return Path(os.environ.get("HYPERDAS_CACHE", Path.home() / ".cache" / "hyperdas")).expanduser()
+
+
+def convert_once(folder: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build(tmp_folder)` once per `folder`, safe against concurrent callers and crashes.
+
+    The result is written to a temporary sibling and renamed into place, so a reader never
+    sees a half-written folder; a lock file makes concurrent first calls wait for one builder.
+    """
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if done.exists():
+            return folder
+        if folder.exists():  # an incomplete folder cannot come from us; do not trust it
+            shutil.rmtree(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+        try:
+            build(tmp)
+            (tmp / ".complete").write_text("ok\n")
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
