@@ -260,7 +260,9 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except OSError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"could not load model {config.spec!r} from {where}: {first}") from err
+        hint = "" if Path(where).is_dir() else (
+            " (it is no local folder either; offline, pass a local folder or fill the HF cache first)")
+        raise ModelLoadError(f"could not load model {config.spec!r} from {where}: {first}{hint}") from err
     if not config.load_in_4bit:
         model.to(config.device)
     freeze(model)
@@ -269,3 +271,19 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
         tokenizer.pad_token = tokenizer.eos_token
     return Target(model=model, tokenizer=tokenizer, name=name, source=where, config=config)
 
+
+
+def greedy_complete(target: Target, prompts: list[str], max_new_tokens: int = 8) -> list[str]:
+    """Greedy continuations of `prompts` (left-padded batch), without the prompt text."""
+    tokenizer = target.tokenizer
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(prompts, return_tensors="pt", padding=True).to(target.device)
+    finally:
+        tokenizer.padding_side = side
+    with torch.no_grad():
+        out = target.model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -1,0 +1,153 @@
+"""Read and edit the residual stream after a decoder layer, through self-cleaning hooks.
+
+"The residual stream after layer L" is the output of decoder block L (0-based): the hidden
+state the next block reads. Decoder blocks return a bare tensor in recent transformers and a
+tuple ``(hidden, ...)`` in older ones; both are handled.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from hyperdas.models import Target, decoder_layers
+
+EditFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class LayerIndexError(IndexError):
+    """A layer index outside the model's decoder blocks."""
+
+
+def _layers(model: torch.nn.Module | Target) -> torch.nn.ModuleList:
+    return decoder_layers(model.model if isinstance(model, Target) else model)
+
+
+def check_layer(n_layers: int, layer: int) -> int:
+    """Normalise a (possibly negative) layer index; reject one out of range by name."""
+    if not isinstance(layer, int) or isinstance(layer, bool):
+        raise LayerIndexError(f"layer must be an int, got {layer!r}")
+    if not -n_layers <= layer < n_layers:
+        raise LayerIndexError(
+            f"layer {layer} is out of range: the model has {n_layers} decoder layers "
+            f"(valid 0..{n_layers - 1}, or -{n_layers}..-1 from the end)"
+        )
+    return layer % n_layers
+
+
+def _hidden_of(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_hidden(output, hidden: torch.Tensor):
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+@contextmanager
+def _forward_hooks(modules_and_hooks) -> Iterator[None]:
+    handles = []
+    try:
+        for module, hook in modules_and_hooks:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def record_residual(
+    model: torch.nn.Module | Target, layers: int | Sequence[int], detach: bool = True
+) -> Iterator[dict[int, torch.Tensor]]:
+    """Record the residual stream after each of `layers` at every position.
+
+    Yields a dict filled during the forward pass: ``{layer: (batch, seq, hidden)}``; a second
+    forward pass inside the block overwrites it. With ``detach=False`` the recorded tensors keep
+    their graph (for gradients to the residual stream).
+    """
+    blocks = _layers(model)
+    single = isinstance(layers, int)
+    wanted = [check_layer(len(blocks), layer) for layer in ([layers] if single else layers)]
+    store: dict[int, torch.Tensor] = {}
+
+    def make_hook(index: int):
+        def hook(module, args, output):
+            hidden = _hidden_of(output)
+            store[index] = hidden.detach() if detach else hidden
+
+        return hook
+
+    with _forward_hooks([(blocks[i], make_hook(i)) for i in wanted]):
+        yield store
+
+
+@contextmanager
+def edit_residual(model: torch.nn.Module | Target, layer: int, fn: EditFn) -> Iterator[None]:
+    """Replace the residual stream after `layer` by ``fn(hidden)`` (same shape) in every forward."""
+    blocks = _layers(model)
+    index = check_layer(len(blocks), layer)
+
+    def hook(module, args, output):
+        hidden = _hidden_of(output)
+        new = fn(hidden)
+        if new.shape != hidden.shape:
+            raise ValueError(
+                f"edit at layer {index} returned shape {tuple(new.shape)}, expected {tuple(hidden.shape)}"
+            )
+        return _with_hidden(output, new)
+
+    with _forward_hooks([(blocks[index], hook)]):
+        yield
+
+
+def _as_batch_positions(positions: torch.Tensor | Sequence, batch: int, device) -> torch.Tensor:
+    pos = torch.as_tensor(positions, dtype=torch.long, device=device)
+    if pos.dim() == 0:
+        pos = pos.expand(batch)
+    if pos.dim() == 1:
+        pos = pos[:, None]
+    if pos.shape[0] != batch:
+        raise ValueError(f"positions are given for {pos.shape[0]} examples, the batch has {batch}")
+    return pos
+
+
+def replace_at(hidden: torch.Tensor, positions, values: torch.Tensor) -> torch.Tensor:
+    """A copy of `hidden` (B, T, D) with ``hidden[b, positions[b, p]] = values[b, p]``.
+
+    positions: int, (B,) or (B, P); values: (B, D) or (B, P, D). Differentiable in both inputs.
+    """
+    batch, length, _ = hidden.shape
+    pos = _as_batch_positions(positions, batch, hidden.device)
+    if pos.min() < -length or pos.max() >= length:
+        raise IndexError(f"position(s) {pos.tolist()} outside sequence length {length}")
+    vals = values if values.dim() == 3 else values[:, None, :]
+    if vals.shape[:2] != pos.shape:
+        raise ValueError(f"values of shape {tuple(values.shape)} do not match positions {tuple(pos.shape)}")
+    rows = torch.arange(batch, device=hidden.device)[:, None].expand_as(pos)
+    out = hidden.clone()
+    out[rows, pos % length] = vals.to(hidden.dtype)
+    return out
+
+
+@contextmanager
+def patch_residual(
+    model: torch.nn.Module | Target, layer: int, positions, values: torch.Tensor
+) -> Iterator[None]:
+    """Overwrite the residual stream after `layer` at `positions` with `values` (see replace_at).
+
+    During cached generation the later one-token steps are left untouched: the patched prompt
+    already lives in the key/value cache.
+    """
+
+    seen_prompt = False
+
+    def fn(hidden: torch.Tensor) -> torch.Tensor:
+        nonlocal seen_prompt
+        if hidden.shape[1] == 1 and seen_prompt:  # a decoding step after the prompt
+            return hidden
+        seen_prompt = seen_prompt or hidden.shape[1] > 1
+        return replace_at(hidden, positions, values)
+
+    with edit_residual(model, layer, fn):
+        yield
