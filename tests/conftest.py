@@ -18,7 +18,12 @@ def tiny_folders(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_folders):
-    return load_target(str(tiny_folders["llama"]))
+    target = load_target(str(tiny_folders["llama"]))
+    # transformers installs its own (permanent) capture hooks on first use of output_hidden_states;
+    # install them now so tests see a stable set of foreign hooks
+    with torch.no_grad():
+        target.model(**target.tokenizer(["warm up"], return_tensors="pt"), output_hidden_states=True)
+    return target
 
 
 @pytest.fixture()
@@ -27,7 +32,10 @@ def fresh_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def assert_no_hooks(model: torch.nn.Module) -> None:
+def hook_ids(model: torch.nn.Module) -> set:
+    """Every forward (pre-)hook registered anywhere in `model`."""
+    found = set()
     for name, module in model.named_modules():
-        assert not module._forward_hooks, f"{name} still has forward hooks"
-        assert not module._forward_pre_hooks, f"{name} still has forward pre-hooks"
+        found |= {(name, "forward", key) for key in module._forward_hooks}
+        found |= {(name, "pre", key) for key in module._forward_pre_hooks}
+    return found

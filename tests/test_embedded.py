@@ -1,0 +1,59 @@
+"""The real embedded model: SmolLM2-135M-Instruct from its wheel, offline (slow: ~40 s conversion)."""
+import time
+
+import pytest
+
+from hyperdas import models
+from hyperdas.hooks import record_residual
+from hyperdas.models import greedy_complete, load_target
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """First load into an empty cache (converts the GGUF), then a second load from the cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HYPERDAS_CACHE", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    first = load_target("smollm2-135m")
+    first_seconds = time.perf_counter() - start
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("the cached folder should be used, not the GGUF")
+
+    mp.setattr(models, "_gguf_to_hf_folder", no_conversion)
+    start = time.perf_counter()
+    second = load_target("smollm2-135m")
+    cached_seconds = time.perf_counter() - start
+    mp.undo()
+    print(f"\nsmollm2-135m: first load {first_seconds:.1f} s, cached {cached_seconds:.1f} s")
+    return first, second
+
+
+def test_structure(embedded):
+    first, second = embedded
+    assert (first.n_layers, first.hidden_size) == (30, 576)
+    assert type(first.model).__name__ == "LlamaForCausalLM"
+    assert first.source == second.source
+    assert not any(p.requires_grad for p in second.model.parameters())
+
+
+def test_cached_weights_equal_converted(embedded):
+    first, second = embedded
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+        assert a.equal(b), name
+
+
+def test_knows_the_capital_of_france(embedded):
+    completion = greedy_complete(embedded[1], ["The capital of France is"], max_new_tokens=8)[0]
+    assert "Paris" in completion
+
+
+def test_residual_stream_of_real_model(embedded):
+    target = embedded[1]
+    batch = target.tokenizer(["The capital of France is"], return_tensors="pt")
+    with record_residual(target, [0, 15, 29]) as residual:
+        target.model(**batch)
+    assert residual[15].shape == (1, batch["input_ids"].shape[1], 576)

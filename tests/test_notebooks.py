@@ -1,0 +1,67 @@
+"""Notebooks are committed clean and run top to bottom through papermill with the smoke profile."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from hyperdas import batch
+
+NOTEBOOKS = sorted(batch.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no numbered notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_clean_with_one_parameters_cell(path):
+    book = nbformat.read(path, as_version=4)
+    tagged = [c for c in book.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} has {len(tagged)} cells tagged 'parameters'"
+    for cell in book.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{path.name} carries outputs"
+
+
+def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
+    assert batch.main(["--profile", "smoke", "--results", str(tmp_path)]) == 0
+    out = tmp_path / "tiny-random-llama"
+    summary = json.loads((out / "model_summary.json").read_text())
+    assert summary["n_layers"] == 4 and summary["config"]["spec"] == "tiny-random-llama"
+    assert summary["environment"]["packages"]["torch"]
+    assert len(summary["residual_norms"]["by_layer"]) == 4
+    assert {p.name for p in (out / "runs").iterdir()} == {p.name for p in NOTEBOOKS}
+    assert "summary" in capsys.readouterr().out
+
+
+def test_failed_notebook_is_reported_and_chain_goes_on(tmp_path, capsys):
+    code = batch.main(["--profile", "smoke", "--set", "model=no-such-model", "--results", str(tmp_path),
+                       "--notebooks", "00"])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "failed" in out and "unknown model 'no-such-model'" in out
+    assert (tmp_path / "no-such-model" / "runs" / "00_target_model.ipynb").exists()
+
+
+def test_unknown_profile_lists_known(capsys):
+    assert batch.main(["--profile", "nope"]) == 2
+    assert "known profiles: cpu" in capsys.readouterr().err
+
+
+def test_overrides_are_yaml_typed():
+    assert batch.parse_overrides(["seed=3", "load_in_4bit=true", "model=a/b"]) == {
+        "seed": 3, "load_in_4bit": True, "model": "a/b"}
+    with pytest.raises(batch.ProfileError, match="key=value"):
+        batch.parse_overrides(["seed"])
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in batch.CONFIGS.glob("*.yaml")))
+def test_profiles_only_set_declared_notebook_parameters(profile):
+    import papermill
+
+    declared = set()
+    for path in NOTEBOOKS:
+        declared |= set(papermill.inspect_notebook(str(path)))
+    unknown = set(batch.load_profile(profile)) - declared
+    assert not unknown, f"configs/{profile}.yaml sets {unknown}, which no notebook declares"
