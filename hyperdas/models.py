@@ -154,8 +154,10 @@ def _gguf_to_hf_folder(gguf_path: Path, out: Path) -> None:
     config = AutoConfig.from_pretrained(src, gguf_file=name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(gguf_model.state_dict(), strict=True)
+    with torch.device("meta"):  # no second set of weights in memory: adopt the GGUF tensors
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict(), strict=True, assign=True)
+    plain.tie_weights()
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
 

@@ -40,10 +40,20 @@ def test_structure(embedded):
     assert not any(p.requires_grad for p in second.model.parameters())
 
 
-def test_cached_weights_equal_converted(embedded):
-    first, second = embedded
-    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
-        assert a.equal(b), name
+def test_cached_folder_equals_the_gguf_model(embedded):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    gguf_path = models.KNOWN_MODELS["smollm2-135m"].part_paths()[0]
+    direct = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    cached = embedded[1].model
+    direct_state, cached_state = direct.state_dict(), cached.state_dict()
+    assert direct_state.keys() == cached_state.keys()
+    for name, tensor in direct_state.items():
+        assert tensor.equal(cached_state[name]), name
+    ids = embedded[1].tokenizer(["The capital of France is"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(direct(**ids).logits, cached(**ids).logits)
 
 
 def test_knows_the_capital_of_france(embedded):

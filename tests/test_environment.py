@@ -1,0 +1,56 @@
+"""environment.yml, the Makefile and pyproject.toml describe the same environment."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _make_var(name: str) -> str:
+    match = re.search(rf"^{name} \?= (.+)$", (REPO / "Makefile").read_text(), re.M)
+    assert match, f"Makefile defines no {name}"
+    return match.group(1).strip()
+
+
+def _conda_pip_lines() -> list[str]:
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip) == 1, "environment.yml needs exactly one pip section"
+    return pip[0]
+
+
+def test_conda_env_installs_the_package_with_the_makefile_extras():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = _conda_pip_lines()
+    editable = [line for line in lines if line.startswith("-e .")]
+    assert len(editable) == 1, "environment.yml must install this package (-e .[extras])"
+    extras = set(re.search(r"\[(.*)\]", editable[0]).group(1).split(","))
+    assert extras == set(_make_var("EXTRAS").split(","))
+    assert extras <= set(project["optional-dependencies"])
+
+
+def test_torch_pin_agrees_with_makefile_and_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pin = _make_var("TORCH_SPEC")
+    assert pin in _conda_pip_lines()
+    version = pin.split("==")[1]
+    floor = next(d for d in project["dependencies"] if d.startswith("torch")).split(">=")[1]
+    assert tuple(map(int, version.split("."))) >= tuple(map(int, floor.split(".")))
+
+
+def test_python_version_is_supported():
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    floor = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, floor.lstrip(">=").split(".")))
+
+
+def test_embedded_wheel_is_the_one_models_expects():
+    from hyperdas.models import KNOWN_MODELS
+
+    name, version = _make_var("EMBEDDED_WHEEL").split("==")
+    smol = KNOWN_MODELS["smollm2-135m"]
+    assert smol.parts[0][0] == name and f"{name}=={version}" in smol.install
+    assert f"{name}=={version}" in (REPO / "environment.yml").read_text()
