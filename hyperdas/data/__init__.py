@@ -1,0 +1,1 @@
+"""RAVEL data: official files, model-specific filtering, base/source pairs, a synthetic world."""
