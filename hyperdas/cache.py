@@ -1,6 +1,7 @@
 """On-disk cache for converted models and derived data, safe against concurrent first use."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -39,3 +40,13 @@ def convert_once(folder: Path, build: Callable[[Path], None]) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def file_sha256(paths: list[Path], chunk: int = 1 << 22) -> str:
+    """sha256 of the concatenation of `paths`, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()

@@ -7,14 +7,13 @@ imported). The first load verifies the file's sha256, de-quantises it with trans
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import shutil
 from pathlib import Path
 
 import torch
 
-from hyperdas.cache import cache_root, convert_once
+from hyperdas.cache import cache_root, convert_once, file_sha256
 from hyperdas.config import ModelConfig
 from hyperdas.tiny import TEST_MODELS, test_model_folder
 
@@ -122,16 +121,6 @@ def hidden_size(model: torch.nn.Module) -> int:
     config = model.config
     text_config = getattr(config, "text_config", None) or config
     return int(text_config.hidden_size)
-
-
-def file_sha256(paths: list[Path], chunk: int = 1 << 22) -> str:
-    """sha256 of the concatenation of `paths`, in order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            while block := handle.read(chunk):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _resolve_dtype(dtype: str, device: str) -> torch.dtype:

@@ -7,14 +7,13 @@ pinned ``data.tgz`` of explanare/ravel, downloaded once into the cache and check
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tarfile
 import urllib.request
 from pathlib import Path
 
-from hyperdas.cache import cache_root, convert_once
+from hyperdas.cache import cache_root, convert_once, file_sha256
 
 DOMAINS = ("city", "nobel_prize_winner", "occupation", "physical_object", "verb")
 SPLITS = ("train", "val", "test")
@@ -50,7 +49,7 @@ def _download(url: str, out: Path) -> None:
     with urllib.request.urlopen(url, timeout=60) as response, open(archive, "wb") as sink:
         while block := response.read(1 << 20):
             sink.write(block)
-    actual = hashlib.sha256(archive.read_bytes()).hexdigest()
+    actual = file_sha256([archive])
     if actual != RAVEL_SHA256:
         raise RavelDataError(
             f"RAVEL data.tgz from {url} has sha256 {actual[:16]}…, expected {RAVEL_SHA256[:16]}…: "
