@@ -71,6 +71,9 @@ KNOWN_MODELS: dict[str, EmbeddedModel] = {
     ),
 }
 
+# A tiny Llama trained on the synthetic RAVEL world (hyperdas.data.synthetic), built on first use.
+SYNTHETIC_MODEL = "synthetic-llama"
+
 # Where a decoder's block list lives, for the architectures this package has seen.
 _LAYER_PATHS = ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers")
 
@@ -186,6 +189,10 @@ def _folder_for(spec: str) -> tuple[str, str]:
         return str(embedded_folder(spec)), spec
     if spec in TEST_MODELS:
         return str(test_model_folder(spec)), spec
+    if spec == SYNTHETIC_MODEL:
+        from hyperdas.data.synthetic import synthetic_model_folder
+
+        return str(synthetic_model_folder()), spec
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -194,7 +201,7 @@ def _folder_for(spec: str) -> tuple[str, str]:
     if path.exists():
         raise ModelLoadError(f"{path} is a file, not a HF model folder or a known model name")
     if "/" not in spec or spec.startswith((".", "/", "~")):
-        known = ", ".join(sorted(KNOWN_MODELS) + sorted(TEST_MODELS))
+        known = ", ".join(sorted(KNOWN_MODELS) + sorted(TEST_MODELS) + [SYNTHETIC_MODEL])
         raise ModelLoadError(
             f"unknown model {spec!r}: known names are {known}; otherwise pass a HF hub id "
             f"(org/name) or an existing local folder"

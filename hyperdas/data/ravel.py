@@ -3,6 +3,7 @@
 Where the files come from, in order: a folder the caller names; the environment variable
 HYPERDAS_RAVEL_DIR; ``../shared/data/ravel`` beside this repository when it exists; else the
 pinned ``data.tgz`` of explanare/ravel, downloaded once into the cache and checked by sha256.
+The name "synthetic" instead selects the made-up test world of ``hyperdas.data.synthetic``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ SPLITS = ("train", "val", "test")
 RAVEL_COMMIT = "e421fc9e132b3613b1d0020f856d539217fb30ca"
 RAVEL_SHA256 = "b148f0ded1979cb0e17e301cfda41cb120517a109d3c758cc768e376946d96bc"
 RAVEL_URL = f"https://github.com/explanare/ravel/raw/{RAVEL_COMMIT}/data.tgz"
+SYNTHETIC = "synthetic"  # ravel_dir value naming the made-up test world of hyperdas.data.synthetic
 SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ravel"
 
 
@@ -69,6 +71,10 @@ def _download(url: str, out: Path) -> None:
 def resolve_ravel_dir(ravel_dir: str | Path | None = None, download: bool = True) -> Path:
     """The folder holding RAVEL's 25 JSON files (see the module docstring for the search order)."""
     named = ravel_dir or os.environ.get("HYPERDAS_RAVEL_DIR")
+    if named == SYNTHETIC:
+        from hyperdas.data.synthetic import synthetic_ravel_dir
+
+        return synthetic_ravel_dir()
     if named:
         folder = Path(named).expanduser()
         if not folder.is_dir():

@@ -1,0 +1,202 @@
+"""What the target model knows: RAVEL-<model>, the (template, entity) prompts it answers right.
+
+Two stages, both cached on disk per model and data fingerprint: every template of an attribute
+is scored on a small seeded sample of entities and the best N kept (each of RAVEL's prompt
+splits keeps at least one template when it has any); then the kept templates are checked on all
+(or a seeded sample of) entities.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from hyperdas.cache import cache_root
+from hyperdas.config import FrozenConfig
+from hyperdas.data.ravel import SPLITS, RavelDataError, RavelDomain
+from hyperdas.data.scoring import check_answers
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterConfig(FrozenConfig):
+    """templates_per_attribute / max_entities: None keeps all (the `full` setting)."""
+
+    domain: str = "city"
+    attributes: tuple[str, ...] = ("Country", "Continent", "Language")
+    templates_per_attribute: int | None = 4
+    selection_entities: int = 32
+    max_entities: int | None = 1000
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attributes", tuple(self.attributes))  # JSON gives lists
+
+
+def _digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_fingerprint(target) -> str:
+    """Changes when the weights' source, dtype, quantisation or architecture change."""
+    model = target.model
+    return _digest({
+        "name": target.name,
+        "source": str(target.source),
+        "dtype": str(next(model.parameters()).dtype),
+        "load_in_4bit": target.config.load_in_4bit,
+        "config": model.config.to_dict() if hasattr(model.config, "to_dict") else str(model.config),
+        "vocab": len(target.tokenizer),
+    })
+
+
+def data_fingerprint(data: RavelDomain) -> str:
+    return _digest({"domain": data.domain, "values": data.entity_attributes, "prompts": data.attribute_to_prompts})
+
+
+class AnswerCache:
+    """Per-prompt verdicts on disk, so reruns and other notebooks never re-run a checked prompt."""
+
+    def __init__(self, target, data: RavelDomain, root: Path | None = None):
+        root = root or cache_root() / "filter"
+        self.path = root / f"{target.name}-{model_fingerprint(target)}" / f"{data.domain}-{data_fingerprint(data)}.json"
+        self.verdicts: dict[str, bool] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    @staticmethod
+    def key(template: str, entity: str, value: str) -> str:
+        return f"{template}\t{entity}\t{value}"
+
+    def check(self, target, items, batch_size: int, save_every: int = 2048, progress: bool = True) -> list[bool]:
+        """Verdicts for (template, entity, value) items; only unseen ones are run, saved as they come."""
+        todo = list(dict.fromkeys(i for i in items if self.key(*i) not in self.verdicts))
+        for start in range(0, len(todo), save_every):
+            part = todo[start : start + save_every]
+            for item, ok in zip(part, check_answers(target, part, batch_size=batch_size, progress=progress)):
+                self.verdicts[self.key(*item)] = ok
+            self._save()
+        return [self.verdicts[self.key(*i)] for i in items]
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.verdicts))
+        os.replace(tmp, self.path)  # an interrupted run leaves the last complete file
+
+
+def select_templates(scores: dict[str, float], prompt_to_split: dict[str, str], n: int | None) -> list[str]:
+    """The n best templates by score, keeping each prompt split that has templates represented.
+
+    Ties break on the template text, so the choice is deterministic.
+    """
+    ranked = sorted(scores, key=lambda t: (-scores[t], t))
+    if n is None or n >= len(ranked):
+        return ranked
+    best_per_split = []
+    for split in SPLITS:
+        in_split = [t for t in ranked if prompt_to_split.get(t) == split]
+        if in_split:
+            best_per_split.append(in_split[0])
+    chosen = best_per_split[:n]
+    chosen += [t for t in ranked if t not in chosen][: n - len(chosen)]
+    return sorted(chosen, key=ranked.index)
+
+
+@dataclasses.dataclass
+class FilterResult:
+    """known[attribute][template] = entities the model answers right with that template."""
+
+    domain: str
+    config: dict
+    model_fingerprint: str
+    data_fingerprint: str
+    template_scores: dict[str, dict[str, float]]
+    selected: dict[str, list[str]]
+    known: dict[str, dict[str, list[str]]]
+    n_prompts: dict[str, int]
+    accuracy: dict[str, float]
+    known_entities_per_split: dict[str, dict[str, int]]
+    n_checked: int  # prompts actually run now (not from the cache)
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FilterResult":
+        return cls(**values)
+
+    def summary(self) -> dict:
+        """The parts worth a results file (everything but the entity lists)."""
+        out = self.to_dict()
+        out["known"] = {a: {t: len(e) for t, e in per.items()} for a, per in self.known.items()}
+        return out
+
+
+def _entities_with(data: RavelDomain, attribute: str) -> list[str]:
+    return sorted(e for e, values in data.entity_attributes.items() if values.get(attribute))
+
+
+def filter_domain(target, data: RavelDomain, config: FilterConfig = FilterConfig(), progress: bool = True) -> FilterResult:
+    """Select templates and find the prompts the target answers correctly (cached)."""
+    data.check_attributes(list(config.attributes))
+    started = time.perf_counter()
+    cache = AnswerCache(target, data)
+    before = len(cache.verdicts)
+    rng = random.Random(config.seed)
+    scores, selected, known, n_prompts, accuracy = {}, {}, {}, {}, {}
+    for attribute in config.attributes:
+        entities = _entities_with(data, attribute)
+        if not entities:
+            raise RavelDataError(f"{data.domain}/{attribute}: no entity has a value for this attribute")
+        templates = data.attribute_to_prompts[attribute]
+        sample = rng.sample(entities, min(config.selection_entities, len(entities)))
+        scores[attribute] = _accuracy_per_template(cache, target, data, attribute, templates, sample, config, progress)
+        selected[attribute] = select_templates(scores[attribute], data.prompt_to_split, config.templates_per_attribute)
+        if config.max_entities is not None and config.max_entities < len(entities):
+            entities = sorted(rng.sample(entities, config.max_entities))
+        items = [(t, e, data.entity_attributes[e][attribute]) for t in selected[attribute] for e in entities]
+        verdicts = cache.check(target, items, config.batch_size, progress=progress)
+        per_template = defaultdict(list)
+        for (template, entity, _), ok in zip(items, verdicts):
+            if ok:
+                per_template[template].append(entity)
+        known[attribute] = {t: per_template.get(t, []) for t in selected[attribute]}
+        n_prompts[attribute] = len(items)
+        accuracy[attribute] = sum(verdicts) / len(items)
+    return FilterResult(
+        domain=data.domain,
+        config=config.to_dict(),
+        model_fingerprint=model_fingerprint(target),
+        data_fingerprint=data_fingerprint(data),
+        template_scores=scores,
+        selected=selected,
+        known=known,
+        n_prompts=n_prompts,
+        accuracy=accuracy,
+        known_entities_per_split=_known_per_split(known, data),
+        n_checked=len(cache.verdicts) - before,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _accuracy_per_template(cache, target, data, attribute, templates, sample, config, progress):
+    items = [(t, e, data.entity_attributes[e][attribute]) for t in templates for e in sample]
+    verdicts = cache.check(target, items, config.batch_size, progress=progress)
+    hits = defaultdict(int)
+    for (template, _, _), ok in zip(items, verdicts):
+        hits[template] += ok
+    return {t: hits[t] / len(sample) for t in templates}
+
+
+def _known_per_split(known: dict[str, dict[str, list[str]]], data: RavelDomain) -> dict[str, dict[str, int]]:
+    """Per attribute: entities known under at least one kept template, counted by entity split."""
+    out = {}
+    for attribute, per_template in known.items():
+        entities = {e for es in per_template.values() for e in es}
+        out[attribute] = {s: sum(data.entity_to_split.get(e) == s for e in entities) for s in SPLITS}
+    return out
