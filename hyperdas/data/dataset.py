@@ -1,0 +1,69 @@
+"""RAVEL-<model>: filter every requested domain, build its pairs, save one DatasetDict to disk."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hyperdas.data.filter import FilterConfig, FilterResult, filter_domain
+from hyperdas.data.pairs import PairConfig, build_pairs
+from hyperdas.data.ravel import RavelDataError, load_domain
+
+PAIRS_FOLDER = "datasets/ravel_pairs"
+
+
+def pairs_dir(results_root: str | Path, model_name: str) -> Path:
+    """Where notebook 01 saves the pairs and later notebooks read them."""
+    from hyperdas.results import results_dir
+
+    return results_dir(results_root, model_name) / PAIRS_FOLDER
+
+
+def make_ravel_pairs(target, attributes: dict[str, list[str]], ravel_dir=None, filter_config: FilterConfig = FilterConfig(),
+                     pair_config: PairConfig = PairConfig(), progress: bool = True):
+    """Filter and pair each domain; returns (DatasetDict over all domains, {domain: FilterResult})."""
+    from datasets import DatasetDict, concatenate_datasets
+
+    if not attributes:
+        raise RavelDataError("no domains requested: `attributes` maps a domain to its attribute list")
+    per_domain, filtered = {}, {}
+    for domain, names in attributes.items():
+        data = load_domain(domain, ravel_dir)
+        data.check_attributes(list(names))
+        filtered[domain] = filter_domain(target, data, filter_config.replace(domain=domain, attributes=tuple(names)),
+                                         progress=progress)
+        per_domain[domain] = build_pairs(data, filtered[domain], target.tokenizer,
+                                         pair_config.replace(target_attributes=tuple(names)))
+    splits = next(iter(per_domain.values())).keys()
+    merged = DatasetDict({s: concatenate_datasets([d[s] for d in per_domain.values()]) for s in splits})
+    return merged, filtered
+
+
+def save_pairs(pairs, folder: str | Path, meta: dict) -> Path:
+    """Save the DatasetDict plus the configs that made it (pairs_meta.json)."""
+    folder = Path(folder)
+    pairs.save_to_disk(str(folder))
+    (folder / "pairs_meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+    return folder
+
+
+def load_pairs(folder: str | Path):
+    """Load pairs saved by `save_pairs` (clear error when notebook 01 has not run)."""
+    from datasets import load_from_disk
+
+    folder = Path(folder)
+    if not (folder / "dataset_dict.json").is_file():
+        raise RavelDataError(f"no RAVEL pairs in {folder}: run notebooks/01_data.ipynb for this model first")
+    return load_from_disk(str(folder))
+
+
+def filter_table(filtered: dict[str, FilterResult]) -> list[dict]:
+    """One row per (domain, attribute): prompts tried, accuracy, known entities per split."""
+    rows = []
+    for domain, result in filtered.items():
+        for attribute in result.known:
+            rows.append({
+                "domain": domain, "attribute": attribute, "templates": len(result.selected[attribute]),
+                "prompts": result.n_prompts[attribute], "accuracy": round(result.accuracy[attribute], 3),
+                **{f"known_{s}": n for s, n in result.known_entities_per_split[attribute].items()},
+            })
+    return rows
