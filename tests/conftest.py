@@ -39,3 +39,25 @@ def hook_ids(model: torch.nn.Module) -> set:
         found |= {(name, "forward", key) for key in module._forward_hooks}
         found |= {(name, "pre", key) for key in module._forward_pre_hooks}
     return found
+
+
+@pytest.fixture(scope="session")
+def synthetic_target():
+    """The tiny Llama trained on the synthetic RAVEL world (built into the cache once)."""
+    return load_target("synthetic-llama")
+
+
+@pytest.fixture(scope="session")
+def synthetic_data():
+    from hyperdas.data.ravel import load_domain
+
+    return load_domain("city", "synthetic")
+
+
+@pytest.fixture(scope="session")
+def synthetic_known(synthetic_target, synthetic_data):
+    """Every template on every entity of the synthetic world (about 2 s)."""
+    from hyperdas.data.filter import FilterConfig, filter_domain
+
+    config = FilterConfig(templates_per_attribute=None, max_entities=None)
+    return filter_domain(synthetic_target, synthetic_data, config, progress=False)

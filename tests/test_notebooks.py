@@ -26,11 +26,15 @@ def test_committed_clean_with_one_parameters_cell(path):
 
 def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert batch.main(["--profile", "smoke", "--results", str(tmp_path)]) == 0
-    out = tmp_path / "tiny-random-llama"
+    out = tmp_path / "synthetic-llama"
     summary = json.loads((out / "model_summary.json").read_text())
-    assert summary["n_layers"] == 4 and summary["config"]["spec"] == "tiny-random-llama"
+    assert summary["n_layers"] == 4 and summary["config"]["spec"] == "synthetic-llama"
     assert summary["environment"]["packages"]["torch"]
     assert len(summary["residual_norms"]["by_layer"]) == 4
+    data = json.loads((out / "data_summary.json").read_text())
+    assert data["pair_counts"]["train"]["causal/Country"] == 50
+    assert all(row["accuracy"] >= 0.95 for row in data["filter_table"])
+    assert (out / "datasets" / "ravel_pairs" / "dataset_dict.json").is_file()
     assert {p.name for p in (out / "runs").iterdir()} == {p.name for p in NOTEBOOKS}
     assert "summary" in capsys.readouterr().out
 

@@ -1,0 +1,61 @@
+"""Template selection, filtering on the synthetic world, and the on-disk verdict cache."""
+import pytest
+
+from hyperdas.data.filter import AnswerCache, FilterConfig, filter_domain, select_templates
+from hyperdas.data.ravel import RavelDataError
+
+SPLIT = {"a": "train", "b": "train", "c": "val", "d": "test", "e": "train"}
+
+
+def test_select_keeps_the_best_and_one_per_split():
+    scores = {"a": 0.9, "b": 0.8, "c": 0.1, "d": 0.2, "e": 0.85}
+    assert select_templates(scores, SPLIT, 3) == ["a", "d", "c"]  # val and test kept despite low scores
+    assert select_templates(scores, SPLIT, 4) == ["a", "e", "d", "c"]
+    assert select_templates(scores, SPLIT, None) == ["a", "e", "b", "d", "c"]
+    assert select_templates(scores, SPLIT, 1) == ["a"]
+
+
+def test_select_breaks_ties_on_the_text():
+    assert select_templates({"b": 0.5, "a": 0.5, "e": 0.5}, SPLIT, 2) == ["a", "b"]
+
+
+def test_synthetic_model_knows_its_world(synthetic_known):
+    """The known-answer bed of every later test: >= 95% of the world's facts answered right."""
+    assert set(synthetic_known.accuracy) == {"Country", "Continent", "Language"}
+    for attribute, accuracy in synthetic_known.accuracy.items():
+        assert accuracy >= 0.95, attribute
+    assert synthetic_known.n_prompts["Country"] == 6 * 300
+    assert synthetic_known.known_entities_per_split["Continent"] == {"train": 180, "val": 60, "test": 60}
+
+
+def test_filtering_is_cached_and_resumes(synthetic_target, synthetic_data, fresh_cache):
+    config = FilterConfig(attributes=("Country",), templates_per_attribute=2, selection_entities=8, max_entities=40)
+    first = filter_domain(synthetic_target, synthetic_data, config, progress=False)
+    cache = AnswerCache(synthetic_target, synthetic_data)
+    assert cache.path.is_file() and str(fresh_cache) in str(cache.path)
+    all_verdicts = dict(cache.verdicts)
+    # 6 templates x 8 sampled entities, then 2 kept templates x 40 entities (some overlap)
+    assert first.n_checked == len(all_verdicts) and 80 <= len(all_verdicts) <= 48 + 80
+    again = filter_domain(synthetic_target, synthetic_data, config, progress=False)
+    assert again.n_checked == 0 and again.known == first.known and again.selected == first.selected
+    # keep half the verdicts, as if interrupted: only the rest are re-run, with the same outcome
+    cache.verdicts = dict(list(all_verdicts.items())[: len(all_verdicts) // 2])
+    cache._save()
+    resumed = filter_domain(synthetic_target, synthetic_data, config, progress=False)
+    assert resumed.n_checked == len(all_verdicts) - len(all_verdicts) // 2
+    assert resumed.known == first.known
+    assert AnswerCache(synthetic_target, synthetic_data).verdicts == all_verdicts
+
+
+def test_another_model_gets_another_cache(synthetic_target, tiny_llama, synthetic_data, fresh_cache):
+    assert AnswerCache(synthetic_target, synthetic_data).path != AnswerCache(tiny_llama, synthetic_data).path
+
+
+def test_unknown_attribute_lists_the_valid_ones(synthetic_target, synthetic_data):
+    with pytest.raises(RavelDataError, match=r"unknown attribute\(s\) \['Colour'\].*valid: \['Country'"):
+        filter_domain(synthetic_target, synthetic_data, FilterConfig(attributes=("Colour",)), progress=False)
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = FilterConfig(attributes=("Country", "Language"), max_entities=None)
+    assert FilterConfig.load(config.save(tmp_path / "filter.json")) == config
