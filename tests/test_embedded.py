@@ -67,3 +67,21 @@ def test_residual_stream_of_real_model(embedded):
     with record_residual(target, [0, 15, 29]) as residual:
         target.model(**batch)
     assert residual[15].shape == (1, batch["input_ids"].shape[1], 576)
+
+
+def test_filter_rule_on_real_city_prompts(embedded):
+    """Prefix reuse changes nothing on real RAVEL templates; a fact the model knows passes."""
+    from hyperdas.data.ravel import load_domain
+    from hyperdas.data.scoring import check_answers
+
+    target = embedded[1]
+    data = load_domain("city")
+    templates = [t for t in data.attribute_to_prompts["Country"] if t.index("%s") > 20][:2]
+    templates.append("%s is a city in the country of")
+    entities = ["Paris", "Tokyo", "Berlin", "Madrid", "Cairo", "Lima", "Toronto", "Sydney"]
+    items = [(t, e, data.entity_attributes[e]["Country"]) for t in templates for e in entities]
+    items += [("The capital of France is%s", "", "Paris"), ("The capital of France is%s", "", "Berlin")]
+    reused = check_answers(target, items, batch_size=5, progress=False)
+    assert reused == check_answers(target, items, batch_size=64, reuse_prefix=False, progress=False)
+    assert reused[-2:] == [True, False]
+    assert sum(reused) >= 8  # the model knows several of these capitals' countries
