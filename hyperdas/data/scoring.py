@@ -55,12 +55,14 @@ def _cache_kwarg(module) -> str:
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
-def _answer_logits(model, rows, prefix_len, cache, pad_id, device, wanted):
-    """Logits at `wanted` (row, position) pairs of right-padded `rows` continuing a shared prefix.
+def answer_logits(model, rows, wanted, pad_id: int = 0, prefix_len: int = 0, cache=None):
+    """Logits at `wanted` (row, position) pairs of right-padded token `rows`, which may continue a
+    shared prefix of `prefix_len` tokens whose key/value `cache` (batch of one) is given.
 
     The output head runs only at the wanted positions: on a 49k-token vocabulary it would
     otherwise cost as much as a fifth of the forward pass and most of its memory traffic.
     """
+    device = next(model.parameters()).device
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), prefix_len + width), dtype=torch.long)
@@ -117,7 +119,7 @@ def check_answers(
             # logits at position first + t predict answer token t
             firsts = [len(ids[j]) - shared - 1 for j in chunk]
             wanted = [(r, f + t) for r, (f, j) in enumerate(zip(firsts, chunk)) for t in range(len(answers[j]))]
-            predicted = _answer_logits(model, rows, shared, cache, pad_id, device, wanted).argmax(-1).tolist()
+            predicted = answer_logits(model, rows, wanted, pad_id, shared, cache).argmax(-1).tolist()
             for j in chunk:
                 n = len(answers[j])
                 results[indices[j]] = n > 0 and predicted[:n] == answers[j]

@@ -139,6 +139,12 @@ def _examples(world: Path, tokenizer, domain: str) -> list[tuple[list[int], list
                 text = template % entity
                 ids = tokenizer(text)["input_ids"]
                 out.append((ids, answer_ids(tokenizer, text, attrs[attribute])))
+    # "fact cards": the entity alone, followed by its values. Predicting them at the entity token
+    # makes the model enrich that token's residual stream, as real LMs do; without cards a tiny
+    # model reads the entity's embedding straight from the question's last token in layer 0.
+    for entity, attrs in values.items():
+        card = " ".join(attrs[a] for a in prompts)
+        out.append((tokenizer(entity)["input_ids"], tokenizer(" " + card, add_special_tokens=False)["input_ids"]))
     return out
 
 

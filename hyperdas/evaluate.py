@@ -1,0 +1,130 @@
+"""One evaluation entry point for every method: intervene, read the answer, score RAVEL's way.
+
+A pair is encoded once: the base prompt followed by its expected answer's first <= 3 tokens
+(teacher forcing), the source prompt, and both entities' last-token positions. Source vectors
+do not depend on the intervention's parameters, so they are computed once, without gradients,
+stopping the forward pass after the intervened layer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import torch
+from tqdm.auto import tqdm
+
+from hyperdas.data.scoring import answer_ids, answer_logits
+from hyperdas.hooks import check_layer, edit_residual, replace_at
+from hyperdas.metrics import exact_match, scores
+
+REQUIRED_FIELDS = ("input_prefix", "input_suffix", "counterfactual_input_prefix", "counterfactual_input_suffix",
+                   "target", "counterfactual_target", "attribute_type", "domain", "attribute", "target_attribute",
+                   "base_template", "base_entity_position", "source_entity_position")
+RECORD_FIELDS = ("domain", "target_attribute", "attribute", "base_template", "attribute_type")
+
+
+def expected_output(row) -> str:
+    """causal: the source entity's value; isolate: the base entity's own value."""
+    return row["counterfactual_target"] if row["attribute_type"] == "causal" else row["target"]
+
+
+def check_rows(rows, what: str = "dataset") -> None:
+    missing = [f for f in REQUIRED_FIELDS if f not in (rows.column_names if hasattr(rows, "column_names") else rows[0])]
+    if missing:
+        raise ValueError(f"{what} lacks required field(s) {missing}: build it with notebooks/01_data.ipynb")
+
+
+@dataclasses.dataclass
+class Encoded:
+    """Token ids of a list of pairs (plain lists; batches are padded on the fly)."""
+
+    base: list[list[int]]      # base prompt + answer tokens except the last
+    answers: list[list[int]]   # expected answer's first <= 3 tokens
+    first: list[int]           # index whose logits predict the first answer token
+    base_pos: list[int]
+    source: list[list[int]]
+    source_pos: list[int]
+    records: list[dict]        # the fields the metrics group by
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+def encode(tokenizer, rows) -> Encoded:
+    check_rows(rows)
+    enc = Encoded([], [], [], [], [], [], [])
+    for row in rows:
+        prompt = row["input_prefix"] + row["input_suffix"]
+        ids = tokenizer(prompt)["input_ids"]
+        answer = answer_ids(tokenizer, prompt, expected_output(row))
+        enc.base.append(ids + answer[:-1])
+        enc.answers.append(answer)
+        enc.first.append(len(ids) - 1)
+        enc.base_pos.append(row["base_entity_position"])
+        enc.source.append(tokenizer(row["counterfactual_input_prefix"] + row["counterfactual_input_suffix"])["input_ids"])
+        enc.source_pos.append(row["source_entity_position"])
+        enc.records.append({f: row[f] for f in RECORD_FIELDS})
+    return enc
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def source_vectors(target, layer: int, enc: Encoded, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+    """(N, D) residual vectors after `layer` at each source's entity position."""
+    layer = check_layer(target.n_layers, layer)
+    pad = target.tokenizer.pad_token_id or 0
+    out = []
+    for start in tqdm(range(0, len(enc), batch_size), desc="source states", disable=not progress):
+        rows = enc.source[start : start + batch_size]
+        pos = torch.tensor(enc.source_pos[start : start + batch_size], device=target.device)
+        grabbed = {}
+
+        def grab(hidden):
+            grabbed["h"] = hidden[torch.arange(len(rows), device=hidden.device), pos]
+            raise _Stop  # nothing above the intervened layer is needed
+
+        try:
+            with edit_residual(target, layer, grab):
+                answer_logits(target.model, rows, [(0, 0)], pad)
+        except _Stop:
+            pass
+        out.append(grabbed["h"].float())
+    return torch.cat(out)
+
+
+def intervened_logits(target, layer: int, intervention, enc: Encoded, index: list[int], sources: torch.Tensor):
+    """Logits at the answer positions of examples `index`, with the intervention at their base
+    entity positions; returns (logits (n_tokens, V), answer token ids (n_tokens,))."""
+    rows = [enc.base[i] for i in index]
+    pos = torch.tensor([enc.base_pos[i] for i in index], device=target.device)
+    src = sources[index].to(target.device)
+
+    def edit(hidden):
+        batch = torch.arange(len(index), device=hidden.device)
+        new = intervention(hidden[batch, pos], src.to(hidden.dtype))
+        return replace_at(hidden, pos, new)
+
+    wanted = [(r, enc.first[i] + t) for r, i in enumerate(index) for t in range(len(enc.answers[i]))]
+    with edit_residual(target, layer, edit):
+        logits = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id or 0)
+    labels = torch.tensor([t for i in index for t in enc.answers[i]], device=logits.device)
+    return logits, labels
+
+
+@torch.no_grad()
+def evaluate(target, layer: int, intervention, enc: Encoded, sources: torch.Tensor | None = None,
+             batch_size: int = 32, progress: bool = False) -> tuple[dict, list[dict]]:
+    """(scores, per-example records with `correct`) for any intervention module."""
+    if sources is None:
+        sources = source_vectors(target, layer, enc, batch_size)
+    records = []
+    for start in tqdm(range(0, len(enc), batch_size), desc="evaluating", disable=not progress):
+        index = list(range(start, min(start + batch_size, len(enc))))
+        logits, _ = intervened_logits(target, layer, intervention, enc, index, sources)
+        predicted = logits.argmax(-1).tolist()
+        for i in index:
+            n = len(enc.answers[i])
+            records.append({**enc.records[i], "correct": exact_match(predicted[:n], enc.answers[i])})
+            predicted = predicted[n:]
+    return scores(records), records

@@ -1,0 +1,48 @@
+"""Interventions on one residual-stream vector: small modules with ``forward(base, source)``.
+
+RotatedSpaceInterchange (DAS/MDAS): ``h' = h_base + Rᵀ R (h_src − h_base)`` with R (k × d) kept
+row-orthonormal by torch's orthogonal parametrization, i.e. swap the source's coordinates in a
+learned k-dimensional subspace. FullInterchange: the source vector replaces the base vector
+(activation patching), the reference every subspace method is compared with.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+
+class FullInterchange(nn.Module):
+    """Plain activation patching: no parameters."""
+
+    def forward(self, base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        return source.to(base.dtype)
+
+
+class RotatedSpaceInterchange(nn.Module):
+    """Interchange the source's coordinates in a learned k-dim subspace of the residual stream."""
+
+    def __init__(self, hidden_size: int, k: int):
+        super().__init__()
+        if not 0 < k <= hidden_size:
+            raise ValueError(f"subspace rank k={k} must lie in 1..hidden size {hidden_size}")
+        self.hidden_size, self.k = hidden_size, k
+        self.rotation = parametrizations.orthogonal(nn.Linear(hidden_size, k, bias=False))
+
+    @property
+    def R(self) -> torch.Tensor:  # noqa: N802 (the paper's name)
+        return self.rotation.weight  # (k, d), orthonormal rows
+
+    def forward(self, base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        R = self.R.to(base.dtype)
+        return base + ((source.to(base.dtype) - base) @ R.T) @ R
+
+
+def make_intervention(kind: str, hidden_size: int, k: int | None = None) -> nn.Module:
+    if kind == "full":
+        return FullInterchange()
+    if kind == "rotated":
+        if k is None:
+            raise ValueError("a rotated-space interchange needs its rank k")
+        return RotatedSpaceInterchange(hidden_size, k)
+    raise ValueError(f"unknown intervention {kind!r}; use 'rotated' or 'full'")
