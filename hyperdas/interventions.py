@@ -27,7 +27,9 @@ class RotatedSpaceInterchange(nn.Module):
         if not 0 < k <= hidden_size:
             raise ValueError(f"subspace rank k={k} must lie in 1..hidden size {hidden_size}")
         self.hidden_size, self.k = hidden_size, k
-        self.rotation = parametrizations.orthogonal(nn.Linear(hidden_size, k, bias=False))
+        # matrix_exp, not the default for wide matrices (householder): with torch 2.13 on CPU one
+        # AdamW step turned householder's R into zeros (tests/test_interventions.py guards this)
+        self.rotation = parametrizations.orthogonal(nn.Linear(hidden_size, k, bias=False), orthogonal_map="matrix_exp")
 
     @property
     def R(self) -> torch.Tensor:  # noqa: N802 (the paper's name)

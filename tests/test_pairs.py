@@ -8,7 +8,7 @@ import pytest
 from hyperdas.config import ConfigError
 from hyperdas.data.filter import FilterConfig, filter_domain
 from hyperdas.data.pairs import (PAIR_FIELDS, PairConfig, _pick_by_value, build_pairs, pair_counts,
-                                 split_at_entity)
+                                 source_label_counts, split_at_entity)
 from hyperdas.data.ravel import RavelDataError
 
 SMALL = PairConfig(max_pairs={"train": 240, "val": 60, "test": 60})
@@ -137,6 +137,13 @@ def test_balancing_draws_values_uniformly():
     assert 0.45 < draw(True)["b"] / 2000 < 0.55
     assert draw(False)["b"] / 2000 < 0.15
     assert _pick_by_value(rng, entities[:5], value_of, "a", True) is None  # nothing differs
+
+
+def test_source_label_counts_per_kind_and_attribute(pairs):
+    counts = source_label_counts(pairs)
+    assert set(counts) == {f"{k}/{a}" for k in ("causal", "isolate") for a in ("Continent", "Country", "Language")}
+    assert sum(counts["causal/Continent"].values()) == 40
+    assert set(counts["causal/Continent"]) <= {"Norvia", "Sudara", "Estland", "Westmar", "Ocealis"}
 
 
 def test_split_at_entity_uses_the_last_occurrence():

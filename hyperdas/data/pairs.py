@@ -239,9 +239,10 @@ def pair_counts(pairs) -> dict[str, dict[str, int]]:
 
 
 def source_label_counts(pairs, split: str = "train") -> dict[str, dict[str, int]]:
-    """Per kind, how often each source value (`counterfactual_target`) occurs: what balancing flattens."""
+    """Per "kind/instructed attribute", how often each source value (`counterfactual_target`)
+    occurs: what balancing flattens."""
     ds = pairs[split]
-    out: dict[str, Counter] = {"causal": Counter(), "isolate": Counter()}
-    for kind, value in zip(ds["attribute_type"], ds["counterfactual_target"]):
-        out[kind][value] += 1
-    return {k: dict(v.most_common()) for k, v in out.items()}
+    out: dict[str, Counter] = {}
+    for kind, attribute, value in zip(ds["attribute_type"], ds["target_attribute"], ds["counterfactual_target"]):
+        out.setdefault(f"{kind}/{attribute}", Counter())[value] += 1
+    return {k: dict(v.most_common()) for k, v in sorted(out.items())}
