@@ -1,18 +1,26 @@
 """Template selection, filtering on the synthetic world, and the on-disk verdict cache."""
 import pytest
 
-from hyperdas.data.filter import AnswerCache, FilterConfig, filter_domain, select_templates
+from hyperdas.data.filter import AnswerCache, FilterConfig, filter_domain, select_templates, split_quotas
 from hyperdas.data.ravel import RavelDataError
 
 SPLIT = {"a": "train", "b": "train", "c": "val", "d": "test", "e": "train"}
 
 
-def test_select_keeps_the_best_and_one_per_split():
+def test_select_keeps_the_best_within_proportional_split_shares():
     scores = {"a": 0.9, "b": 0.8, "c": 0.1, "d": 0.2, "e": 0.85}
     assert select_templates(scores, SPLIT, 3) == ["a", "d", "c"]  # val and test kept despite low scores
-    assert select_templates(scores, SPLIT, 4) == ["a", "e", "d", "c"]
+    assert select_templates(scores, SPLIT, 4) == ["a", "e", "d", "c"]  # train: 3 of 5 templates -> 2 slots
     assert select_templates(scores, SPLIT, None) == ["a", "e", "b", "d", "c"]
     assert select_templates(scores, SPLIT, 1) == ["a"]
+
+
+def test_split_quotas():
+    assert split_quotas({"train": 22, "val": 12, "test": 12}, 4) == {"train": 2, "val": 1, "test": 1}
+    assert split_quotas({"train": 22, "val": 12, "test": 12}, 8) == {"train": 4, "val": 2, "test": 2}
+    assert split_quotas({"train": 40, "val": 1, "test": 1}, 3) == {"train": 1, "val": 1, "test": 1}
+    assert split_quotas({"train": 3, "val": 0, "test": 2}, 10) == {"train": 3, "test": 2}
+    assert split_quotas({"train": 5, "val": 5, "test": 5}, 2) == {"train": 1, "val": 0, "test": 1}  # fewer slots than splits
 
 
 def test_select_breaks_ties_on_the_text():

@@ -2,7 +2,7 @@
 
 Two stages, both cached on disk per model and data fingerprint: every template of an attribute
 is scored on a small seeded sample of entities and the best N kept (each of RAVEL's prompt
-splits keeps at least one template when it has any); then the kept templates are checked on all
+splits gets a share proportional to its template count); then the kept templates are checked on all
 (or a seeded sample of) entities.
 """
 from __future__ import annotations
@@ -88,22 +88,36 @@ class AnswerCache:
         os.replace(tmp, self.path)  # an interrupted run leaves the last complete file
 
 
-def select_templates(scores: dict[str, float], prompt_to_split: dict[str, str], n: int | None) -> list[str]:
-    """The n best templates by score, keeping each prompt split that has templates represented.
+def split_quotas(counts: dict[str, int], n: int) -> dict[str, int]:
+    """n slots shared among splits in proportion to their template counts (largest remainder),
+    at least one for every split that has templates when n allows it."""
+    present = {s: c for s, c in counts.items() if c > 0}
+    total = sum(present.values())
+    quota = {s: min(c, max(1, n * c // total)) if n >= len(present) else 0 for s, c in present.items()}
+    by_remainder = sorted(present, key=lambda s: (-(n * present[s] / total - n * present[s] // total), s))
+    while sum(quota.values()) < min(n, total):
+        for split in by_remainder:
+            if sum(quota.values()) < min(n, total) and quota[split] < present[split]:
+                quota[split] += 1
+    while sum(quota.values()) > n:  # the minimum of one per split can overshoot
+        largest = max(quota, key=lambda s: (quota[s], s))
+        quota[largest] -= 1
+    return quota
 
-    Ties break on the template text, so the choice is deterministic.
+
+def select_templates(scores: dict[str, float], prompt_to_split: dict[str, str], n: int | None) -> list[str]:
+    """The n best templates, each RAVEL prompt split keeping a share proportional to its size.
+
+    Best by score within each split; ties break on the template text, so the choice is
+    deterministic. Returned best first.
     """
     ranked = sorted(scores, key=lambda t: (-scores[t], t))
     if n is None or n >= len(ranked):
         return ranked
-    best_per_split = []
-    for split in SPLITS:
-        in_split = [t for t in ranked if prompt_to_split.get(t) == split]
-        if in_split:
-            best_per_split.append(in_split[0])
-    chosen = best_per_split[:n]
-    chosen += [t for t in ranked if t not in chosen][: n - len(chosen)]
-    return sorted(chosen, key=ranked.index)
+    per_split = {s: [t for t in ranked if prompt_to_split.get(t) == s] for s in SPLITS}
+    quota = split_quotas({s: len(ts) for s, ts in per_split.items()}, n)
+    chosen = {t for s, k in quota.items() for t in per_split[s][:k]}
+    return [t for t in ranked if t in chosen]
 
 
 @dataclasses.dataclass

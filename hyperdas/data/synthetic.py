@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from hyperdas.cache import cache_root, convert_once
 
 WORLD_VERSION = "v1"
+MODEL_VERSION = "v2"  # bump when the training recipe changes (v2: fact cards)
 ATTRIBUTES = ("Country", "Continent", "Language")
 CONTINENTS = ("Norvia", "Sudara", "Estland", "Westmar", "Ocealis")
 LANGUAGES = ("Velish", "Tarnic", "Ossan", "Quillan", "Brevan", "Moric", "Dantish", "Lurian", "Kesh", "Orran")
@@ -219,5 +220,5 @@ def _accuracy(model, examples, pad_id) -> float:
 def synthetic_model_folder() -> Path:
     """The tiny Llama trained on the default world, built once into the cache."""
     world = synthetic_ravel_dir()
-    return convert_once(cache_root() / "models" / f"synthetic-llama-{WORLD_VERSION}",
+    return convert_once(cache_root() / "models" / f"synthetic-llama-{WORLD_VERSION}-{MODEL_VERSION}",
                         lambda out: train_world_model(out, world))
