@@ -22,7 +22,7 @@ import torch
 from hyperdas.data.ravel import load_domain
 from hyperdas.data.scoring import check_answers
 from hyperdas.models import load_target
-from hyperdas.results import read_json, results_dir, write_json
+from hyperdas.results import results_dir, write_section
 
 ATTRIBUTES = ("Country", "Continent", "Language")
 
@@ -88,9 +88,7 @@ def main() -> None:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     path = results_dir(args.results, target.name) / "benchmarks.json"
-    record = read_json(path) if path.exists() else {}
-    record.pop("written_at", None), record.pop("environment", None)
-    write_json(path, {**record, "filter_throughput": section})
+    write_section(path, "filter_throughput", section)
     print(json.dumps(section, indent=2))
     print("wrote", path)
 

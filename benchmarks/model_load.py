@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hyperdas.results import read_json, results_dir, write_json
+from hyperdas.results import results_dir, write_section
 
 CHILD = """
 import json, resource, sys, time
@@ -51,9 +51,7 @@ def main() -> None:
     section = {"model": args.model, "first_load_with_conversion": first, "cached_load": cached,
                "note": "load_seconds exclude importing torch/transformers; peak RSS of the whole process"}
     path = results_dir(args.results, args.model) / "benchmarks.json"
-    record = read_json(path) if path.exists() else {}
-    record.pop("written_at", None), record.pop("environment", None)
-    write_json(path, {**record, "model_load": section})
+    write_section(path, "model_load", section)
     print(json.dumps(section, indent=2))
     print("wrote", path)
 

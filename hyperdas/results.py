@@ -81,3 +81,11 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
 
 def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def write_section(path: str | Path, key: str, section: dict[str, Any]) -> Path:
+    """Set one top-level section of a results file, keeping the others (e.g. benchmarks.json)."""
+    path = Path(path)
+    record = read_json(path) if path.exists() else {}
+    record.pop("written_at", None), record.pop("environment", None)
+    return write_json(path, {**record, key: section})

@@ -1,6 +1,5 @@
 """Notebooks are committed clean and run top to bottom through papermill with the smoke profile."""
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
