@@ -17,10 +17,12 @@ def test_select_keeps_the_best_within_proportional_split_shares():
 
 def test_split_quotas():
     assert split_quotas({"train": 22, "val": 12, "test": 12}, 4) == {"train": 2, "val": 1, "test": 1}
+    # RAVEL's city/Country: val's exact share (0.96) is below its guaranteed slot, so train gets the 4th
+    assert split_quotas({"train": 22, "val": 11, "test": 13}, 4) == {"train": 2, "val": 1, "test": 1}
     assert split_quotas({"train": 22, "val": 12, "test": 12}, 8) == {"train": 4, "val": 2, "test": 2}
     assert split_quotas({"train": 40, "val": 1, "test": 1}, 3) == {"train": 1, "val": 1, "test": 1}
     assert split_quotas({"train": 3, "val": 0, "test": 2}, 10) == {"train": 3, "test": 2}
-    assert split_quotas({"train": 5, "val": 5, "test": 5}, 2) == {"train": 1, "val": 0, "test": 1}  # fewer slots than splits
+    assert split_quotas({"train": 5, "val": 5, "test": 5}, 2) == {"train": 1, "val": 1, "test": 0}  # ties: train, val
 
 
 def test_select_breaks_ties_on_the_text():
@@ -67,3 +69,19 @@ def test_unknown_attribute_lists_the_valid_ones(synthetic_target, synthetic_data
 def test_config_round_trips_through_json(tmp_path):
     config = FilterConfig(attributes=("Country", "Language"), max_entities=None)
     assert FilterConfig.load(config.save(tmp_path / "filter.json")) == config
+
+
+def test_model_fingerprint_follows_the_weights_not_the_path(tiny_folders, tmp_path):
+    import shutil
+
+    import torch
+
+    from hyperdas.data.filter import model_fingerprint
+    from hyperdas.models import load_target
+
+    moved = shutil.copytree(tiny_folders["llama"], tmp_path / "llama")
+    original, copy = load_target(str(tiny_folders["llama"])), load_target(str(moved))
+    assert model_fingerprint(original) == model_fingerprint(copy)
+    with torch.no_grad():
+        copy.model.lm_head.weight.view(-1)[0] += 1.0  # tied to the embeddings' first value
+    assert model_fingerprint(original) != model_fingerprint(copy)

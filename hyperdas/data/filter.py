@@ -43,14 +43,18 @@ def _digest(payload) -> str:
 
 
 def model_fingerprint(target) -> str:
-    """Changes when the weights' source, dtype, quantisation or architecture change."""
+    """Changes with the weights, dtype, quantisation, architecture or tokenizer; not with where
+    the weights are stored (a moved cache keeps its verdicts)."""
     model = target.model
+    weights = hashlib.sha256()
+    for name, param in model.named_parameters():  # a cheap content sample: the first values of each
+        weights.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
+        weights.update(param.detach().flatten()[:64].float().cpu().numpy().tobytes())
     return _digest({
         "name": target.name,
-        "source": str(target.source),
-        "dtype": str(next(model.parameters()).dtype),
+        "weights": weights.hexdigest(),
         "load_in_4bit": target.config.load_in_4bit,
-        "config": model.config.to_dict() if hasattr(model.config, "to_dict") else str(model.config),
+        "config": {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"},
         "vocab": len(target.tokenizer),
     })
 
@@ -88,20 +92,24 @@ class AnswerCache:
         os.replace(tmp, self.path)  # an interrupted run leaves the last complete file
 
 
+def _rank(split: str) -> int:
+    return SPLITS.index(split) if split in SPLITS else len(SPLITS)
+
+
 def split_quotas(counts: dict[str, int], n: int) -> dict[str, int]:
     """n slots shared among splits in proportion to their template counts (largest remainder),
-    at least one for every split that has templates when n allows it."""
+    at least one for every split that has templates when n allows it; ties favour train, then val."""
     present = {s: c for s, c in counts.items() if c > 0}
     total = sum(present.values())
-    quota = {s: min(c, max(1, n * c // total)) if n >= len(present) else 0 for s, c in present.items()}
-    by_remainder = sorted(present, key=lambda s: (-(n * present[s] / total - n * present[s] // total), s))
-    while sum(quota.values()) < min(n, total):
-        for split in by_remainder:
-            if sum(quota.values()) < min(n, total) and quota[split] < present[split]:
-                quota[split] += 1
+    exact = {s: n * c / total for s, c in present.items()}
+    floor = 1 if n >= len(present) else 0
+    quota = {s: min(present[s], max(floor, int(exact[s]))) for s in present}
     while sum(quota.values()) > n:  # the minimum of one per split can overshoot
-        largest = max(quota, key=lambda s: (quota[s], s))
-        quota[largest] -= 1
+        above = [s for s in quota if quota[s] > floor]
+        quota[max(above, key=lambda s: (quota[s] - exact[s], _rank(s)))] -= 1
+    while sum(quota.values()) < min(n, total):  # the split furthest below its exact share next
+        open_ = [s for s in present if quota[s] < present[s]]
+        quota[max(open_, key=lambda s: (exact[s] - quota[s], -_rank(s)))] += 1
     return quota
 
 

@@ -104,9 +104,8 @@ class _Pool:
         }
         self.knows = {a: sorted({e for es in per.values() for e in es}) for a, per in self.known.items()}
         self.templates = sorted({t for per in self.known.values() for t in per})
-        self.wikipedia = sorted(
-            (t, info.get("entity")) for t, info in data.wikipedia_prompts.items()
-            if wikipedia and info["split"] in template_splits
+        self.wikipedia = sorted(  # (template, the entity it names or None); keys are unique
+            (t, info.get("entity")) for t, info in data.wikipedia_prompts.items() if info["split"] in template_splits
         ) if wikipedia else []
 
     def value(self, entity: str, attribute: str) -> str:
