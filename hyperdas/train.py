@@ -114,7 +114,8 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
     train = encode(target.tokenizer, select_rows(pairs["train"], config))
     val = None
     if "val" in pairs and len(pairs["val"]):
-        val = encode(target.tokenizer, select_rows(pairs["val"], config, config.max_val_pairs))
+        # both kinds for either method: early stopping reads Disentangle, which needs Iso
+        val = encode(target.tokenizer, select_rows(pairs["val"], config.replace(method="mdas"), config.max_val_pairs))
     train_src = source_vectors(target, layer, train, progress=progress)
     val_src = source_vectors(target, layer, val) if val is not None else None
 

@@ -18,7 +18,7 @@ def pairs(synthetic_data, synthetic_known, synthetic_target):
 
 def test_checkpoint_reloads_to_identical_outputs(synthetic_target, pairs, tmp_path):
     result = train_das(synthetic_target, pairs, SHORT.replace(method="mdas"), checkpoint_dir=tmp_path, progress=False)
-    assert result.best_val is not None and [h["step"] for h in result.history] == list(range(1, len(result.history) + 1))
+    assert result.best_val["iso"] is not None and [h["step"] for h in result.history] == list(range(1, len(result.history) + 1))
     loaded, config = load_checkpoint(tmp_path, synthetic_target.hidden_size)
     assert config == SHORT.replace(method="mdas")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "intervention.safetensors", "meta.json"]
