@@ -176,3 +176,10 @@ def test_a_model_that_knows_nothing_gives_a_clear_error(tiny_llama, synthetic_da
 def test_config_round_trips_through_json(tmp_path):
     config = SMALL.replace(generalisation_sets=True)
     assert PairConfig.load(config.save(tmp_path / "pairs.json")) == config
+
+
+def test_loading_pairs_that_were_never_built_says_what_to_run(tmp_path):
+    from hyperdas.data.dataset import load_pairs
+
+    with pytest.raises(RavelDataError, match="run notebooks/01_data.ipynb"):
+        load_pairs(tmp_path / "nothing")

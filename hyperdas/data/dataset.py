@@ -18,24 +18,29 @@ def pairs_dir(results_root: str | Path, model_name: str) -> Path:
     return results_dir(results_root, model_name) / PAIRS_FOLDER
 
 
-def make_ravel_pairs(target, attributes: dict[str, list[str]], ravel_dir=None, filter_config: FilterConfig = FilterConfig(),
-                     pair_config: PairConfig = PairConfig(), progress: bool = True):
-    """Filter and pair each domain; returns (DatasetDict over all domains, {domain: FilterResult})."""
-    from datasets import DatasetDict, concatenate_datasets
-
+def filter_domains(target, attributes: dict[str, list[str]], ravel_dir=None,
+                   filter_config: FilterConfig = FilterConfig(), progress: bool = True):
+    """Load and filter each requested domain: ({domain: RavelDomain}, {domain: FilterResult})."""
     if not attributes:
         raise RavelDataError("no domains requested: `attributes` maps a domain to its attribute list")
-    per_domain, filtered = {}, {}
+    datas, filtered = {}, {}
     for domain, names in attributes.items():
-        data = load_domain(domain, ravel_dir)
-        data.check_attributes(list(names))
-        filtered[domain] = filter_domain(target, data, filter_config.replace(domain=domain, attributes=tuple(names)),
-                                         progress=progress)
-        per_domain[domain] = build_pairs(data, filtered[domain], target.tokenizer,
-                                         pair_config.replace(target_attributes=tuple(names)))
-    splits = next(iter(per_domain.values())).keys()
-    merged = DatasetDict({s: concatenate_datasets([d[s] for d in per_domain.values()]) for s in splits})
-    return merged, filtered
+        datas[domain] = load_domain(domain, ravel_dir)
+        datas[domain].check_attributes(list(names))
+        config = filter_config.replace(domain=domain, attributes=tuple(names))
+        filtered[domain] = filter_domain(target, datas[domain], config, progress=progress)
+    return datas, filtered
+
+
+def pairs_from(target, datas: dict, filtered: dict[str, FilterResult], pair_config: PairConfig = PairConfig()):
+    """Pairs of every filtered domain, merged split by split into one DatasetDict."""
+    from datasets import DatasetDict, concatenate_datasets
+
+    per_domain = [
+        build_pairs(datas[d], result, target.tokenizer, pair_config.replace(target_attributes=tuple(result.known)))
+        for d, result in filtered.items()
+    ]
+    return DatasetDict({s: concatenate_datasets([p[s] for p in per_domain]) for s in per_domain[0]})
 
 
 def save_pairs(pairs, folder: str | Path, meta: dict) -> Path:

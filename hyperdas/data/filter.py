@@ -75,14 +75,22 @@ class AnswerCache:
     def key(template: str, entity: str, value: str) -> str:
         return f"{template}\t{entity}\t{value}"
 
-    def check(self, target, items, batch_size: int, save_every: int = 2048, progress: bool = True) -> list[bool]:
-        """Verdicts for (template, entity, value) items; only unseen ones are run, saved as they come."""
+    def check(self, target, items, batch_size: int, chunk: int = 2048, save_seconds: float = 60.0,
+              progress: bool = True) -> list[bool]:
+        """Verdicts for (template, entity, value) items; only unseen ones are run.
+
+        Saved at most every `save_seconds` (rewriting the whole file after every chunk would cost
+        gigabytes of writes on a full run) and at the end, so an interrupt loses at most that much.
+        """
         todo = list(dict.fromkeys(i for i in items if self.key(*i) not in self.verdicts))
-        for start in range(0, len(todo), save_every):
-            part = todo[start : start + save_every]
+        last_save = time.monotonic()
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
             for item, ok in zip(part, check_answers(target, part, batch_size=batch_size, progress=progress)):
                 self.verdicts[self.key(*item)] = ok
-            self._save()
+            if time.monotonic() - last_save >= save_seconds or start + chunk >= len(todo):
+                self._save()
+                last_save = time.monotonic()
         return [self.verdicts[self.key(*i)] for i in items]
 
     def _save(self) -> None:

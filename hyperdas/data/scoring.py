@@ -7,6 +7,8 @@ correct iff the argmax equals the value's token at each of its first <= 3 positi
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from collections import defaultdict
 
 import torch
@@ -48,11 +50,10 @@ def _prefix_cache(model, prefix: list[int], device):
     return out["cache"] if "cache" in out else out["past_key_values"]
 
 
-def _cache_kwarg(module) -> str:
-    """transformers 5 renamed `past_key_values` to `cache`; accept both."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(module_type: type) -> str:
+    """transformers 5 renamed `past_key_values` to `cache`; accept both (looked up once per class)."""
+    return "cache" if "cache" in inspect.signature(module_type.forward).parameters else "past_key_values"
 
 
 def answer_logits(model, rows, wanted, pad_id: int = 0, prefix_len: int = 0, cache=None):
@@ -75,7 +76,7 @@ def answer_logits(model, rows, wanted, pad_id: int = 0, prefix_len: int = 0, cac
     if cache is not None:
         cache = copy.deepcopy(cache)
         cache.batch_repeat_interleave(len(rows))
-        kwargs[_cache_kwarg(body)] = cache
+        kwargs[_cache_kwarg(type(body))] = cache
         kwargs["position_ids"] = (torch.arange(width) + prefix_len).expand(len(rows), -1).to(device)
     hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).last_hidden_state
     row_index = torch.tensor([r for r, _ in wanted], device=device)
