@@ -11,7 +11,7 @@ import dataclasses
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.data.scoring import answer_ids, answer_logits
+from hyperdas.data.scoring import MAX_ANSWER_TOKENS, answer_ids, answer_logits
 from hyperdas.hooks import check_layer, edit_residual, replace_at
 from hyperdas.metrics import exact_match, scores
 
@@ -43,6 +43,8 @@ class Encoded:
     source: list[list[int]]
     source_pos: list[int]
     records: list[dict]        # the fields the metrics group by
+    expected: list[str]        # the whole expected value (for the generation-based score)
+    expected_len: list[int]    # its length in tokens, appended to the base prompt
 
     def __len__(self) -> int:
         return len(self.base)
@@ -50,11 +52,12 @@ class Encoded:
 
 def encode(tokenizer, rows) -> Encoded:
     check_rows(rows)
-    enc = Encoded([], [], [], [], [], [], [])
+    enc = Encoded([], [], [], [], [], [], [], [], [])
     for row in rows:
         prompt = row["input_prefix"] + row["input_suffix"]
         ids = tokenizer(prompt)["input_ids"]
-        answer = answer_ids(tokenizer, prompt, expected_output(row))
+        full = answer_ids(tokenizer, prompt, expected_output(row), max_tokens=None)
+        answer = full[:MAX_ANSWER_TOKENS]
         enc.base.append(ids + answer[:-1])
         enc.answers.append(answer)
         enc.first.append(len(ids) - 1)
@@ -62,6 +65,8 @@ def encode(tokenizer, rows) -> Encoded:
         enc.source.append(tokenizer(row["counterfactual_input_prefix"] + row["counterfactual_input_suffix"])["input_ids"])
         enc.source_pos.append(row["source_entity_position"])
         enc.records.append({f: row[f] for f in RECORD_FIELDS})
+        enc.expected.append(expected_output(row))
+        enc.expected_len.append(len(full))
     return enc
 
 
@@ -112,15 +117,61 @@ def intervened_logits(target, layer: int, intervention, enc: Encoded, index: lis
     return logits, labels
 
 
+def generated_answers(target, layer: int, intervention, enc: Encoded, index: list[int], sources: torch.Tensor,
+                      extra_tokens: int = 2) -> list[str]:
+    """Greedy continuations of the base prompts of `index`, the intervention applied to the prompt.
+
+    Each prompt is re-run whole at every step (answers are a few tokens), so the intervention
+    sits at the same base position in every pass and no key/value cache is involved.
+    """
+    rows = [enc.base[i][: enc.first[i] + 1] for i in index]
+    pos = torch.tensor([enc.base_pos[i] for i in index], device=target.device)
+    src = sources[index].to(target.device)
+    pad = target.tokenizer.pad_token_id or 0
+
+    def edit(hidden):
+        new = intervention(hidden[torch.arange(len(index), device=hidden.device), pos], src.to(hidden.dtype))
+        return replace_at(hidden, pos, new)
+
+    generated = [[] for _ in index]
+    with edit_residual(target, layer, edit):
+        for _ in range(max(enc.expected_len[i] for i in index) + extra_tokens):
+            wanted = [(r, len(row) - 1) for r, row in enumerate(rows)]
+            tokens = answer_logits(target.model, rows, wanted, pad).argmax(-1).tolist()
+            for r, token in enumerate(tokens):
+                rows[r] = rows[r] + [token]
+                generated[r].append(token)
+    return [target.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
+
+
+def generation_match(text: str, expected: str) -> bool:
+    """RAVEL-style check of a greedy continuation: it starts with the whole expected value."""
+    return " ".join(text.split()).startswith(" ".join(expected.split()))
+
+
+MODES = ("teacher_forced", "generation")
+
+
 @torch.no_grad()
 def evaluate(target, layer: int, intervention, enc: Encoded, sources: torch.Tensor | None = None,
-             batch_size: int = 32, progress: bool = False) -> tuple[dict, list[dict]]:
-    """(scores, per-example records with `correct`) for any intervention module."""
+             batch_size: int = 32, progress: bool = False, mode: str = "teacher_forced") -> tuple[dict, list[dict]]:
+    """(scores, per-example records with `correct`) for any intervention module.
+
+    mode "teacher_forced": the argmax matches the expected value's first <= 3 tokens (training's
+    rule); "generation": a greedy continuation starts with the whole value (for final tables).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown evaluation mode {mode!r}; use one of {MODES}")
     if sources is None:
         sources = source_vectors(target, layer, enc, batch_size)
     records = []
     for start in tqdm(range(0, len(enc), batch_size), desc="evaluating", disable=not progress):
         index = list(range(start, min(start + batch_size, len(enc))))
+        if mode == "generation":
+            texts = generated_answers(target, layer, intervention, enc, index, sources)
+            for i, text in zip(index, texts):
+                records.append({**enc.records[i], "correct": generation_match(text, enc.expected[i]), "output": text})
+            continue
         logits, _ = intervened_logits(target, layer, intervention, enc, index, sources)
         predicted = logits.argmax(-1).tolist()
         for i in index:

@@ -101,11 +101,37 @@ class TrainResult:
     best_step: int
     best_val: dict | None
     seconds: float
+    resumed_from: int = 0   # the step an interrupted run was resumed after (0: fresh start)
+
+
+RESUME_FILE = "resume.pt"
+
+
+def _save_resume(folder: Path, state: dict) -> None:
+    tmp = folder / (RESUME_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(folder / RESUME_FILE)  # atomic: an interruption never leaves half a file
+
+
+def _load_resume(folder: Path, config: DASConfig) -> dict | None:
+    path = folder / RESUME_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=True)
+    if state["config"] != config.to_dict():
+        raise ValueError(f"{folder} holds a run with another configuration; pass a fresh checkpoint_dir "
+                         f"or resume=False to start over")
+    return state
 
 
 def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | None = None,
-              progress: bool = True) -> TrainResult:
-    """Train DAS or MDAS on pairs["train"], early-stopping on pairs["val"] when it has rows."""
+              progress: bool = True, resume: bool = True) -> TrainResult:
+    """Train DAS or MDAS on pairs["train"], early-stopping on pairs["val"] when it has rows.
+
+    With a `checkpoint_dir`, the best weights are saved there and the whole training state at
+    every evaluation; a later call with the same config resumes after the last saved step and
+    gives the numbers an uninterrupted run gives.
+    """
     layer = check_layer(target.n_layers, config.layer)
     if config.k > target.hidden_size:
         raise ValueError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
@@ -116,16 +142,26 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
     if "val" in pairs and len(pairs["val"]):
         # both kinds for either method: early stopping reads Disentangle, which needs Iso
         val = encode(target.tokenizer, select_rows(pairs["val"], config.replace(method="mdas"), config.max_val_pairs))
-    train_src = source_vectors(target, layer, train, progress=progress)
-    val_src = source_vectors(target, layer, val) if val is not None else None
-
     intervention = RotatedSpaceInterchange(target.hidden_size, config.k).to(target.device)
     optimizer = torch.optim.AdamW(intervention.parameters(), lr=config.lr)
+    rng = random.Random(config.seed)
+    history, best_val, best_step, best_state, bad, first = [], None, 0, None, 0, 1
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    saved = _load_resume(folder, config) if folder is not None and resume else None
+    if saved is not None:
+        intervention.load_state_dict(saved["weights"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
+        history, best_val, best_step, best_state, bad = (saved[k] for k in ("history", "best_val", "best_step",
+                                                                              "best_state", "bad"))
+        first = saved["step"] + 1 if not saved["done"] else config.steps + 1
+    train_src = source_vectors(target, layer, train, progress=progress) if first <= config.steps else None
+    val_src = source_vectors(target, layer, val) if val is not None and first <= config.steps else None
+
     weights = torch.tensor([config.causal_weight if r["attribute_type"] == "causal" else config.iso_weight
                             for r in train.records])
-    rng = random.Random(config.seed)
-    history, best_val, best_step, best_state, bad = [], None, 0, None, 0
-    bar = tqdm(range(1, config.steps + 1), desc=f"{config.method} {config.target_attribute}", disable=not progress)
+    done = False
+    bar = tqdm(range(first, config.steps + 1), desc=f"{config.method} {config.target_attribute}", disable=not progress)
     for step in bar:
         index = rng.sample(range(len(train)), min(config.batch_size, len(train)))
         logits, labels = intervened_logits(target, layer, intervention, train, index, train_src)
@@ -136,23 +172,32 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
         loss.backward()
         optimizer.step()
         entry = {"step": step, "loss": loss.item()}
-        if val is not None and (step % config.eval_every == 0 or step == config.steps):
+        evaluated = val is not None and (step % config.eval_every == 0 or step == config.steps)
+        if evaluated:
             scores, _ = evaluate(target, layer, intervention, val, val_src)
             entry["val"] = scores["overall"]
             score = scores["overall"]["disentangle"]
             if best_val is None or score > best_val["disentangle"]:
                 best_val, best_step, bad = scores["overall"], step, 0
                 best_state = {k: v.detach().clone() for k, v in intervention.state_dict().items()}
-                if checkpoint_dir is not None:
-                    save_checkpoint(checkpoint_dir, intervention, config, {"step": step, "val": best_val})
+                if folder is not None:
+                    save_checkpoint(folder, intervention, config, {"step": step, "val": best_val})
             else:
                 bad += 1
             bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
         history.append(entry)
-        if bad >= config.patience:
+        done = bad >= config.patience or step == config.steps
+        if folder is not None and (evaluated or done):
+            _save_resume(folder, {
+                "config": config.to_dict(), "step": step, "done": done, "history": history,
+                "weights": intervention.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": rng.getstate(), "best_val": best_val, "best_step": best_step,
+                "best_state": best_state, "bad": bad})
+        if done:
             break
     if best_state is not None:
         intervention.load_state_dict(best_state)
-    elif checkpoint_dir is not None:
-        save_checkpoint(checkpoint_dir, intervention, config, {"step": config.steps})
-    return TrainResult(intervention, config, history, best_step, best_val, time.perf_counter() - started)
+    elif folder is not None and saved is None:
+        save_checkpoint(folder, intervention, config, {"step": config.steps})
+    return TrainResult(intervention, config, history, best_step, best_val, time.perf_counter() - started,
+                       resumed_from=first - 1 if saved is not None else 0)

@@ -55,3 +55,11 @@ def test_disentangle_of_missing_parts_and_bad_kind():
     assert disentangle(None, None) is None and disentangle(0.4, None) == 0.4
     with pytest.raises(ValueError, match="causal or isolate"):
         scores([row("other", "Country", "t", True)])
+
+
+def test_generation_match_needs_the_whole_value_at_the_start():
+    from hyperdas.evaluate import generation_match
+
+    assert generation_match(" North  Zent and more", "North Zent")
+    assert not generation_match(" North Tavia", "North Zent")
+    assert not generation_match(" the North Zent", "North Zent")

@@ -21,7 +21,7 @@ def test_checkpoint_reloads_to_identical_outputs(synthetic_target, pairs, tmp_pa
     assert result.best_val["iso"] is not None and [h["step"] for h in result.history] == list(range(1, len(result.history) + 1))
     loaded, config = load_checkpoint(tmp_path, synthetic_target.hidden_size)
     assert config == SHORT.replace(method="mdas")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "intervention.safetensors", "meta.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "intervention.safetensors", "meta.json", "resume.pt"]
     test = encode(synthetic_target.tokenizer, pairs["test"])
     ours, _ = evaluate(synthetic_target, SHORT.layer, result.intervention, test)
     theirs, _ = evaluate(synthetic_target, SHORT.layer, loaded, test)
@@ -53,3 +53,30 @@ def test_bad_input_is_named(synthetic_target, pairs, tmp_path):
     train_das(synthetic_target, pairs, SHORT.replace(steps=1), checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="hidden size 128, not 576"):
         load_checkpoint(tmp_path, 576)
+
+
+def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tmp_path, monkeypatch):
+    import hyperdas.train as train_module
+
+    config = SHORT.replace(method="mdas", steps=9, eval_every=3, patience=9)
+    whole = train_das(synthetic_target, pairs, config, progress=False)
+    calls, real = {"n": 0}, train_module.intervened_logits
+
+    def dies_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "intervened_logits", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+    monkeypatch.setattr(train_module, "intervened_logits", real)
+    resumed = train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+    assert resumed.resumed_from == 3
+    assert resumed.history == whole.history and resumed.best_step == whole.best_step
+    assert torch.equal(resumed.intervention.R, whole.intervention.R)
+    again = train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+    assert again.history == whole.history  # a finished run is not trained again
+    with pytest.raises(ValueError, match="another configuration"):
+        train_das(synthetic_target, pairs, config.replace(lr=0.5), checkpoint_dir=tmp_path, progress=False)

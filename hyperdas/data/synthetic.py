@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from hyperdas.cache import cache_root, convert_once
 
 WORLD_VERSION = "v1"
-MODEL_VERSION = "v2"  # bump when the training recipe changes (v2: fact cards)
+MODEL_VERSION = "v3"  # bump when the training recipe changes (v2: fact cards, v3: local first block)
 ATTRIBUTES = ("Country", "Continent", "Language")
 CONTINENTS = ("Norvia", "Sudara", "Estland", "Westmar", "Ocealis")
 LANGUAGES = ("Velish", "Tarnic", "Ossan", "Quillan", "Brevan", "Moric", "Dantish", "Lurian", "Kesh", "Orran")
@@ -161,8 +161,15 @@ def _batch(examples, pad_id):
 
 
 def train_world_model(out: str | Path, world: str | Path, domain: str = "city", seed: int = 0,
-                      max_steps: int = 3000, target_accuracy: float = 0.95, progress: bool = True) -> dict:
-    """Train a 4-layer d=128 Llama from scratch on every fact of the world; save it as a HF folder."""
+                      max_steps: int = 3000, target_accuracy: float = 0.95, local_layers: int = 1,
+                      progress: bool = True) -> dict:
+    """Train a 4-layer d=128 Llama from scratch on every fact of the world; save it as a HF folder.
+
+    The first `local_layers` blocks get a zero, frozen attention output, so they only transform
+    each token on its own. Whatever later positions learn about the entity then flows through the
+    entity tokens' residual stream after those blocks: the enrichment-then-extraction pattern of
+    real LMs, held exactly, which makes the known-answer tests of interventions well posed.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out, world = Path(out), Path(world)
@@ -175,7 +182,10 @@ def train_world_model(out: str | Path, world: str | Path, domain: str = "city", 
         bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    for block in model.model.layers[:local_layers]:
+        torch.nn.init.zeros_(block.self_attn.o_proj.weight)
+        block.self_attn.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
     rng = random.Random(seed)
     accuracy, step = 0.0, 0
     bar = tqdm(total=max_steps, desc="training synthetic-llama", disable=not progress)
@@ -197,7 +207,7 @@ def train_world_model(out: str | Path, world: str | Path, domain: str = "city", 
         raise RuntimeError(f"synthetic-llama reached only {accuracy:.3f} accuracy in {max_steps} steps")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    report = {"steps": step, "accuracy": accuracy, "n_facts": len(examples), "seed": seed}
+    report = {"steps": step, "accuracy": accuracy, "n_facts": len(examples), "seed": seed, "local_layers": local_layers}
     (out / "training.json").write_text(json.dumps(report, indent=1))
     return report
 
