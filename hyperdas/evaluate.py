@@ -121,27 +121,40 @@ def generated_answers(target, layer: int, intervention, enc: Encoded, index: lis
                       extra_tokens: int = 2) -> list[str]:
     """Greedy continuations of the base prompts of `index`, the intervention applied to the prompt.
 
-    Each prompt is re-run whole at every step (answers are a few tokens), so the intervention
-    sits at the same base position in every pass and no key/value cache is involved.
+    The prompt pass (left-padded, position ids counted from each row's first real token, so
+    padding never shifts positions) carries the intervention; the answer tokens then reuse its
+    key/value cache, as decoding does.
     """
-    rows = [enc.base[i][: enc.first[i] + 1] for i in index]
-    pos = torch.tensor([enc.base_pos[i] for i in index], device=target.device)
-    src = sources[index].to(target.device)
+    from hyperdas.data.scoring import _cache_kwarg
+
+    prompts = [enc.base[i][: enc.first[i] + 1] for i in index]
+    width, device = max(len(p) for p in prompts), target.device
     pad = target.tokenizer.pad_token_id or 0
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    pos = torch.tensor([width - len(p) + enc.base_pos[i] for p, i in zip(prompts, index)], device=device)
+    src = sources[index].to(device)
+    rows = torch.arange(len(index), device=device)
 
     def edit(hidden):
-        new = intervention(hidden[torch.arange(len(index), device=hidden.device), pos], src.to(hidden.dtype))
-        return replace_at(hidden, pos, new)
+        if hidden.shape[1] != width:  # a decoding step: the prompt was edited already
+            return hidden
+        return replace_at(hidden, pos, intervention(hidden[rows, pos], src.to(hidden.dtype)))
 
-    generated = [[] for _ in index]
+    body, head = target.model.get_decoder(), target.model.get_output_embeddings()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    generated, kwargs = [], {"input_ids": ids}
     with edit_residual(target, layer, edit):
         for _ in range(max(enc.expected_len[i] for i in index) + extra_tokens):
-            wanted = [(r, len(row) - 1) for r, row in enumerate(rows)]
-            tokens = answer_logits(target.model, rows, wanted, pad).argmax(-1).tolist()
-            for r, token in enumerate(tokens):
-                rows[r] = rows[r] + [token]
-                generated[r].append(token)
-    return [target.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
+            out = body(attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+            token = head(out.last_hidden_state[:, -1]).argmax(-1)
+            generated.append(token)
+            cache = out["cache"] if "cache" in out else out["past_key_values"]
+            kwargs = {"input_ids": token[:, None], _cache_kwarg(type(body)): cache}
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+    tokens = torch.stack(generated, dim=1).tolist()
+    return [target.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
 
 
 def generation_match(text: str, expected: str) -> bool:

@@ -7,7 +7,7 @@ from hyperdas.evaluate import encode, evaluate
 from hyperdas.interventions import FullInterchange
 from hyperdas.train import DASConfig, select_rows, train_das
 
-COUNTRY = DASConfig(target_attribute="Country", layer=1, k=8, lr=1e-2, batch_size=16, steps=300, eval_every=50,
+COUNTRY = DASConfig(target_attribute="Country", layer=0, k=8, lr=1e-2, batch_size=16, steps=300, eval_every=50,
                     patience=3)
 
 
@@ -58,3 +58,38 @@ def test_generation_scores_agree_with_teacher_forcing_on_full_patches(synthetic_
     generated, records = evaluate(synthetic_target, 0, FullInterchange(), country_test, mode="generation")
     assert abs(generated["overall"]["cause"] - teacher["overall"]["cause"]) <= 0.05
     assert all(isinstance(r["output"], str) for r in records)
+
+
+def _greedy_by_rerunning(target, layer, intervention, enc, index, sources, steps):
+    """Reference decoding: the whole right-padded sequence re-run for every new token."""
+    import torch
+
+    from hyperdas.data.scoring import answer_logits
+    from hyperdas.hooks import edit_residual, replace_at
+
+    rows = [enc.base[i][: enc.first[i] + 1] for i in index]
+    pos, src = torch.tensor([enc.base_pos[i] for i in index]), sources[index]
+    edit = lambda h: replace_at(h, pos, intervention(h[torch.arange(len(index)), pos], src))  # noqa: E731
+    with edit_residual(target, layer, edit), torch.no_grad():
+        for _ in range(steps):
+            wanted = [(r, len(row) - 1) for r, row in enumerate(rows)]
+            tokens = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id).argmax(-1).tolist()
+            rows = [row + [t] for row, t in zip(rows, tokens)]
+    return [target.tokenizer.decode(row[enc.first[i] + 1:], skip_special_tokens=True) for row, i in zip(rows, index)]
+
+
+def test_cached_left_padded_generation_equals_rerunning_the_sequence(synthetic_target, country_test):
+    import torch
+
+    from hyperdas.evaluate import generated_answers, source_vectors
+    from hyperdas.interventions import RotatedSpaceInterchange
+
+    torch.manual_seed(0)
+    index = list(range(min(24, len(country_test))))
+    sources = source_vectors(synthetic_target, 0, country_test)
+    steps = max(country_test.expected_len[i] for i in index) + 2
+    assert len({len(country_test.base[i]) for i in index}) > 1  # prompts of several lengths: padding matters
+    for intervention in (FullInterchange(), RotatedSpaceInterchange(synthetic_target.hidden_size, 8)):
+        with torch.no_grad():
+            cached = generated_answers(synthetic_target, 0, intervention, country_test, index, sources)
+        assert cached == _greedy_by_rerunning(synthetic_target, 0, intervention, country_test, index, sources, steps)

@@ -32,8 +32,14 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert len(summary["residual_norms"]["by_layer"]) == 4
     data = json.loads((out / "data_summary.json").read_text())
     assert data["pair_counts"]["train"]["causal/Country"] == 50
-    assert all(row["accuracy"] >= 0.95 for row in data["filter_table"])
+    assert all(row["accuracy"] >= 0.9 for row in data["filter_table"])
     assert (out / "datasets" / "ravel_pairs" / "dataset_dict.json").is_file()
+    baselines = json.loads((out / "baselines.json").read_text())
+    main = {(r["method"], r["attribute"]): r for r in baselines["records"] if r["layer"] == 0}
+    assert set(main) == {(m, a) for m in ("das", "mdas", "full") for a in ("Country", "Continent", "Language")}
+    assert main[("full", "Country")]["cause"] >= 0.95  # the entity's residual after the local block
+    assert {r["layer"] for r in baselines["records"]} == {0, 1, 2}
+    assert all(r["generation"]["cause"] is not None for r in main.values())
     assert {p.name for p in (out / "runs").iterdir()} == {p.name for p in NOTEBOOKS}
     assert "summary" in capsys.readouterr().out
 

@@ -1,0 +1,97 @@
+"""The baselines HyperDAS must beat, run the same way for every (method, attribute, layer).
+
+`run_baselines` trains DAS / MDAS for each instructed attribute and layer, evaluates every
+trained intervention and plain activation patching ("full") on the same test pairs through
+`hyperdas.evaluate.evaluate`, and returns one flat list of records that `baselines.json` holds
+and the figures read. Source vectors of the test pairs are computed once per (attribute, layer).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from hyperdas.evaluate import encode, evaluate, source_vectors
+from hyperdas.hooks import check_layer
+from hyperdas.interventions import FullInterchange
+from hyperdas.train import METHODS, DASConfig, select_rows, train_das
+
+FULL = "full"
+
+
+def target_attributes(split) -> list[str]:
+    """Instructed attributes with causal rows, sorted."""
+    return sorted({a for a, kind in zip(split["target_attribute"], split["attribute_type"]) if kind == "causal"})
+
+
+def _check_request(target, pairs, methods, attributes, layers) -> None:
+    unknown = [m for m in methods if m not in (*METHODS, FULL)]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; use any of {(*METHODS, FULL)}")
+    if not layers:
+        raise ValueError("no layers given")
+    for layer in layers:
+        check_layer(target.n_layers, layer)
+    if "test" not in pairs:
+        raise ValueError(f"the pairs have no 'test' split (splits: {list(pairs)})")
+    known = target_attributes(pairs["train"])
+    missing = [a for a in attributes if a not in known]
+    if missing:
+        raise ValueError(f"no causal training pairs for attribute(s) {missing}; the dataset has {known}")
+
+
+def _record(method, attribute, layer, config, scores, generation, **extra) -> dict:
+    (domain, per_attribute), = ((d, a[attribute]) for d, a in scores["per_attribute"].items())
+    out = {"method": method, "domain": domain, "attribute": attribute, "layer": layer,
+           "k": config.k if method != FULL else None,
+           **{m: per_attribute[m] for m in ("cause", "iso", "disentangle", "n_causal", "n_isolate")}}
+    if generation is not None:
+        out["generation"] = {m: generation["overall"][m] for m in ("cause", "iso", "disentangle")}
+    return {**out, "seed": config.seed, "config": config.to_dict() if method != FULL else None, **extra}
+
+
+def run_baselines(target, pairs, base: DASConfig, methods=("das", "mdas", FULL), attributes=None, layers=None,
+                  generation: bool = True, checkpoint_root: str | Path | None = None,
+                  progress: bool = True) -> list[dict]:
+    """Train and evaluate every (method, attribute, layer); one record each (see module doc)."""
+    attributes = list(attributes or target_attributes(pairs["train"]))
+    layers = list(layers if layers is not None else [base.layer])
+    _check_request(target, pairs, methods, attributes, layers)
+    records = []
+    jobs = [(a, layer) for a in attributes for layer in layers]
+    for attribute, layer in tqdm(jobs, desc="baselines", disable=not progress):
+        config = base.replace(target_attribute=attribute, layer=layer)
+        test = encode(target.tokenizer, select_rows(pairs["test"], config.replace(method="mdas")))
+        sources = source_vectors(target, layer, test)
+        for method in methods:
+            start = time.perf_counter()
+            extra = {}
+            if method == FULL:
+                intervention = FullInterchange()
+            else:
+                config = config.replace(method=method)
+                folder = None if checkpoint_root is None else \
+                    Path(checkpoint_root) / f"{method}-{attribute}-L{layer}-k{config.k}-s{config.seed}".replace(" ", "_")
+                result = train_das(target, pairs, config, checkpoint_dir=folder, progress=progress)
+                intervention = result.intervention
+                extra = {"best_step": result.best_step, "steps_run": len(result.history), "val": result.best_val,
+                         "train_seconds": round(result.seconds, 2), "resumed_from": result.resumed_from,
+                         "history": result.history}
+            scores, _ = evaluate(target, layer, intervention, test, sources)
+            generated = evaluate(target, layer, intervention, test, sources, mode="generation")[0] if generation else None
+            records.append(_record(method, attribute, layer, config, scores, generated,
+                                   wall_seconds=round(time.perf_counter() - start, 2), **extra))
+    return records
+
+
+def table(records: list[dict], layer: int | None = None, metric_source: str = "teacher_forced") -> list[dict]:
+    """Rows for printing: one per (domain, attribute, method) at `layer` (default: each record's)."""
+    rows = []
+    for r in records:
+        if layer is not None and r["layer"] != layer:
+            continue
+        values = r if metric_source == "teacher_forced" else r.get("generation") or {}
+        rows.append({"domain": r["domain"], "attribute": r["attribute"], "method": r["method"], "layer": r["layer"],
+                     **{m: None if values.get(m) is None else round(values[m], 3) for m in ("cause", "iso", "disentangle")}})
+    return rows

@@ -1,0 +1,74 @@
+"""Token-position selection: which source token (or none) feeds each base token.
+
+For every (source i, base j) pair a feature ``Linear([h_base_j ; h_source_i])`` (2D -> D), plus one
+"keep base" row per base position whose feature is h_base_j; the instruction's state z attends over
+them (scores averaged over heads). A softmax over the Ts+1 rows of each base column gives
+A (B, Ts+1, Tb): row i < Ts is source token i, the last row is "keep the base vector".
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MODES = ("soft", "one_to_many", "one_to_one")
+BIDDING_FLOOR = 0.1
+
+
+class SelectionHead(nn.Module):
+    def __init__(self, hidden: int, n_heads: int, symmetric: bool = False):
+        super().__init__()
+        if hidden % n_heads:
+            raise ValueError(f"hidden size {hidden} is not divisible by {n_heads} selection heads")
+        self.n_heads, self.symmetric = n_heads, symmetric
+        self.pair = nn.Linear(2 * hidden, hidden)
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+
+    def pair_features(self, base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """(B, Ts+1, Tb, D): Linear([h_base_j ; h_source_i]) for every pair, then the keep-base row."""
+        D = base.shape[-1]
+        w_base, w_source = self.pair.weight[:, :D], self.pair.weight[:, D:]
+        if self.symmetric:  # the same map on both sides: the feature cannot tell base from source
+            w_source = w_base
+        feats = (base @ w_base.T)[:, None, :, :] + (source @ w_source.T)[:, :, None, :] + self.pair.bias
+        return torch.cat([feats, base[:, None]], dim=1)
+
+    def forward(self, z: torch.Tensor, base: torch.Tensor, base_mask: torch.Tensor, source: torch.Tensor,
+                source_mask: torch.Tensor) -> torch.Tensor:
+        """Soft selection A (B, Ts+1, Tb); masked sources get 0, unselectable base columns keep base."""
+        B, Tb, D = base.shape
+        feats = self.pair_features(base, source)
+        hd = D // self.n_heads
+        q = self.query(z).view(B, self.n_heads, hd)
+        k = self.key(feats).view(B, feats.shape[1], Tb, self.n_heads, hd)
+        scores = torch.einsum("bhd,bijhd->bij", q, k) / (hd ** 0.5 * self.n_heads)
+        allowed = torch.cat([source_mask, torch.ones_like(source_mask[:, :1])], dim=1)[:, :, None].expand(-1, -1, Tb)
+        allowed = allowed & base_mask[:, None, :] | _keep_row(B, source.shape[1] + 1, Tb, base.device) & ~base_mask[:, None, :]
+        return scores.masked_fill(~allowed, float("-inf")).softmax(dim=1)
+
+
+def _keep_row(B: int, rows: int, Tb: int, device) -> torch.Tensor:
+    keep = torch.zeros(B, rows, Tb, dtype=torch.bool, device=device)
+    keep[:, -1] = True
+    return keep
+
+
+def harden(A: torch.Tensor, mode: str) -> torch.Tensor:
+    """Inference modes: soft (A as is), one_to_many (one-hot argmax per base column), one_to_one
+    (each source row keeps only its best base column, the keep row floored at 0.1, then one-hot
+    argmax per column)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
+    if mode == "soft":
+        return A
+    if mode == "one_to_one":
+        best = A[:, :-1].argmax(dim=2, keepdim=True)
+        sources = torch.zeros_like(A[:, :-1]).scatter(2, best, A[:, :-1].gather(2, best))
+        A = torch.cat([sources, A[:, -1:].clamp(min=BIDDING_FLOOR)], dim=1)
+    return torch.zeros_like(A).scatter(1, A.argmax(dim=1, keepdim=True), 1.0)
+
+
+def sparsity_penalty(A: torch.Tensor) -> torch.Tensor:
+    """Batch mean of sum_i r_i [r_i > 1], r_i = how much of source token i is used over base tokens."""
+    used = A[:, :-1].sum(dim=2)
+    return (used * (used > 1)).sum(dim=1).mean()
