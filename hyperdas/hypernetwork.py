@@ -91,3 +91,63 @@ class HyperBlock(nn.Module):
         if self.base_ca is not None:
             x = x + self.base_ca(self.base_norm(x), base, base_mask)
         return x + self.mlp(self.mlp_norm(x))
+
+
+INITS = ("target", "scratch")
+
+
+class HyperNetwork(nn.Module):
+    """Instruction encoder: the target's embeddings and first `n_blocks` blocks (copies) with
+    cross-attention to source and base states; returns the last instruction token's state z."""
+
+    def __init__(self, target, n_blocks: int, source_ca: bool = True, base_ca: bool = True, init: str = "target"):
+        super().__init__()
+        if init not in INITS:
+            raise ValueError(f"unknown hypernetwork init {init!r}; use one of {INITS}")
+        layers = target.layers
+        if not 0 <= n_blocks <= len(layers):
+            raise ValueError(f"n_blocks={n_blocks}: the target has {len(layers)} decoder blocks to copy")
+        for i, block in enumerate(layers[:n_blocks]):
+            check_block(block, i)
+        config = target.model.config
+        inner = target.model.get_decoder()
+        if not hasattr(inner, "rotary_emb") or not hasattr(inner, "norm"):
+            raise StructureError(f"{type(inner).__name__} lacks rotary_emb / norm: not a Llama / Qwen2 / Gemma-style model")
+        n_heads = config.num_attention_heads
+        n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+        self.embed = copy.deepcopy(target.model.get_input_embeddings())
+        # Gemma scales its embeddings by sqrt(hidden size): inside the embedding module in recent
+        # transformers, in the model's forward in older ones (plain nn.Embedding); do the same
+        gemma_plain = config.model_type.startswith("gemma") and type(self.embed) is nn.Embedding
+        self.embed_scale = config.hidden_size ** 0.5 if gemma_plain else 1.0
+        self.rotary = copy.deepcopy(inner.rotary_emb)
+        self.blocks = nn.ModuleList(HyperBlock(b, n_heads, n_kv, source_ca, base_ca) for b in layers[:n_blocks])
+        self.norm = copy.deepcopy(inner.norm)
+        self.requires_grad_(True)
+        if init == "scratch":
+            self.apply(_reinitialise)
+
+    def hidden(self, ids, mask, source=None, source_mask=None, base=None, base_mask=None) -> torch.Tensor:
+        """(B, T, D) instruction states after the last block (before the final norm)."""
+        x = self.embed(ids) * torch.tensor(self.embed_scale, dtype=self.embed.weight.dtype)
+        positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        rope = self.rotary(x, positions)
+        mask = mask.bool()
+        for block in self.blocks:
+            x = block(x, mask, rope, source, source_mask, base, base_mask)
+        return x
+
+    def forward(self, ids, mask, source, source_mask, base, base_mask) -> torch.Tensor:
+        x = self.norm(self.hidden(ids, mask, source, source_mask, base, base_mask))
+        last = mask.long().sum(dim=1) - 1  # right padding: the last real token
+        return x[torch.arange(ids.shape[0], device=ids.device), last]
+
+
+def _reinitialise(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif hasattr(module, "weight") and isinstance(module.weight, nn.Parameter) and module.weight.dim() == 1:
+        # norms: Gemma stores w with (1 + w) applied, so zeros; others ones
+        nn.init.zeros_(module.weight) if "Gemma" in type(module).__name__ else nn.init.ones_(module.weight)
