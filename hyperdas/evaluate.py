@@ -8,6 +8,8 @@ stopping the forward pass after the intervened layer.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
+
 import torch
 from tqdm.auto import tqdm
 
@@ -45,6 +47,7 @@ class Encoded:
     records: list[dict]        # the fields the metrics group by
     expected: list[str]        # the whole expected value (for the generation-based score)
     expected_len: list[int]    # its length in tokens, appended to the base prompt
+    instructions: list[list[int]] = dataclasses.field(default_factory=list)  # HyperDAS's, when added
 
     def __len__(self) -> int:
         return len(self.base)
@@ -98,18 +101,36 @@ def source_vectors(target, layer: int, enc: Encoded, batch_size: int = 32, progr
     return torch.cat(out)
 
 
-def intervened_logits(target, layer: int, intervention, enc: Encoded, index: list[int], sources: torch.Tensor):
-    """Logits at the answer positions of examples `index`, with the intervention at their base
-    entity positions; returns (logits (n_tokens, V), answer token ids (n_tokens,))."""
-    rows = [enc.base[i] for i in index]
-    pos = torch.tensor([enc.base_pos[i] for i in index], device=target.device)
+def make_edit(method, target, layer: int, enc: Encoded, index: list[int], sources: torch.Tensor | None,
+              rows: list[list[int]], offsets: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The residual edit of `method` for the examples `index`, laid out as `rows` padded to a common
+    width with `offsets[r]` pad tokens before row r (0 for right padding).
+
+    `method` is either a one-position intervention module (``forward(base, source)``: DAS, MDAS,
+    full patch; applied at the base entity token from `sources`) or any object with its own
+    ``edit_for(...)`` of this signature (HyperDAS). Edits apply to the pass that sees the whole
+    padded width only, so cached decoding steps pass through.
+    """
+    if hasattr(method, "edit_for"):
+        return method.edit_for(target, layer, enc, index, rows, offsets)
+    width = max(off + len(r) for off, r in zip(offsets, rows))
+    pos = torch.tensor([off + enc.base_pos[i] for off, i in zip(offsets, index)], device=target.device)
     src = sources[index].to(target.device)
+    batch = torch.arange(len(index), device=target.device)
 
     def edit(hidden):
-        batch = torch.arange(len(index), device=hidden.device)
-        new = intervention(hidden[batch, pos], src.to(hidden.dtype))
-        return replace_at(hidden, pos, new)
+        if hidden.shape[1] != width:
+            return hidden
+        return replace_at(hidden, pos, method(hidden[batch, pos], src.to(hidden.dtype)))
 
+    return edit
+
+
+def intervened_logits(target, layer: int, method, enc: Encoded, index: list[int], sources: torch.Tensor | None):
+    """Logits at the answer positions of examples `index` with the method's edit after `layer`;
+    returns (logits (n_tokens, V), answer token ids (n_tokens,))."""
+    rows = [enc.base[i] for i in index]
+    edit = make_edit(method, target, layer, enc, index, sources, rows, [0] * len(rows))
     wanted = [(r, enc.first[i] + t) for r, i in enumerate(index) for t in range(len(enc.answers[i]))]
     with edit_residual(target, layer, edit):
         logits = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id or 0)
@@ -117,12 +138,12 @@ def intervened_logits(target, layer: int, intervention, enc: Encoded, index: lis
     return logits, labels
 
 
-def generated_answers(target, layer: int, intervention, enc: Encoded, index: list[int], sources: torch.Tensor,
+def generated_answers(target, layer: int, method, enc: Encoded, index: list[int], sources: torch.Tensor | None,
                       extra_tokens: int = 2) -> list[str]:
-    """Greedy continuations of the base prompts of `index`, the intervention applied to the prompt.
+    """Greedy continuations of the base prompts of `index`, the method's edit applied to the prompt.
 
     The prompt pass (left-padded, position ids counted from each row's first real token, so
-    padding never shifts positions) carries the intervention; the answer tokens then reuse its
+    padding never shifts positions) carries the edit; the answer tokens then reuse its
     key/value cache, as decoding does.
     """
     from hyperdas.data.scoring import _cache_kwarg
@@ -130,17 +151,10 @@ def generated_answers(target, layer: int, intervention, enc: Encoded, index: lis
     prompts = [enc.base[i][: enc.first[i] + 1] for i in index]
     width, device = max(len(p) for p in prompts), target.device
     pad = target.tokenizer.pad_token_id or 0
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    pos = torch.tensor([width - len(p) + enc.base_pos[i] for p, i in zip(prompts, index)], device=device)
-    src = sources[index].to(device)
-    rows = torch.arange(len(index), device=device)
-
-    def edit(hidden):
-        if hidden.shape[1] != width:  # a decoding step: the prompt was edited already
-            return hidden
-        return replace_at(hidden, pos, intervention(hidden[rows, pos], src.to(hidden.dtype)))
-
+    offsets = [width - len(p) for p in prompts]
+    ids = torch.tensor([[pad] * off + p for off, p in zip(offsets, prompts)], device=device)
+    mask = torch.tensor([[0] * off + [1] * len(p) for off, p in zip(offsets, prompts)], device=device)
+    edit = make_edit(method, target, layer, enc, index, sources, prompts, offsets)
     body, head = target.model.get_decoder(), target.model.get_output_embeddings()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     generated, kwargs = [], {"input_ids": ids}
@@ -166,26 +180,26 @@ MODES = ("teacher_forced", "generation")
 
 
 @torch.no_grad()
-def evaluate(target, layer: int, intervention, enc: Encoded, sources: torch.Tensor | None = None,
+def evaluate(target, layer: int, method, enc: Encoded, sources: torch.Tensor | None = None,
              batch_size: int = 32, progress: bool = False, mode: str = "teacher_forced") -> tuple[dict, list[dict]]:
-    """(scores, per-example records with `correct`) for any intervention module.
+    """(scores, per-example records with `correct`) for any method (see `make_edit`).
 
     mode "teacher_forced": the argmax matches the expected value's first <= 3 tokens (training's
     rule); "generation": a greedy continuation starts with the whole value (for final tables).
     """
     if mode not in MODES:
         raise ValueError(f"unknown evaluation mode {mode!r}; use one of {MODES}")
-    if sources is None:
+    if sources is None and not hasattr(method, "edit_for"):
         sources = source_vectors(target, layer, enc, batch_size)
     records = []
     for start in tqdm(range(0, len(enc), batch_size), desc="evaluating", disable=not progress):
         index = list(range(start, min(start + batch_size, len(enc))))
         if mode == "generation":
-            texts = generated_answers(target, layer, intervention, enc, index, sources)
+            texts = generated_answers(target, layer, method, enc, index, sources)
             for i, text in zip(index, texts):
                 records.append({**enc.records[i], "correct": generation_match(text, enc.expected[i]), "output": text})
             continue
-        logits, _ = intervened_logits(target, layer, intervention, enc, index, sources)
+        logits, _ = intervened_logits(target, layer, method, enc, index, sources)
         predicted = logits.argmax(-1).tolist()
         for i in index:
             n = len(enc.answers[i])

@@ -201,3 +201,11 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
         save_checkpoint(folder, intervention, config, {"step": config.steps})
     return TrainResult(intervention, config, history, best_step, best_val, time.perf_counter() - started,
                        resumed_from=first - 1 if saved is not None else 0)
+
+
+if __name__ == "__main__":  # python -m hyperdas.train --config ...: HyperDAS training (see hyperdas.cli)
+    import sys
+
+    from hyperdas.cli import main
+
+    sys.exit(main())

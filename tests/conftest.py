@@ -61,3 +61,23 @@ def synthetic_known(synthetic_target, synthetic_data):
 
     config = FilterConfig(templates_per_attribute=None, max_entities=None)
     return filter_domain(synthetic_target, synthetic_data, config, progress=False)
+
+
+@pytest.fixture()
+def interrupt():
+    """interrupt(monkeypatch, module, name, n): make module.name raise KeyboardInterrupt on its n-th
+    call (a run killed mid-training); returns a function that puts the real one back."""
+
+    def install(monkeypatch, module, name, n):
+        real, calls = getattr(module, name), {"n": 0}
+
+        def dies(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, dies)
+        return lambda: monkeypatch.setattr(module, name, real)
+
+    return install

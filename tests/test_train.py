@@ -55,23 +55,15 @@ def test_bad_input_is_named(synthetic_target, pairs, tmp_path):
         load_checkpoint(tmp_path, 576)
 
 
-def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tmp_path, monkeypatch, interrupt):
     import hyperdas.train as train_module
 
     config = SHORT.replace(method="mdas", steps=9, eval_every=3, patience=9)
     whole = train_das(synthetic_target, pairs, config, progress=False)
-    calls, real = {"n": 0}, train_module.intervened_logits
-
-    def dies_at_step_5(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "intervened_logits", dies_at_step_5)
+    restore = interrupt(monkeypatch, train_module, "intervened_logits", 5)
     with pytest.raises(KeyboardInterrupt):
         train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
-    monkeypatch.setattr(train_module, "intervened_logits", real)
+    restore()
     resumed = train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
     assert resumed.resumed_from == 3
     assert resumed.history == whole.history and resumed.best_step == whole.best_step

@@ -1,0 +1,157 @@
+"""HyperDAS as one module: read the target, pick positions, build the subspace, edit the base run.
+
+1. Read (no gradient): the target runs on base and source; the hidden states of every layer
+   (embeddings + all blocks) are L2-normalised and kept at the selectable positions only (the
+   prompt up to and including the entity; never answer tokens; the suffix only when asked).
+2. The hypernetwork reads the instruction with cross-attention to those states -> z.
+3. The selection head gives A (which source token, or none, feeds each base token) from z and the
+   layer-L states; the subspace module gives W from z.
+4. The base run is edited after layer L at every base position: h' = h + W Wᵀ (s − h), s the
+   A-weighted mix of real source and base activations (`hyperdas.subspace.interchange`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from hyperdas.config import ConfigError, FrozenConfig
+from hyperdas.hypernetwork import INITS, HyperNetwork
+from hyperdas.selection import MODES, SelectionHead, harden
+from hyperdas.subspace import KINDS, Subspace, interchange
+
+DEFAULT_INSTRUCTION = "{entity} ; {counterfactual_entity} - {target_attribute}"  # the official format
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperDASConfig(FrozenConfig):
+    layer: int = 15
+    k: int = 32
+    n_blocks: int = 2
+    init: str = "target"                 # "target": copies of the target's blocks; "scratch"
+    subspace: str = "householder"        # householder | shared | mask | none
+    source_ca: bool = True
+    base_ca: bool = True
+    symmetric_features: bool = False
+    include_suffix: bool = False         # let the hypernetwork read the prompt after the entity
+    selection_heads: int = 8
+    instruction: str = DEFAULT_INSTRUCTION  # str.format over the pair's fields
+
+    def __post_init__(self) -> None:
+        for field, value, allowed in (("init", self.init, INITS), ("subspace", self.subspace, KINDS)):
+            if value not in allowed:
+                raise ConfigError(f"HyperDASConfig.{field}={value!r}: use one of {allowed}")
+        if self.n_blocks < 0 or self.k < 1:
+            raise ConfigError("HyperDASConfig: n_blocks must be >= 0 and k >= 1")
+
+
+def instruction_text(row, template: str = DEFAULT_INSTRUCTION) -> str:
+    try:
+        return template.format(**row)
+    except KeyError as err:
+        raise ConfigError(f"instruction template {template!r} names {err.args[0]!r}, which the pairs lack") from None
+
+
+def _right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = True
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def read_states(target, rows: list[list[int]], last_selectable: list[int], layer: int):
+    """The target's view of right-padded `rows`: (layer-L states (B, T, D), selectable mask (B, T),
+    normalised states of every layer at selectable positions flattened (B, T*(n+1), D), their mask)."""
+    ids, mask = _right_pad(rows, target.tokenizer.pad_token_id or 0, target.device)
+    out = target.model.get_decoder()(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+    states = torch.stack(out.hidden_states, dim=2)                       # (B, T, n+1, D)
+    last = torch.tensor(last_selectable, device=ids.device)
+    selectable = (torch.arange(ids.shape[1], device=ids.device)[None] <= last[:, None]) & mask
+    n = states.shape[2]
+    flat = nn.functional.normalize(states.float(), dim=-1).flatten(1, 2)
+    flat_mask = selectable[:, :, None].expand(-1, -1, n).flatten(1)
+    return out.hidden_states[layer + 1], selectable, flat, flat_mask
+
+
+class HyperDAS(nn.Module):
+    """Hypernetwork + selection head + subspace module; the frozen target stays outside."""
+
+    def __init__(self, target, config: HyperDASConfig):
+        super().__init__()
+        if config.k > target.hidden_size and config.subspace != "none":
+            raise ValueError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
+        self.config = config
+        self.hypernetwork = HyperNetwork(target, config.n_blocks, config.source_ca, config.base_ca, config.init)
+        self.selection = SelectionHead(target.hidden_size, config.selection_heads, config.symmetric_features)
+        self.subspace = Subspace(config.subspace, target.hidden_size, config.k)
+
+    def plan(self, instruction, base_view, source_view, mode: str = "soft"):
+        """(A (B, Ts+1, Tb), W (B, D, k) or None) for one batch; views come from `read_states`."""
+        if mode not in MODES:
+            raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
+        ids, mask = instruction
+        base_l, base_sel, base_flat, base_flat_mask = base_view
+        source_l, source_sel, source_flat, source_flat_mask = source_view
+        dtype = next(self.parameters()).dtype
+        z = self.hypernetwork(ids, mask, source_flat.to(dtype), source_flat_mask, base_flat.to(dtype), base_flat_mask)
+        unit = lambda t: nn.functional.normalize(t.to(dtype), dim=-1)  # noqa: E731
+        A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel)
+        return harden(A, mode), self.subspace(z)
+
+    def edit_for(self, target, layer: int, enc, index: list[int], rows: list[list[int]], offsets: list[int],
+                 mode: str = "soft"):
+        """The residual edit for examples `index` laid out as `rows` after `offsets` pad tokens
+        (see `hyperdas.evaluate.make_edit`); also kept as `self.last_plan` = (A, W) for inspection."""
+        if layer % target.n_layers != self.config.layer % target.n_layers:
+            raise ValueError(f"this HyperDAS model intervenes after layer {self.config.layer}, not {layer}")
+        if not enc.instructions:
+            raise ValueError("the encoded pairs carry no instructions: call hyperdas.editor.add_instructions first")
+        suffix = self.config.include_suffix
+        device = target.device
+        base_last = [enc.first[i] if suffix else enc.base_pos[i] for i in index]
+        sources = [enc.source[i] for i in index]
+        source_last = [len(s) - 1 if suffix else enc.source_pos[i] for s, i in zip(sources, index)]
+        base_view = read_states(target, rows, base_last, layer)
+        source_view = read_states(target, sources, source_last, layer)
+        instruction = _right_pad([enc.instructions[i] for i in index], target.tokenizer.pad_token_id or 0, device)
+        A, W = self.plan(instruction, base_view, source_view, mode)
+        self.last_plan = (A, W)
+        width = max(off + len(r) for off, r in zip(offsets, rows))
+        if any(offsets) or A.shape[2] != width:  # move each row's columns to where its tokens sit
+            moved = torch.zeros(A.shape[0], A.shape[1], width, dtype=A.dtype, device=A.device)
+            moved[:, -1] = 1
+            for b, (off, r) in enumerate(zip(offsets, rows)):
+                moved[b, :, off : off + len(r)] = A[b, :, : len(r)]
+            A = moved
+        source_states = source_view[0]
+
+        def edit(hidden):
+            if hidden.shape[1] != width:  # a cached decoding step: the prompt was edited already
+                return hidden
+            dtype = hidden.dtype
+            return interchange(hidden, source_states.to(dtype), A.to(dtype), None if W is None else W.to(dtype))
+
+        return edit
+
+
+class Inference:
+    """A HyperDAS model in one selection mode, usable wherever an evaluation method is expected."""
+
+    def __init__(self, model: HyperDAS, mode: str = "soft"):
+        if mode not in MODES:
+            raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
+        self.model, self.mode = model, mode
+
+    def edit_for(self, target, layer, enc, index, rows, offsets):
+        return self.model.edit_for(target, layer, enc, index, rows, offsets, self.mode)
+
+
+def add_instructions(enc, tokenizer, rows, template: str = DEFAULT_INSTRUCTION):
+    """Tokenize each pair's instruction into `enc.instructions` (same order as `rows`)."""
+    enc.instructions = [tokenizer(instruction_text(row, template))["input_ids"] for row in rows]
+    return enc

@@ -1,0 +1,217 @@
+"""Training HyperDAS: weighted cross-entropy + scheduled sparsity penalty, resumable, logged.
+
+One model serves every attribute of the dataset. Loss: teacher-forced CE on the first <= 3
+answer tokens, causal rows weighted 3.5 and isolate rows 0.5 (official), plus the selection's
+sparsity penalty, off for the first half of training, then rising linearly 0.15 -> 1.5. AdamW
+with its own learning rate for the shared rotation R; gradient clipping. Every `eval_every` steps
+the val pairs are scored in each inference mode through `hyperdas.evaluate.evaluate`; the best
+soft Disentangle is kept. A JSONL log (one line per step) feeds the convergence figure.
+Checkpoints hold the trainable weights only (safetensors) plus both configs; `resume.pt` adds the
+optimizer and RNG state so an interrupted run continues where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from hyperdas.config import ConfigError, FrozenConfig
+from hyperdas.editor import HyperDAS, HyperDASConfig, Inference, add_instructions
+from hyperdas.evaluate import check_rows, encode, evaluate, intervened_logits
+from hyperdas.hooks import check_layer
+from hyperdas.selection import MODES, sparsity_penalty
+
+WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperTrainConfig(FrozenConfig):
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-4                 # hypernetwork, selection head, subspace head
+    lr_rotation: float = 1e-3        # the shared R
+    weight_decay: float = 0.01
+    clip: float = 4.0
+    causal_weight: float = 3.5
+    iso_weight: float = 0.5
+    sparsity_start: float = 0.5      # fraction of the steps before the penalty starts
+    sparsity_from: float = 0.15
+    sparsity_to: float = 1.5
+    temperature_from: float = 50.0   # the mask subspace's sigmoid temperature, annealed
+    temperature_to: float = 0.1
+    eval_every: int = 100
+    max_val_pairs: int | None = 200
+    eval_modes: tuple[str, ...] = MODES
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.eval_modes if m not in MODES]
+        if unknown:
+            raise ConfigError(f"HyperTrainConfig.eval_modes: unknown mode(s) {unknown}; use {MODES}")
+        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
+            raise ConfigError("HyperTrainConfig: steps >= 0, batch_size >= 1 and eval_every >= 1 are required")
+
+    def sparsity_weight(self, step: int) -> float:
+        start = self.sparsity_start * self.steps
+        if step <= start or self.steps <= start:
+            return 0.0
+        return self.sparsity_from + (self.sparsity_to - self.sparsity_from) * (step - start) / (self.steps - start)
+
+    def temperature(self, step: int) -> float:
+        return self.temperature_from + (self.temperature_to - self.temperature_from) * step / max(self.steps, 1)
+
+
+def save_hyperdas(folder: str | Path, model: HyperDAS, train_config: HyperTrainConfig | None = None,
+                  extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
+    payload = {"model": model.config.to_dict(), "train": train_config.to_dict() if train_config else None,
+               "hidden_size": model.subspace.hidden, **(extra or {})}
+    (folder / CONFIG).write_text(json.dumps(payload, indent=1, default=list))
+    return folder
+
+
+def load_hyperdas(folder: str | Path, target) -> tuple[HyperDAS, dict]:
+    """Rebuild a saved HyperDAS model around `target` (refuses one of another hidden size)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise FileNotFoundError(f"no HyperDAS checkpoint ({WEIGHTS}) in {folder}")
+    saved = json.loads((folder / CONFIG).read_text())
+    if saved["hidden_size"] != target.hidden_size:
+        raise ValueError(f"checkpoint {folder} was trained on a model with hidden size {saved['hidden_size']}, "
+                         f"not {target.hidden_size} ({target.name})")
+    model = HyperDAS(target, HyperDASConfig.from_dict(saved["model"])).to(target.device)
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return model, saved
+
+
+@dataclasses.dataclass
+class HyperTrainResult:
+    model: HyperDAS
+    history: list[dict]
+    best_step: int
+    best_val: dict | None
+    seconds: float
+    resumed_from: int = 0
+
+
+def _encoded(target, rows):
+    check_rows(rows)
+    return add_instructions(encode(target.tokenizer, rows), target.tokenizer, rows)
+
+
+def _optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Optimizer:
+    rotation = [p for n, p in model.named_parameters() if n.startswith("subspace.rotation.")]
+    ids = {id(p) for p in rotation}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr": config.lr, "weight_decay": config.weight_decay}]
+    if rotation:
+        groups.append({"params": rotation, "lr": config.lr_rotation, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups)
+
+
+def validate(target, model: HyperDAS, enc, modes=MODES) -> dict:
+    model.eval()
+    out = {mode: evaluate(target, model.config.layer, Inference(model, mode), enc)[0]["overall"] for mode in modes}
+    model.train()
+    return out
+
+
+def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfig, out_dir: str | Path | None = None,
+                   progress: bool = True, resume: bool = True) -> HyperTrainResult:
+    """Train one HyperDAS model on every attribute of pairs["train"] (see module doc)."""
+    check_layer(target.n_layers, config.layer)
+    started = time.perf_counter()
+    torch.manual_seed(train.seed)
+    rows = pairs["train"]
+    enc = _encoded(target, rows)
+    if not any(k == "causal" for k in rows["attribute_type"]):
+        raise ValueError("the training pairs hold no causal rows")
+    val = None
+    if "val" in pairs and len(pairs["val"]):
+        keep = list(range(len(pairs["val"])))
+        if train.max_val_pairs is not None and len(keep) > train.max_val_pairs:
+            keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
+        val = _encoded(target, pairs["val"].select(keep))
+    model = HyperDAS(target, config).to(target.device)
+    model.train()
+    optimizer = _optimizer(model, train)
+    rng = random.Random(train.seed)
+    history, best_val, best_step, best_state, first = [], None, 0, None, 1
+    folder = Path(out_dir) if out_dir is not None else None
+    saved = None
+    if folder is not None and resume and (folder / RESUME).is_file():
+        saved = torch.load(folder / RESUME, weights_only=True)
+        if saved["config"] != config.to_dict() or saved["train"] != json.loads(json.dumps(train.to_dict())):
+            raise ValueError(f"{folder} holds a run with another configuration; pass a fresh out_dir or resume=False")
+        model.load_state_dict(saved["weights"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
+        history, best_val, best_step, best_state = saved["history"], saved["best_val"], saved["best_step"], saved["best_state"]
+        first = saved["step"] + 1
+    weights = torch.tensor([train.causal_weight if r["attribute_type"] == "causal" else train.iso_weight
+                            for r in enc.records])
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    log = open(folder / LOG, "w") if folder is not None else None
+    if log is not None:  # a resumed run rewrites the log up to its saved step: no step is logged twice
+        log.writelines(json.dumps(entry) + "\n" for entry in history)
+    bar = tqdm(range(first, train.steps + 1), desc="HyperDAS", disable=not progress)
+    try:
+        for step in bar:
+            model.subspace.temperature = train.temperature(step)
+            index = rng.sample(range(len(enc)), min(train.batch_size, len(enc)))
+            logits, labels = intervened_logits(target, config.layer, Inference(model, "soft"), enc, index, None)
+            A = model.last_plan[0]
+            token_weights = torch.cat([weights[i].expand(len(enc.answers[i])) for i in index]).to(logits.device)
+            ce = (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none") * token_weights).sum() \
+                / token_weights.sum()
+            sparsity = sparsity_penalty(A.float())
+            loss = ce + train.sparsity_weight(step) * sparsity
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip)
+            optimizer.step()
+            entry = {"step": step, "loss": loss.item(), "ce": ce.item(), "sparsity": sparsity.item(),
+                     "sparsity_weight": train.sparsity_weight(step)}
+            evaluated = val is not None and (step % train.eval_every == 0 or step == train.steps)
+            if evaluated:
+                entry["val"] = validate(target, model, val, train.eval_modes)
+                score = entry["val"].get("soft", next(iter(entry["val"].values())))["disentangle"]
+                if best_val is None or score > best_val["disentangle"]:
+                    best_val, best_step = entry["val"].get("soft", next(iter(entry["val"].values()))), step
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if folder is not None:
+                        save_hyperdas(folder, model, train, {"step": step, "val": entry["val"]})
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
+            history.append(entry)
+            if log is not None:
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+            if folder is not None and (evaluated or step == train.steps):
+                tmp = folder / (RESUME + ".tmp")
+                torch.save({"config": config.to_dict(), "train": json.loads(json.dumps(train.to_dict())), "step": step,
+                            "history": history, "weights": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "rng": rng.getstate(), "best_val": best_val, "best_step": best_step,
+                            "best_state": best_state}, tmp)
+                tmp.replace(folder / RESUME)
+    finally:
+        if log is not None:
+            log.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elif folder is not None:
+        save_hyperdas(folder, model, train, {"step": train.steps})
+    model.eval()
+    return HyperTrainResult(model, history, best_step, best_val, time.perf_counter() - started,
+                            resumed_from=first - 1 if saved else 0)

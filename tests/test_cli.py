@@ -1,0 +1,34 @@
+"""python -m hyperdas.train: profile + YAML-typed overrides; switches can be turned off."""
+import json
+
+from hyperdas.cli import configs_from, main
+from hyperdas.data.dataset import save_pairs
+from hyperdas.data.pairs import PairConfig, build_pairs
+
+
+def test_profile_parameters_map_onto_the_configs():
+    model, hyper, train = configs_from({"model": "synthetic-llama", "layer": 0, "k": 8, "source_ca": False,
+                                        "hyper_steps": 7, "hyper_lr": 0.01, "seed": 3, "steps": 999})
+    assert model.spec == "synthetic-llama" and hyper.layer == 0 and hyper.k == 8 and hyper.source_ca is False
+    assert train.steps == 7 and train.lr == 0.01 and train.seed == 3  # `steps` is notebook 02's, not ours
+
+
+def test_cli_trains_and_writes(synthetic_data, synthetic_known, synthetic_target, tmp_path, capsys):
+    pairs = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
+                        PairConfig(max_pairs={"train": 40, "val": 12, "test": 12}))
+    folder = save_pairs(pairs, tmp_path / "pairs", {})
+    code = main(["--config", "smoke", "--results", str(tmp_path), "--no-progress", "--set", f"pairs_in={folder}",
+                 "--set", "hyper_steps=2", "--set", "hyper_eval_every=2", "--set", "n_blocks=1",
+                 "--set", "base_ca=false", "--set", "k=4"])
+    assert code == 0
+    out = tmp_path / "synthetic-llama" / "checkpoints" / "hyperdas"
+    record = json.loads((out / "hyperdas_cli.json").read_text())
+    assert record["config"]["hyperdas"]["base_ca"] is False and record["steps_run"] == 2
+    assert (out / "hyperdas.safetensors").is_file()
+
+
+def test_cli_names_bad_input(capsys):
+    assert main(["--config", "nope"]) == 2
+    assert "no profile 'nope'" in capsys.readouterr().err
+    assert main(["--config", "smoke", "--set", "subspace=pca"]) == 2
+    assert "subspace='pca'" in capsys.readouterr().err

@@ -1,0 +1,76 @@
+"""HyperDAS training on the synthetic world: logs, schedules, checkpoints that reload exactly, resume."""
+import json
+
+import pytest
+import torch
+
+from hyperdas.config import ConfigError
+from hyperdas.data.pairs import PairConfig, build_pairs
+from hyperdas.editor import HyperDASConfig, Inference
+from hyperdas.evaluate import evaluate
+from hyperdas.hypertrain import HyperTrainConfig, _encoded, load_hyperdas, train_hyperdas
+
+MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
+TRAIN = HyperTrainConfig(steps=6, batch_size=8, lr=1e-3, eval_every=3, max_val_pairs=16)
+
+
+@pytest.fixture(scope="module")
+def pairs(synthetic_data, synthetic_known, synthetic_target):
+    return build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
+                       PairConfig(max_pairs={"train": 90, "val": 30, "test": 30}))
+
+
+def test_sparsity_and_temperature_schedules():
+    config = HyperTrainConfig(steps=100)
+    assert config.sparsity_weight(50) == 0 and config.sparsity_weight(51) > 0.15
+    assert config.sparsity_weight(100) == pytest.approx(1.5)
+    assert config.temperature(0) == 50 and config.temperature(100) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match=r"unknown mode\(s\) \['argmax'\]"):
+        HyperTrainConfig(eval_modes=("argmax",))
+
+
+def test_checkpoint_reloads_to_identical_outputs_and_log_has_every_step(synthetic_target, pairs, tmp_path):
+    result = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, out_dir=tmp_path, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 7))
+    assert set(lines[2]["val"]) == {"soft", "one_to_many", "one_to_one"}
+    loaded, saved = load_hyperdas(tmp_path, synthetic_target)
+    assert saved["model"] == MODEL.to_dict()
+    test = _encoded(synthetic_target, pairs["test"])
+    for mode in ("soft", "one_to_one"):
+        ours = evaluate(synthetic_target, 0, Inference(result.model, mode), test)[0]
+        theirs = evaluate(synthetic_target, 0, Inference(loaded.eval(), mode), test)[0]
+        assert ours == theirs
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"}
+    # only the hypernetwork's weights are saved, never the frozen target's
+    n_saved = sum(v.numel() for v in loaded.state_dict().values())
+    assert n_saved == sum(v.numel() for v in result.model.state_dict().values())
+
+
+def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tmp_path, monkeypatch, interrupt):
+    import hyperdas.hypertrain as module
+
+    whole = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, progress=False)
+    restore = interrupt(monkeypatch, module, "intervened_logits", 5)
+    with pytest.raises(KeyboardInterrupt):
+        train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, out_dir=tmp_path, progress=False)
+    restore()
+    resumed = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, out_dir=tmp_path, progress=False)
+    assert resumed.resumed_from == 3
+    logged = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 7))
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in whole.history], abs=1e-6)
+    for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="another configuration"):
+        train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(lr=0.5), out_dir=tmp_path, progress=False)
+
+
+def test_bad_checkpoint_and_layer(synthetic_target, pairs, tmp_path):
+    from hyperdas.hooks import LayerIndexError
+
+    with pytest.raises(FileNotFoundError, match="no HyperDAS checkpoint"):
+        load_hyperdas(tmp_path, synthetic_target)
+    with pytest.raises(LayerIndexError):
+        train_hyperdas(synthetic_target, pairs, MODEL.replace(layer=9), TRAIN, progress=False)
