@@ -40,6 +40,14 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert main[("full", "Country")]["cause"] >= 0.95  # the entity's residual after the local block
     assert {r["layer"] for r in baselines["records"]} == {0, 1, 2}
     assert all(r["generation"]["cause"] is not None for r in main.values())
+    hyper = json.loads((out / "hyperdas.json").read_text())
+    assert {(r["mode"], r["attribute"]) for r in hyper["records"]} == \
+        {(m, a) for m in ("soft", "one_to_many", "one_to_one") for a in ("Country", "Continent", "Language")}
+    assert hyper["config"]["hyperdas"]["layer"] == 0 and hyper["steps_run"] == 20
+    log = (out / "train_log.jsonl").read_text().splitlines()
+    assert len(log) == 20 and json.loads(log[-1])["method"] == "hyperdas"
+    selections = json.loads((out / "selections" / "test_examples.json").read_text())
+    assert len(selections) == 3 * 4 and len(selections[0]["A"]) == len(selections[0]["source_tokens"])
     assert {p.name for p in (out / "runs").iterdir()} == {p.name for p in NOTEBOOKS}
     assert "summary" in capsys.readouterr().out
 
