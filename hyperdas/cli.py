@@ -1,7 +1,8 @@
 """Command line training of HyperDAS from a profile (the notebooks' parameter names), e.g.
 
     python -m hyperdas.train --config configs/cpu.yaml --set hyper_steps=50 --set source_ca=false
-    accelerate launch -m hyperdas.train --config configs/paper-llama3-8b.yaml
+
+(Multi-process runs under `accelerate launch` are not supported yet: issue 9.)
 
 Overrides are YAML-typed (`true`/`false`, numbers, lists), so every switch can be turned off.
 Writes the checkpoint, `train_log.jsonl` and `hyperdas_cli.json` (configs, best val, timings)
