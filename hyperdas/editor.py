@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hyperdas.config import ConfigError, FrozenConfig
+from hyperdas.hooks import check_layer
 from hyperdas.hypernetwork import INITS, HyperNetwork
 from hyperdas.selection import MODES, SelectionHead, harden
 from hyperdas.subspace import KINDS, Subspace, interchange
@@ -65,9 +66,12 @@ def _right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, t
 
 @torch.no_grad()
 def read_states(target, rows: list[list[int]], last_selectable: list[int], layer: int):
-    """The target's view of right-padded `rows`: (layer-L states (B, T, D), selectable mask (B, T),
-    normalised states of every layer at selectable positions flattened (B, T*(n+1), D), their mask)."""
-    ids, mask = _right_pad(rows, target.tokenizer.pad_token_id or 0, target.device)
+    """The target's view of `rows` up to their last selectable token (causal attention: later
+    tokens change nothing before it, so they are not run): (layer-L states (B, T, D), selectable
+    mask (B, T), normalised states of every layer flattened (B, T*(n+1), D), their mask), with
+    T = max(last_selectable) + 1, right-padded."""
+    cut = max(last_selectable) + 1
+    ids, mask = _right_pad([r[:cut] for r in rows], target.tokenizer.pad_token_id or 0, target.device)
     out = target.model.get_decoder()(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
     states = torch.stack(out.hidden_states, dim=2)                       # (B, T, n+1, D)
     last = torch.tensor(last_selectable, device=ids.device)
@@ -83,9 +87,10 @@ class HyperDAS(nn.Module):
 
     def __init__(self, target, config: HyperDASConfig):
         super().__init__()
+        check_layer(target.n_layers, config.layer)
         if config.k > target.hidden_size and config.subspace != "none":
             raise ValueError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
-        self.config = config
+        self.config, self.target_name = config, target.name
         self.hypernetwork = HyperNetwork(target, config.n_blocks, config.source_ca, config.base_ca, config.init)
         self.selection = SelectionHead(target.hidden_size, config.selection_heads, config.symmetric_features)
         self.subspace = Subspace(config.subspace, target.hidden_size, config.k)
@@ -123,10 +128,12 @@ class HyperDAS(nn.Module):
         self.last_plan = (A, W)
         width = max(off + len(r) for off, r in zip(offsets, rows))
         if any(offsets) or A.shape[2] != width:  # move each row's columns to where its tokens sit
+            # and widen A from the read width to the edited run's
             moved = torch.zeros(A.shape[0], A.shape[1], width, dtype=A.dtype, device=A.device)
             moved[:, -1] = 1
             for b, (off, r) in enumerate(zip(offsets, rows)):
-                moved[b, :, off : off + len(r)] = A[b, :, : len(r)]
+                n = min(len(r), A.shape[2])  # columns past the read width are unselectable: keep base
+                moved[b, :, off : off + n] = A[b, :, :n]
             A = moved
         source_states = source_view[0]
 

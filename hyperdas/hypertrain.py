@@ -74,22 +74,26 @@ def save_hyperdas(folder: str | Path, model: HyperDAS, train_config: HyperTrainC
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
     payload = {"model": model.config.to_dict(), "train": train_config.to_dict() if train_config else None,
-               "hidden_size": model.subspace.hidden, **(extra or {})}
+               "hidden_size": model.subspace.hidden, "target": model.target_name, **(extra or {})}
     (folder / CONFIG).write_text(json.dumps(payload, indent=1, default=list))
     return folder
 
 
-def load_hyperdas(folder: str | Path, target) -> tuple[HyperDAS, dict]:
-    """Rebuild a saved HyperDAS model around `target` (refuses one of another hidden size)."""
+def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = None) -> tuple[HyperDAS, dict]:
+    """Rebuild a saved HyperDAS model around `target`; refuses a checkpoint trained on another
+    target, or (when `expect` is given) one saved with another configuration."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"no HyperDAS checkpoint ({WEIGHTS}) in {folder}")
     saved = json.loads((folder / CONFIG).read_text())
-    if saved["hidden_size"] != target.hidden_size:
-        raise ValueError(f"checkpoint {folder} was trained on a model with hidden size {saved['hidden_size']}, "
-                         f"not {target.hidden_size} ({target.name})")
+    if saved["hidden_size"] != target.hidden_size or saved.get("target", target.name) != target.name:
+        raise ValueError(f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
+                         f"{saved['hidden_size']}), not on {target.name} (hidden size {target.hidden_size})")
+    if expect is not None and saved["model"] != json.loads(json.dumps(expect.to_dict())):
+        differ = sorted(k for k, v in json.loads(json.dumps(expect.to_dict())).items() if saved["model"].get(k) != v)
+        raise ValueError(f"checkpoint {folder} was saved with another HyperDAS configuration (differs in {differ})")
     model = HyperDAS(target, HyperDASConfig.from_dict(saved["model"])).to(target.device)
     model.load_state_dict(load_file(str(folder / WEIGHTS)))
     return model, saved
@@ -105,19 +109,19 @@ class HyperTrainResult:
     resumed_from: int = 0
 
 
-def _encoded(target, rows):
+def encoded_pairs(target, rows):
     check_rows(rows)
     return add_instructions(encode(target.tokenizer, rows), target.tokenizer, rows)
 
 
-def _optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Optimizer:
     rotation = [p for n, p in model.named_parameters() if n.startswith("subspace.rotation.")]
     ids = {id(p) for p in rotation}
     rest = [p for p in model.parameters() if id(p) not in ids]
     groups = [{"params": rest, "lr": config.lr, "weight_decay": config.weight_decay}]
     if rotation:
         groups.append({"params": rotation, "lr": config.lr_rotation, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups)
+    return torch.optim.AdamW(groups, fused=True)  # one kernel per step over all tensors, CPU and GPU
 
 
 def validate(target, model: HyperDAS, enc, modes=MODES) -> dict:
@@ -127,6 +131,31 @@ def validate(target, model: HyperDAS, enc, modes=MODES) -> dict:
     return out
 
 
+def example_weights(enc, train: HyperTrainConfig) -> torch.Tensor:
+    """The loss weight of each encoded pair: causal_weight or iso_weight by its kind."""
+    return torch.tensor([train.causal_weight if r["attribute_type"] == "causal" else train.iso_weight
+                         for r in enc.records])
+
+
+def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Tensor,
+               optimizer: torch.optim.Optimizer, train: HyperTrainConfig, step: int) -> dict:
+    """One optimisation step on examples `index`; returns its log entry (loss, ce, sparsity)."""
+    model.subspace.temperature = train.temperature(step)
+    logits, labels = intervened_logits(target, model.config.layer, Inference(model, "soft"), enc, index, None)
+    A = model.last_plan[0]
+    token_weights = torch.cat([weights[i].expand(len(enc.answers[i])) for i in index]).to(logits.device)
+    ce = (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none") * token_weights).sum() \
+        / token_weights.sum()
+    sparsity = sparsity_penalty(A.float())
+    loss = ce + train.sparsity_weight(step) * sparsity
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip)
+    optimizer.step()
+    return {"step": step, "loss": loss.item(), "ce": ce.item(), "sparsity": sparsity.item(),
+            "sparsity_weight": train.sparsity_weight(step)}
+
+
 def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfig, out_dir: str | Path | None = None,
                    progress: bool = True, resume: bool = True) -> HyperTrainResult:
     """Train one HyperDAS model on every attribute of pairs["train"] (see module doc)."""
@@ -134,18 +163,22 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
     started = time.perf_counter()
     torch.manual_seed(train.seed)
     rows = pairs["train"]
-    enc = _encoded(target, rows)
-    if not any(k == "causal" for k in rows["attribute_type"]):
+    enc = encoded_pairs(target, rows)
+    kinds = set(rows["attribute_type"])
+    if "causal" not in kinds:
         raise ValueError("the training pairs hold no causal rows")
+    if train.iso_weight > 0 and "isolate" not in kinds:
+        raise ValueError(f"iso_weight={train.iso_weight} but the training pairs hold no isolate rows: "
+                         f"build pairs with isolate rows (notebook 01) or set iso_weight=0")
     val = None
     if "val" in pairs and len(pairs["val"]):
         keep = list(range(len(pairs["val"])))
         if train.max_val_pairs is not None and len(keep) > train.max_val_pairs:
             keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
-        val = _encoded(target, pairs["val"].select(keep))
+        val = encoded_pairs(target, pairs["val"].select(keep))
     model = HyperDAS(target, config).to(target.device)
     model.train()
-    optimizer = _optimizer(model, train)
+    optimizer = make_optimizer(model, train)
     rng = random.Random(train.seed)
     history, best_val, best_step, best_state, first = [], None, 0, None, 1
     folder = Path(out_dir) if out_dir is not None else None
@@ -159,8 +192,7 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
         history, best_val, best_step, best_state = saved["history"], saved["best_val"], saved["best_step"], saved["best_state"]
         first = saved["step"] + 1
-    weights = torch.tensor([train.causal_weight if r["attribute_type"] == "causal" else train.iso_weight
-                            for r in enc.records])
+    weights = example_weights(enc, train)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     log = open(folder / LOG, "w") if folder is not None else None
@@ -169,21 +201,8 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
     bar = tqdm(range(first, train.steps + 1), desc="HyperDAS", disable=not progress)
     try:
         for step in bar:
-            model.subspace.temperature = train.temperature(step)
             index = rng.sample(range(len(enc)), min(train.batch_size, len(enc)))
-            logits, labels = intervened_logits(target, config.layer, Inference(model, "soft"), enc, index, None)
-            A = model.last_plan[0]
-            token_weights = torch.cat([weights[i].expand(len(enc.answers[i])) for i in index]).to(logits.device)
-            ce = (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none") * token_weights).sum() \
-                / token_weights.sum()
-            sparsity = sparsity_penalty(A.float())
-            loss = ce + train.sparsity_weight(step) * sparsity
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip)
-            optimizer.step()
-            entry = {"step": step, "loss": loss.item(), "ce": ce.item(), "sparsity": sparsity.item(),
-                     "sparsity_weight": train.sparsity_weight(step)}
+            entry = train_step(target, model, enc, index, weights, optimizer, train, step)
             evaluated = val is not None and (step % train.eval_every == 0 or step == train.steps)
             if evaluated:
                 entry["val"] = validate(target, model, val, train.eval_modes)

@@ -33,15 +33,30 @@ class SelectionHead(nn.Module):
         feats = (base @ w_base.T)[:, None, :, :] + (source @ w_source.T)[:, :, None, :] + self.pair.bias
         return torch.cat([feats, base[:, None]], dim=1)
 
+    def scores(self, z: torch.Tensor, base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """(B, Ts+1, Tb) head-summed scores of z against key(pair_features(...)), unscaled.
+
+        Key and pair map are linear, so a pair's key is key_b(h_base_j) + key_s(h_source_i) + c:
+        summing q·k over heads, the scores split into a base term and a source term, computed
+        per position instead of per pair (equal to the pair-by-pair sum; tested)."""
+        D = base.shape[-1]
+        w_base, w_source = self.pair.weight[:, :D], self.pair.weight[:, D:]
+        if self.symmetric:
+            w_source = w_base
+        q = self.query(z)                                                   # (B, D)
+        kq = q @ self.key.weight                                            # q·(K x) = (Kᵀq)·x
+        base_term = base @ (w_base.T @ kq[:, :, None])                      # (B, Tb, 1)
+        source_term = source @ (w_source.T @ kq[:, :, None])                # (B, Ts, 1)
+        constant = (q * (self.pair.bias @ self.key.weight.T + self.key.bias)).sum(-1)
+        pairs = base_term.transpose(1, 2) + source_term + constant[:, None, None]
+        keep = (base @ kq[:, :, None]).transpose(1, 2) + (q * self.key.bias).sum(-1)[:, None, None]
+        return torch.cat([pairs, keep], dim=1)
+
     def forward(self, z: torch.Tensor, base: torch.Tensor, base_mask: torch.Tensor, source: torch.Tensor,
                 source_mask: torch.Tensor) -> torch.Tensor:
         """Soft selection A (B, Ts+1, Tb); masked sources get 0, unselectable base columns keep base."""
         B, Tb, D = base.shape
-        feats = self.pair_features(base, source)
-        hd = D // self.n_heads
-        q = self.query(z).view(B, self.n_heads, hd)
-        k = self.key(feats).view(B, feats.shape[1], Tb, self.n_heads, hd)
-        scores = torch.einsum("bhd,bijhd->bij", q, k) / (hd ** 0.5 * self.n_heads)
+        scores = self.scores(z, base, source) / ((D // self.n_heads) ** 0.5 * self.n_heads)
         allowed = torch.cat([source_mask, torch.ones_like(source_mask[:, :1])], dim=1)[:, :, None].expand(-1, -1, Tb)
         allowed = allowed & base_mask[:, None, :] | _keep_row(B, source.shape[1] + 1, Tb, base.device) & ~base_mask[:, None, :]
         return scores.masked_fill(~allowed, float("-inf")).softmax(dim=1)

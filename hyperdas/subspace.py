@@ -26,8 +26,9 @@ class Subspace(nn.Module):
         self.kind, self.hidden, self.k = kind, hidden, k
         self.temperature = 1.0  # the mask's; the training loop anneals it
         if kind != "none":
-            # (D, k) with orthonormal columns; matrix_exp: see interventions.RotatedSpaceInterchange
-            self.rotation = parametrizations.orthogonal(nn.Linear(k, hidden, bias=False), orthogonal_map="matrix_exp")
+            # (D, k) with orthonormal columns. Cayley: ~17x cheaper than matrix_exp at D=576 (one
+            # solve instead of a D x D exponential); householder breaks on CPU (see interventions)
+            self.rotation = parametrizations.orthogonal(nn.Linear(k, hidden, bias=False), orthogonal_map="cayley")
         if kind in ("householder", "mask"):
             out = hidden if kind == "householder" else k
             self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out))

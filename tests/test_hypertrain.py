@@ -8,7 +8,7 @@ from hyperdas.config import ConfigError
 from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.editor import HyperDASConfig, Inference
 from hyperdas.evaluate import evaluate
-from hyperdas.hypertrain import HyperTrainConfig, _encoded, load_hyperdas, train_hyperdas
+from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
 
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
 TRAIN = HyperTrainConfig(steps=6, batch_size=8, lr=1e-3, eval_every=3, max_val_pairs=16)
@@ -36,16 +36,18 @@ def test_checkpoint_reloads_to_identical_outputs_and_log_has_every_step(syntheti
     assert set(lines[2]["val"]) == {"soft", "one_to_many", "one_to_one"}
     loaded, saved = load_hyperdas(tmp_path, synthetic_target)
     assert saved["model"] == MODEL.to_dict()
-    test = _encoded(synthetic_target, pairs["test"])
+    test = encoded_pairs(synthetic_target, pairs["test"])
     for mode in ("soft", "one_to_one"):
         ours = evaluate(synthetic_target, 0, Inference(result.model, mode), test)[0]
         theirs = evaluate(synthetic_target, 0, Inference(loaded.eval(), mode), test)[0]
         assert ours == theirs
     names = {p.name for p in tmp_path.iterdir()}
     assert names == {"hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"}
-    # only the hypernetwork's weights are saved, never the frozen target's
-    n_saved = sum(v.numel() for v in loaded.state_dict().values())
-    assert n_saved == sum(v.numel() for v in result.model.state_dict().values())
+    # only the hypernetwork's weights are saved, never the frozen target's; bit-exact
+    mine, reloaded = result.model.state_dict(), loaded.state_dict()
+    assert mine.keys() == reloaded.keys() and all(torch.equal(mine[k], reloaded[k]) for k in mine)
+    with pytest.raises(ValueError, match=r"another HyperDAS configuration \(differs in \['k'\]\)"):
+        load_hyperdas(tmp_path, synthetic_target, expect=MODEL.replace(k=4))
 
 
 def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tmp_path, monkeypatch, interrupt):
@@ -67,10 +69,20 @@ def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tm
         train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(lr=0.5), out_dir=tmp_path, progress=False)
 
 
-def test_bad_checkpoint_and_layer(synthetic_target, pairs, tmp_path):
+def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_path):
+    from hyperdas.editor import HyperDAS
     from hyperdas.hooks import LayerIndexError
+    from hyperdas.hypertrain import save_hyperdas
 
     with pytest.raises(FileNotFoundError, match="no HyperDAS checkpoint"):
         load_hyperdas(tmp_path, synthetic_target)
-    with pytest.raises(LayerIndexError):
+    with pytest.raises(LayerIndexError, match="layer 9 is out of range"):
         train_hyperdas(synthetic_target, pairs, MODEL.replace(layer=9), TRAIN, progress=False)
+    save_hyperdas(tmp_path, HyperDAS(synthetic_target, MODEL))
+    with pytest.raises(ValueError, match="trained on synthetic-llama .* not on "):
+        load_hyperdas(tmp_path, tiny_llama)
+    causal_only = {**pairs, "train": pairs["train"].filter(lambda r: r["attribute_type"] == "causal")}
+    with pytest.raises(ValueError, match="iso_weight=0.5 but the training pairs hold no isolate rows"):
+        train_hyperdas(synthetic_target, causal_only, MODEL, TRAIN, progress=False)
+    assert train_hyperdas(synthetic_target, causal_only, MODEL, TRAIN.replace(steps=1, iso_weight=0.0),
+                          progress=False).history[0]["step"] == 1

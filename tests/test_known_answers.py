@@ -31,11 +31,11 @@ def trained(synthetic_target, pairs, country_test):
     return out
 
 
-@pytest.mark.parametrize("layer", [0, 1])
-def test_full_patch_of_the_entity_flips_the_answer_and_breaks_isolation(synthetic_target, country_test, layer):
-    overall = evaluate(synthetic_target, layer, FullInterchange(), country_test)[0]["overall"]
-    # the source's entity replaces the base's: its country is read (Cause), and so are its
-    # continent and language, which country fixes (Iso)
+def test_full_patch_of_the_entity_flips_the_answer_and_breaks_isolation(synthetic_target, country_test):
+    overall = evaluate(synthetic_target, 0, FullInterchange(), country_test)[0]["overall"]
+    # after the local block 0 the entity token is all the question can learn the entity from: the
+    # source's entity replaces the base's, its country is read (Cause), and so are its continent
+    # and language, which country fixes (Iso). (After block 1 the question may have read it already.)
     assert overall["cause"] >= 0.95 and overall["iso"] <= 0.05
 
 

@@ -33,6 +33,19 @@ def test_symmetric_pair_features_do_not_tell_base_from_source():
     assert torch.allclose(head.pair_features(a, b)[0, 0, 0], head.pair_features(b, a)[0, 0, 0])
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_split_scores_equal_the_pair_by_pair_attention(symmetric):
+    torch.manual_seed(0)
+    z, base, _, source, _ = _inputs()
+    head = SelectionHead(16, 4, symmetric)
+    B, Tb, D = base.shape
+    feats = head.pair_features(base, source)                             # (B, Ts+1, Tb, D)
+    q = head.query(z).view(B, 4, D // 4)
+    k = head.key(feats).view(B, feats.shape[1], Tb, 4, D // 4)
+    reference = torch.einsum("bhd,bijhd->bij", q, k)                     # every pair, every head
+    assert torch.allclose(head.scores(z, base, source), reference, atol=1e-4)
+
+
 def test_hard_modes():
     A = torch.tensor([[[0.6, 0.5, 0.05], [0.3, 0.1, 0.05], [0.1, 0.4, 0.9]]])  # rows: 2 sources + keep
     many = harden(A, "one_to_many")

@@ -1,7 +1,9 @@
 """A made-up RAVEL world in the official file schema, and a tiny Llama that knows it.
 
 Fictional cities belong to fictional countries; each country fixes its continent and language,
-so the three attributes are entangled as in the real city domain. `write_world` writes the five
+so those three attributes are entangled as in the real city domain. Each city's climate is drawn
+on its own, independent of its country: an attribute on which an ideal method can reach full
+Cause and full Iso at once (on the entangled three, moving the country moves the others). `write_world` writes the five
 official files; `train_world_model` trains a tiny Llama (word-level tokenizer) on every templated
 fact until the filter rule scores every attribute >= 95% correct. Both are built once into the cache
 (`synthetic_ravel_dir`, spec "synthetic-llama"), so every later test runs the real pipeline on them.
@@ -18,9 +20,11 @@ from tqdm.auto import tqdm
 
 from hyperdas.cache import cache_root, convert_once
 
-WORLD_VERSION = "v1"
-MODEL_VERSION = "v3"  # bump when the training recipe changes (v2: fact cards, v3: local first block)
-ATTRIBUTES = ("Country", "Continent", "Language")
+WORLD_VERSION = "v2"  # v2: the independent Climate attribute
+MODEL_VERSION = "v4"  # bump when the training recipe changes (v2: fact cards, v3: local first block, v4: climate first on cards)
+ATTRIBUTES = ("Country", "Continent", "Language", "Climate")
+ENTANGLED = ("Country", "Continent", "Language")  # the country fixes the other two
+CLIMATES = ("Arid", "Polar", "Humid", "Alpine", "Windy", "Mild")
 CONTINENTS = ("Norvia", "Sudara", "Estland", "Westmar", "Ocealis")
 LANGUAGES = ("Velish", "Tarnic", "Ossan", "Quillan", "Brevan", "Moric", "Dantish", "Lurian", "Kesh", "Orran")
 COUNTRY_NAMES = (
@@ -44,6 +48,11 @@ TEMPLATES = {  # template -> split
         "Travel guide : in %s people speak": "train", "%s residents talk in": "train",
         "Q : Which language is spoken in %s ? A :": "val", "Postcard from %s , written in": "test",
     },
+    "Climate": {
+        "The climate of %s is": "train", "The weather in %s is mostly": "train",
+        "Travel guide : %s has a climate that is": "train", "%s is known for a climate that is": "train",
+        "Q : What is the climate of %s ? A :": "val", "Postcard from %s , where the climate is": "test",
+    },
 }
 WIKIPEDIA = (  # source-only prompts; None = any entity may be plugged in
     ("The mayor of %s said that", None), ("In %s , the weather was", None),
@@ -53,7 +62,7 @@ _SYLLABLES = ("ka", "lo", "ri", "ven", "tor", "mi", "sa", "dor", "el", "na", "br
 
 
 def world_facts(n_cities: int = 300, seed: int = 0) -> dict:
-    """The world as plain data: countries (continent, language), cities (country), splits."""
+    """The world as plain data: countries (continent, language), cities (country), climates, splits."""
     rng = random.Random(seed)
     countries = {}
     for i, name in enumerate(COUNTRY_NAMES):
@@ -65,11 +74,13 @@ def world_facts(n_cities: int = 300, seed: int = 0) -> dict:
         # every fifth city has a two-word name, so entities span several tokens as in real data
         city = f"Port {name}" if i % 5 == 0 else name
         cities[city] = COUNTRY_NAMES[rng.randrange(len(COUNTRY_NAMES))]
+    own = random.Random(f"{seed}-climate")  # its own stream: v1's cities and splits stay as they were
+    climates = {city: own.choice(CLIMATES) for city in sorted(cities)}
     order = sorted(cities)
     rng.shuffle(order)
     cut1, cut2 = int(0.6 * n_cities), int(0.8 * n_cities)
     split = {c: ("train" if i < cut1 else "val" if i < cut2 else "test") for i, c in enumerate(order)}
-    return {"countries": countries, "cities": cities, "entity_split": split}
+    return {"countries": countries, "cities": cities, "climates": climates, "entity_split": split}
 
 
 def write_world(folder: str | Path, n_cities: int = 300, seed: int = 0, domain: str = "city") -> Path:
@@ -78,7 +89,8 @@ def write_world(folder: str | Path, n_cities: int = 300, seed: int = 0, domain: 
     folder.mkdir(parents=True, exist_ok=True)
     facts = world_facts(n_cities, seed)
     attributes = {
-        city: {"Country": country, **facts["countries"][country]} for city, country in facts["cities"].items()
+        city: {"Country": country, **facts["countries"][country], "Climate": facts["climates"][city]}
+        for city, country in facts["cities"].items()
     }
     files = {
         f"ravel_{domain}_entity_attributes.json": attributes,
@@ -144,8 +156,10 @@ def _examples(world: Path, tokenizer, domain: str) -> list[tuple[list[int], list
     # "fact cards": the entity alone, followed by its values. Predicting them at the entity token
     # makes the model enrich that token's residual stream, as real LMs do; without cards a tiny
     # model reads the entity's embedding straight from the question's last token in layer 0.
+    # Climate comes first: a random per-city fact is learnt slowly unless the entity token itself
+    # must predict it (measured: 0.32 after 2,000 steps last on the card, 0.99 after 1,400 first).
     for entity, attrs in values.items():
-        card = " ".join(attrs[a] for a in prompts)
+        card = " ".join(attrs[a] for a in sorted(prompts, key=lambda a: a != "Climate"))
         out.append((tokenizer(entity)["input_ids"], tokenizer(" " + card, add_special_tokens=False)["input_ids"], "card"))
     return out
 
