@@ -45,6 +45,29 @@ def test_an_example_does_not_depend_on_its_batch(synthetic_target, model, enc, m
     assert torch.allclose(together, alone, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["soft", "one_to_one"])
+def test_an_example_does_not_depend_on_padding_side(synthetic_target, model, enc, mode):
+    from hyperdas.evaluate import make_edit
+    from hyperdas.hooks import edit_residual
+
+    method, index = Inference(model, mode), list(range(10))
+    rows = [enc.base[i] for i in index]
+    assert len({len(r) for r in rows}) > 1
+    width = max(len(r) for r in rows)
+    offsets = [width - len(r) for r in rows]
+    ids = torch.tensor([[0] * off + r for off, r in zip(offsets, rows)])
+    mask = (torch.arange(width)[None] >= torch.tensor(offsets)[:, None]).long()
+    with torch.no_grad():
+        right, _ = intervened_logits(synthetic_target, 0, method, enc, index, None)
+        edit = make_edit(method, synthetic_target, 0, enc, index, None, rows, offsets)
+        with edit_residual(synthetic_target, 0, edit):
+            logits = synthetic_target.model(input_ids=ids, attention_mask=mask,
+                                            position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    left = torch.stack([logits[r, off + enc.first[i] + t] for r, (off, i) in enumerate(zip(offsets, index))
+                        for t in range(len(enc.answers[i]))])
+    assert torch.allclose(left, right, atol=1e-4)
+
+
 def test_selection_never_reads_past_the_entity(synthetic_target, model, enc):
     with torch.no_grad():
         intervened_logits(synthetic_target, 0, Inference(model), enc, list(range(8)), None)
