@@ -1,22 +1,25 @@
-"""HyperDAS on the synthetic world, whose block 0 is local: after it, only the entity's own token
-carries what the question will read about the entity, so a working selection must route the source
-entity's token into the base entity's position, and that swap must carry the instructed value.
+"""HyperDAS on the synthetic world. Its model's block 0 is local and every city name has two words:
+the first spells the climate, the last identifies the city (hence its country). After layer 0 the
+climate therefore lives on the entity's first token and the country on its last, so swapping one
+attribute and not the other needs the right token for each: HyperDAS's selection.
 
-Measured here and not asserted (see the README's HyperDAS section): Iso stays low when the loss
-weights favour causal rows (as the official 3.5 / 0.5 do); equal weights trade Cause for Iso
-without reaching MDAS on this model, and N=0 blocks does not do worse than N=1."""
+Measured (k=8, one block, 500 steps, soft): Climate Cause 1.0 / Iso 1.0 (MDAS at the last entity
+token: Cause 0 / Iso 1); Country Iso 1.0 but Cause only 0.45: on held-out cities the selection
+takes the source's last entity token for 66 of 120 Country pairs and a template token for most of
+the rest (unseen city names look unfamiliar to it). N=0 blocks scored about the same as N=1-2 here
+(Disentangle 0.87 for both N=0 and N=2 after 1,000 steps): not asserted."""
 import pytest
 import torch
 
 from hyperdas.data.filter import FilterConfig, filter_domain
 from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.data.synthetic import ATTRIBUTES
 from hyperdas.editor import HyperDASConfig, Inference
 from hyperdas.evaluate import evaluate, intervened_logits
 from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, train_hyperdas
 
+ATTRIBUTES = ("Country", "Climate")
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
-TRAIN = HyperTrainConfig(steps=400, batch_size=16, lr=1e-3, lr_rotation=1e-2, eval_every=10**6, max_val_pairs=30,
+TRAIN = HyperTrainConfig(steps=500, batch_size=16, lr=1e-3, lr_rotation=1e-2, eval_every=10**6, max_val_pairs=30,
                          eval_modes=("soft",))
 
 
@@ -40,19 +43,32 @@ def test_enc(synthetic_target, pairs):
     return encoded_pairs(synthetic_target, pairs["test"])
 
 
-def test_hyperdas_learns_to_carry_the_instructed_value(synthetic_target, trained, test_enc):
-    overall = evaluate(synthetic_target, 0, Inference(trained, "one_to_one"), test_enc)[0]["overall"]
-    assert overall["cause"] >= 0.7  # measured 0.76 (soft 0.73); Iso 0.08
+def test_hyperdas_swaps_climate_and_nothing_else(synthetic_target, trained, test_enc):
+    per = evaluate(synthetic_target, 0, Inference(trained, "soft"), test_enc)[0]["per_attribute"]["city"]
+    assert per["Climate"]["cause"] >= 0.9 and per["Climate"]["iso"] >= 0.9
+    assert per["Country"]["iso"] >= 0.9  # a Country swap leaves the climate alone
 
 
-def test_selection_routes_the_source_entity_token_into_the_base_entity(synthetic_target, trained, test_enc):
-    index = list(range(len(test_enc)))
-    hits = 0
+def test_mdas_at_the_last_entity_token_cannot_swap_climate(synthetic_target, pairs):
+    from hyperdas.evaluate import encode
+    from hyperdas.train import DASConfig, select_rows, train_das
+
+    config = DASConfig(method="mdas", target_attribute="Climate", layer=0, k=8, lr=1e-2, steps=100, eval_every=50)
+    result = train_das(synthetic_target, pairs, config, progress=False)
+    test = encode(synthetic_target.tokenizer, select_rows(pairs["test"], config))
+    assert evaluate(synthetic_target, 0, result.intervention, test)[0]["overall"]["cause"] <= 0.1
+
+
+def test_selection_reads_the_climate_word_for_climate(synthetic_target, trained, test_enc):
+    """For Climate instructions the base's first entity token should take the source's first one."""
+    hits = total = 0
     with torch.no_grad():
-        for start in range(0, len(index), 32):
-            batch = index[start : start + 32]
+        for start in range(0, len(test_enc), 32):
+            batch = list(range(start, min(start + 32, len(test_enc))))
             intervened_logits(synthetic_target, 0, Inference(trained, "one_to_many"), test_enc, batch, None)
             A = trained.last_plan[0]
             for b, i in enumerate(batch):
-                hits += int(A[b, :, test_enc.base_pos[i]].argmax()) == test_enc.source_pos[i]
-    assert hits / len(index) >= 0.8  # measured 0.88; most misses pick the token two before the entity
+                if test_enc.records[i]["target_attribute"] == "Climate":
+                    total += 1
+                    hits += int(A[b, :, test_enc.base_pos[i] - 1].argmax()) == test_enc.source_pos[i] - 1
+    assert hits / total >= 0.6

@@ -2,8 +2,11 @@
 
 Fictional cities belong to fictional countries; each country fixes its continent and language,
 so those three attributes are entangled as in the real city domain. Each city's climate is drawn
-on its own, independent of its country: an attribute on which an ideal method can reach full
-Cause and full Iso at once (on the entangled three, moving the country moves the others). `write_world` writes the five
+on its own, independent of its country, and spelled by the first word of its name (every name
+has two words). In the model, whose first block is local, the climate then sits on the entity's
+first token and the country on its last: at layer 0 Country and Climate can both be swapped
+perfectly, but only by a method that picks the right token for each (HyperDAS's selection),
+not by one fixed position (DAS / MDAS at the last entity token). `write_world` writes the five
 official files; `train_world_model` trains a tiny Llama (word-level tokenizer) on every templated
 fact until the filter rule scores every attribute >= 95% correct. Both are built once into the cache
 (`synthetic_ravel_dir`, spec "synthetic-llama"), so every later test runs the real pipeline on them.
@@ -20,11 +23,11 @@ from tqdm.auto import tqdm
 
 from hyperdas.cache import cache_root, convert_once
 
-WORLD_VERSION = "v2"  # v2: the independent Climate attribute
-MODEL_VERSION = "v4"  # bump when the training recipe changes (v2: fact cards, v3: local first block, v4: climate first on cards)
+WORLD_VERSION = "v3"  # v3: Climate, spelled by the first word of every city name
+MODEL_VERSION = "v3"  # bump when the training recipe changes (v2: fact cards, v3: local first block)
 ATTRIBUTES = ("Country", "Continent", "Language", "Climate")
 ENTANGLED = ("Country", "Continent", "Language")  # the country fixes the other two
-CLIMATES = ("Arid", "Polar", "Humid", "Alpine", "Windy", "Mild")
+CLIMATE_WORDS = {"Arid": "Dune", "Polar": "Frost", "Humid": "Marsh", "Alpine": "Mount", "Windy": "Cape", "Mild": "Vale"}
 CONTINENTS = ("Norvia", "Sudara", "Estland", "Westmar", "Ocealis")
 LANGUAGES = ("Velish", "Tarnic", "Ossan", "Quillan", "Brevan", "Moric", "Dantish", "Lurian", "Kesh", "Orran")
 COUNTRY_NAMES = (
@@ -69,13 +72,14 @@ def world_facts(n_cities: int = 300, seed: int = 0) -> dict:
         countries[name] = {"Continent": CONTINENTS[i % len(CONTINENTS)], "Language": LANGUAGES[i % len(LANGUAGES)]}
     names = sorted({"".join(p).capitalize() for p in itertools.product(_SYLLABLES, repeat=3)})
     chosen = rng.sample(names, n_cities)
-    cities = {}
-    for i, name in enumerate(chosen):
-        # every fifth city has a two-word name, so entities span several tokens as in real data
-        city = f"Port {name}" if i % 5 == 0 else name
-        cities[city] = COUNTRY_NAMES[rng.randrange(len(COUNTRY_NAMES))]
-    own = random.Random(f"{seed}-climate")  # its own stream: v1's cities and splits stay as they were
-    climates = {city: own.choice(CLIMATES) for city in sorted(cities)}
+    own = random.Random(f"{seed}-climate")
+    cities, climates = {}, {}
+    for name in chosen:
+        climate = own.choice(sorted(CLIMATE_WORDS))
+        # two-word names ("Dune Kalori" is arid): with a local first block the climate lives on the
+        # first token and the country on the last, so the two sit at different positions
+        city = f"{CLIMATE_WORDS[climate]} {name}"
+        cities[city], climates[city] = COUNTRY_NAMES[rng.randrange(len(COUNTRY_NAMES))], climate
     order = sorted(cities)
     rng.shuffle(order)
     cut1, cut2 = int(0.6 * n_cities), int(0.8 * n_cities)
@@ -156,10 +160,8 @@ def _examples(world: Path, tokenizer, domain: str) -> list[tuple[list[int], list
     # "fact cards": the entity alone, followed by its values. Predicting them at the entity token
     # makes the model enrich that token's residual stream, as real LMs do; without cards a tiny
     # model reads the entity's embedding straight from the question's last token in layer 0.
-    # Climate comes first: a random per-city fact is learnt slowly unless the entity token itself
-    # must predict it (measured: 0.32 after 2,000 steps last on the card, 0.99 after 1,400 first).
     for entity, attrs in values.items():
-        card = " ".join(attrs[a] for a in sorted(prompts, key=lambda a: a != "Climate"))
+        card = " ".join(attrs[a] for a in prompts)
         out.append((tokenizer(entity)["input_ids"], tokenizer(" " + card, add_special_tokens=False)["input_ids"], "card"))
     return out
 
