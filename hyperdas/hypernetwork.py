@@ -48,14 +48,31 @@ class Attention(nn.Module):
         self.head_dim = self.q_proj.out_features // n_heads
         self.scaling = getattr(attn, "scaling", self.head_dim ** -0.5)
 
+    def _keys_values(self, kv: torch.Tensor, kv_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k/v projections of the allowed positions only (masked ones stay 0, never attended): the
+        cross-attended states are mostly padding past each row's entity, and these projections
+        over every layer's states are most of the hypernetwork's cost."""
+        keep = kv_mask.reshape(-1)
+        if bool(keep.all()):
+            return self.k_proj(kv), self.v_proj(kv)
+        rows = keep.nonzero().squeeze(1)
+        flat = kv.reshape(-1, kv.shape[-1]).index_select(0, rows)
+        out = []
+        for proj in (self.k_proj, self.v_proj):
+            values = proj(flat)
+            full = values.new_zeros(keep.shape[0], values.shape[-1]).index_copy(0, rows, values)
+            out.append(full.view(*kv.shape[:2], -1))
+        return out[0], out[1]
+
     def forward(self, x: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None, causal: bool = False) -> torch.Tensor:
         """x (B, T, D) attends to kv (B, S, D); kv_mask (B, S) is True where attending is allowed."""
         B, T, _ = x.shape
         S = kv.shape[1]
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(kv).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(kv).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        k, v = self._keys_values(kv, kv_mask)
+        k = k.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:
             cos, sin = (t.unsqueeze(1) for t in rope)
             q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin

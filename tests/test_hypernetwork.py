@@ -31,6 +31,20 @@ def test_copies_do_not_share_storage_and_train(target):
     assert not any(p.requires_grad for p in target.model.parameters())
 
 
+def test_masked_positions_change_nothing_in_cross_attention(target):
+    """Keys/values are projected for allowed positions only; the result equals dense attention
+    over the allowed positions alone."""
+    torch.manual_seed(0)
+    attn = HyperNetwork(target, n_blocks=1).blocks[0].source_ca
+    x, kv = torch.randn(2, 3, target.hidden_size), torch.randn(2, 5, target.hidden_size)
+    mask = torch.tensor([[True, True, True, False, False], [True, False, True, True, False]])
+    with torch.no_grad():
+        out = attn(x, kv, mask)
+        for b in range(2):
+            alone = attn(x[b : b + 1], kv[b : b + 1, mask[b]], torch.ones(1, int(mask[b].sum()), dtype=torch.bool))
+            assert torch.allclose(out[b], alone[0], atol=1e-5)
+
+
 def test_cross_attention_reads_the_states(target):
     torch.manual_seed(0)
     hyper = HyperNetwork(target, n_blocks=1)
