@@ -39,6 +39,7 @@ benchmarks: setup
 	$(PY) benchmarks/model_load.py
 	$(PY) benchmarks/filter_throughput.py
 	$(PY) benchmarks/das_step.py
+	$(PY) benchmarks/hyperdas_step.py
 
 # the small sweep behind the embedded model's DAS/MDAS defaults (about 30 min on 2 cores)
 das-sweep: setup
