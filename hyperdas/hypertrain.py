@@ -121,7 +121,10 @@ def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Opt
     groups = [{"params": rest, "lr": config.lr, "weight_decay": config.weight_decay}]
     if rotation:
         groups.append({"params": rotation, "lr": config.lr_rotation, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, fused=True)  # one kernel per step over all tensors, CPU and GPU
+    try:  # one fused kernel (CPU since torch 2.4, CUDA); the per-tensor loop took 0.4 s of a 3.9 s SmolLM step
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(groups)
 
 
 def validate(target, model: HyperDAS, enc, modes=MODES) -> dict:

@@ -26,7 +26,6 @@ from hyperdas.cache import cache_root, convert_once
 WORLD_VERSION = "v3"  # v3: Climate, spelled by the first word of every city name
 MODEL_VERSION = "v3"  # bump when the training recipe changes (v2: fact cards, v3: local first block)
 ATTRIBUTES = ("Country", "Continent", "Language", "Climate")
-ENTANGLED = ("Country", "Continent", "Language")  # the country fixes the other two
 CLIMATE_WORDS = {"Arid": "Dune", "Polar": "Frost", "Humid": "Marsh", "Alpine": "Mount", "Windy": "Cape", "Mild": "Vale"}
 CONTINENTS = ("Norvia", "Sudara", "Estland", "Westmar", "Ocealis")
 LANGUAGES = ("Velish", "Tarnic", "Ossan", "Quillan", "Brevan", "Moric", "Dantish", "Lurian", "Kesh", "Orran")
