@@ -65,20 +65,21 @@ def _right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
-def read_states(target, rows: list[list[int]], last_selectable: list[int], layer: int):
-    """The target's view of `rows` up to their last selectable token (causal attention: later
-    tokens change nothing before it, so they are not run): (layer-L states (B, T, D), selectable
-    mask (B, T), normalised states of every layer flattened (B, T*(n+1), D), their mask), with
-    T = max(last_selectable) + 1, right-padded."""
+def read_states(target, rows: list[list[int]], last_selectable: list[int], layer: int, whole: bool = False):
+    """The target's view of right-padded `rows`: (layer-L states (B, T, D), selectable mask (B, T),
+    normalised states of every layer at positions <= the last selectable flattened (B, S, D), their
+    mask). Rows are run up to their last selectable token only (causal attention: later tokens
+    change nothing before it), unless `whole`: then T covers the whole rows, so the layer-L states
+    can start the edited run (`hyperdas.hooks.start_after`)."""
     cut = max(last_selectable) + 1
-    ids, mask = _right_pad([r[:cut] for r in rows], target.tokenizer.pad_token_id or 0, target.device)
+    ids, mask = _right_pad([r if whole else r[:cut] for r in rows], target.tokenizer.pad_token_id or 0, target.device)
     out = target.model.get_decoder()(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
-    states = torch.stack(out.hidden_states, dim=2)                       # (B, T, n+1, D)
+    states = torch.stack([h[:, :cut] for h in out.hidden_states], dim=2)  # (B, cut, n+1, D)
     last = torch.tensor(last_selectable, device=ids.device)
     selectable = (torch.arange(ids.shape[1], device=ids.device)[None] <= last[:, None]) & mask
     n = states.shape[2]
     flat = nn.functional.normalize(states.float(), dim=-1).flatten(1, 2)
-    flat_mask = selectable[:, :, None].expand(-1, -1, n).flatten(1)
+    flat_mask = selectable[:, :cut, None].expand(-1, -1, n).flatten(1)
     return out.hidden_states[layer + 1], selectable, flat, flat_mask
 
 
@@ -121,7 +122,8 @@ class HyperDAS(nn.Module):
         base_last = [enc.first[i] if suffix else enc.base_pos[i] for i in index]
         sources = [enc.source[i] for i in index]
         source_last = [len(s) - 1 if suffix else enc.source_pos[i] for s, i in zip(sources, index)]
-        base_view = read_states(target, rows, base_last, layer)
+        whole = not any(offsets)  # right-padded rows: the read pass can start the edited run
+        base_view = read_states(target, rows, base_last, layer, whole)
         source_view = read_states(target, sources, source_last, layer)
         instruction = _right_pad([enc.instructions[i] for i in index], target.tokenizer.pad_token_id or 0, device)
         A, W = self.plan(instruction, base_view, source_view, mode)
@@ -143,6 +145,8 @@ class HyperDAS(nn.Module):
             dtype = hidden.dtype
             return interchange(hidden, source_states.to(dtype), A.to(dtype), None if W is None else W.to(dtype))
 
+        if whole:
+            edit.start = base_view[0]
         return edit
 
 

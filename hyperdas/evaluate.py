@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperdas.data.scoring import MAX_ANSWER_TOKENS, answer_ids, answer_logits
-from hyperdas.hooks import check_layer, edit_residual, replace_at
+from hyperdas.hooks import can_start_after, check_layer, edit_residual, replace_at, start_after
 from hyperdas.metrics import exact_match, scores
 
 REQUIRED_FIELDS = ("input_prefix", "input_suffix", "counterfactual_input_prefix", "counterfactual_input_suffix",
@@ -132,7 +132,12 @@ def intervened_logits(target, layer: int, method, enc: Encoded, index: list[int]
     rows = [enc.base[i] for i in index]
     edit = make_edit(method, target, layer, enc, index, sources, rows, [0] * len(rows))
     wanted = [(r, enc.first[i] + t) for r, i in enumerate(index) for t in range(len(enc.answers[i]))]
-    with edit_residual(target, layer, edit):
+    start = getattr(edit, "start", None)  # the unedited stream after `layer` for these rows, if known
+    if start is not None and can_start_after(target):  # then blocks 0..layer need not run again
+        context = start_after(target, layer, edit(start))
+    else:
+        context = edit_residual(target, layer, edit)
+    with context:
         logits = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id or 0)
     labels = torch.tensor([t for i in index for t in enc.answers[i]], device=logits.device)
     return logits, labels

@@ -6,6 +6,7 @@ tuple ``(hidden, ...)`` in older ones; both are handled.
 """
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -151,3 +152,51 @@ def patch_residual(
 
     with edit_residual(model, layer, fn):
         yield
+
+
+def _returns_tuple(block: torch.nn.Module) -> bool | None:
+    """Whether a decoder block returns ``(hidden, ...)`` (older transformers) or a bare tensor,
+    read from its forward's return annotation; None when it does not say."""
+    annotation = inspect.signature(type(block).forward).return_annotation
+    if annotation is inspect.Signature.empty:
+        return None
+    return "tuple" in str(annotation).lower()
+
+
+class _Skipped(torch.nn.Module):
+    """Stands in for a decoder block below the start layer: passes the residual stream through,
+    or (the start layer itself) returns the given one."""
+
+    def __init__(self, block: torch.nn.Module, value: torch.Tensor | None, as_tuple: bool):
+        super().__init__()
+        self.value, self.as_tuple = value, as_tuple
+        if hasattr(block, "attention_type"):  # some decoders pick each block's mask by it
+            self.attention_type = block.attention_type
+
+    def forward(self, *args, **kwargs):
+        hidden = self.value if self.value is not None else (args[0] if args else kwargs["hidden_states"])
+        return (hidden,) if self.as_tuple else hidden
+
+
+def can_start_after(model: torch.nn.Module | Target) -> bool:
+    return _returns_tuple(_layers(model)[0]) is not None
+
+
+@contextmanager
+def start_after(model: torch.nn.Module | Target, layer: int, hidden: torch.Tensor) -> Iterator[None]:
+    """Forward passes inside the block skip decoder blocks 0..`layer` and continue from `hidden`,
+    the residual stream after `layer` (computed earlier, e.g. by a read pass over the same padded
+    rows): the blocks below stand aside, block `layer` returns `hidden`. Restored on exit."""
+    blocks = _layers(model)
+    index = check_layer(len(blocks), layer)
+    as_tuple = _returns_tuple(blocks[index])
+    if as_tuple is None:
+        raise TypeError(f"{type(blocks[index]).__name__}.forward does not annotate what it returns")
+    saved = [blocks[i] for i in range(index + 1)]
+    try:
+        for i, block in enumerate(saved):
+            blocks[i] = _Skipped(block, hidden if i == index else None, as_tuple)
+        yield
+    finally:
+        for i, block in enumerate(saved):
+            blocks[i] = block

@@ -68,6 +68,17 @@ def test_an_example_does_not_depend_on_padding_side(synthetic_target, model, enc
     assert torch.allclose(left, right, atol=1e-4)
 
 
+def test_edited_run_started_from_the_read_pass_equals_the_full_run(synthetic_target, model, enc, monkeypatch):
+    import hyperdas.evaluate as evaluate_module
+
+    index = list(range(12))
+    with torch.no_grad():
+        started, _ = intervened_logits(synthetic_target, 0, Inference(model), enc, index, None)
+        monkeypatch.setattr(evaluate_module, "can_start_after", lambda target: False)
+        full, _ = intervened_logits(synthetic_target, 0, Inference(model), enc, index, None)
+    torch.testing.assert_close(started, full)
+
+
 def test_selection_never_reads_past_the_entity(synthetic_target, model, enc):
     with torch.no_grad():
         intervened_logits(synthetic_target, 0, Inference(model), enc, list(range(8)), None)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from hyperdas.hooks import LayerIndexError, edit_residual, patch_residual, record_residual, replace_at
+from hyperdas.hooks import (LayerIndexError, edit_residual, patch_residual, record_residual, replace_at,
+                            start_after)
 from hyperdas.models import greedy_complete
 
 from conftest import hook_ids
@@ -160,3 +161,37 @@ def test_tuple_outputs_are_read_and_edited():
     torch.testing.assert_close(patched, model.model.layers[1](torch.zeros(1, 3, 4))[0])
     assert not torch.allclose(clean, patched)
     assert not hook_ids(model)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
+def test_start_after_continues_from_the_given_stream_and_restores_the_blocks(tiny_folders, arch):
+    from hyperdas.models import load_target
+
+    target = load_target(str(tiny_folders[arch]))
+    batch, blocks = _batch(target), list(target.layers)
+    with torch.no_grad(), record_residual(target, 1) as residual:
+        clean = target.model(**batch).logits
+    with torch.no_grad(), start_after(target, 1, residual[1]):
+        resumed = target.model(**batch).logits
+    torch.testing.assert_close(resumed, clean)
+    with torch.no_grad(), start_after(target, 1, torch.zeros_like(residual[1])):
+        assert not torch.allclose(target.model(**batch).logits, clean)  # the given stream is used
+    with pytest.raises(RuntimeError, match="boom"), start_after(target, 2, residual[1]):
+        raise RuntimeError("boom")
+    assert all(a is b for a, b in zip(target.layers, blocks))
+
+
+class _AnnotatedTupleBlock(_TupleBlock):
+    def forward(self, hidden) -> tuple[torch.Tensor, None]:
+        return super().forward(hidden)
+
+
+def test_start_after_returns_tuples_where_blocks_do():
+    model = _TupleModel()
+    model.model.layers = torch.nn.ModuleList([_AnnotatedTupleBlock(), _AnnotatedTupleBlock()])
+    given = torch.randn(1, 3, 4)
+    with torch.no_grad(), start_after(model, 0, given):
+        out = model(torch.randn(1, 3, 4))
+    torch.testing.assert_close(out, model.model.layers[1](given)[0])
+    with pytest.raises(TypeError, match="does not annotate"), start_after(_TupleModel(), 0, given):
+        pass
