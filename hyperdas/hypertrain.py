@@ -91,8 +91,9 @@ def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = No
     if saved["hidden_size"] != target.hidden_size or saved.get("target", target.name) != target.name:
         raise ValueError(f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
                          f"{saved['hidden_size']}), not on {target.name} (hidden size {target.hidden_size})")
-    if expect is not None and saved["model"] != json.loads(json.dumps(expect.to_dict())):
-        differ = sorted(k for k, v in json.loads(json.dumps(expect.to_dict())).items() if saved["model"].get(k) != v)
+    wanted = json.loads(json.dumps(expect.to_dict())) if expect is not None else saved["model"]  # JSON's types
+    differ = sorted(k for k, v in wanted.items() if saved["model"].get(k) != v)
+    if differ:
         raise ValueError(f"checkpoint {folder} was saved with another HyperDAS configuration (differs in {differ})")
     model = HyperDAS(target, HyperDASConfig.from_dict(saved["model"])).to(target.device)
     model.load_state_dict(load_file(str(folder / WEIGHTS)))
@@ -149,14 +150,14 @@ def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Te
     token_weights = torch.cat([weights[i].expand(len(enc.answers[i])) for i in index]).to(logits.device)
     ce = (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none") * token_weights).sum() \
         / token_weights.sum()
-    sparsity = sparsity_penalty(A.float())
-    loss = ce + train.sparsity_weight(step) * sparsity
+    sparsity, sparsity_weight = sparsity_penalty(A.float()), train.sparsity_weight(step)
+    loss = ce + sparsity_weight * sparsity
     optimizer.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip)
     optimizer.step()
     return {"step": step, "loss": loss.item(), "ce": ce.item(), "sparsity": sparsity.item(),
-            "sparsity_weight": train.sparsity_weight(step)}
+            "sparsity_weight": sparsity_weight}
 
 
 def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfig, out_dir: str | Path | None = None,
