@@ -162,6 +162,29 @@ class Inference:
         return self.model.edit_for(target, layer, enc, index, rows, offsets, self.mode)
 
 
+@torch.no_grad()
+def selection_matrices(target, model: HyperDAS, enc, index: list[int], mode: str = "soft") -> list[torch.Tensor]:
+    """Per example of `index`: its selection A (Ts+1, Tb), rows = the source tokens that were read
+    (up to the last selectable one) then "keep base", columns = the base row's tokens."""
+    from hyperdas.evaluate import intervened_logits
+
+    intervened_logits(target, model.config.layer, Inference(model, mode), enc, index, None)
+    A = model.last_plan[0].float().cpu()
+    out = []
+    for row, i in enumerate(index):
+        ts, tb = min(len(enc.source[i]), A.shape[1] - 1), len(enc.base[i])
+        out.append(torch.cat([A[row, :ts, :tb], A[row, -1:, :tb]]))
+    return out
+
+
+def selection_record(tokenizer, enc, i: int, A: torch.Tensor, **fields) -> dict:
+    """A saved selection matrix with its token labels (for heatmaps)."""
+    tokens = tokenizer.convert_ids_to_tokens
+    return {**fields, "example": i, "attribute_type": enc.records[i]["attribute_type"],
+            "base_tokens": tokens(enc.base[i]), "source_tokens": tokens(enc.source[i][: A.shape[0] - 1]) + ["<keep base>"],
+            "A": A.tolist()}
+
+
 def add_instructions(enc, tokenizer, rows, template: str = DEFAULT_INSTRUCTION):
     """Tokenize each pair's instruction into `enc.instructions` (same order as `rows`)."""
     enc.instructions = [tokenizer(instruction_text(row, template))["input_ids"] for row in rows]

@@ -67,7 +67,8 @@ def encode(tokenizer, rows) -> Encoded:
         enc.base_pos.append(row["base_entity_position"])
         enc.source.append(tokenizer(row["counterfactual_input_prefix"] + row["counterfactual_input_suffix"])["input_ids"])
         enc.source_pos.append(row["source_entity_position"])
-        enc.records.append({f: row[f] for f in RECORD_FIELDS})
+        # the instructed source entity too: leakage controls key on it (hyperdas.leakage)
+        enc.records.append({**{f: row[f] for f in RECORD_FIELDS}, "counterfactual_entity": row.get("counterfactual_entity")})
         enc.expected.append(expected_output(row))
         enc.expected_len.append(len(full))
     return enc

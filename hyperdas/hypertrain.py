@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperdas.config import ConfigError, FrozenConfig
-from hyperdas.editor import HyperDAS, HyperDASConfig, Inference, add_instructions
+from hyperdas.editor import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
 from hyperdas.evaluate import check_rows, encode, evaluate, intervened_logits
 from hyperdas.hooks import check_layer
 from hyperdas.selection import MODES, sparsity_penalty
@@ -110,9 +110,10 @@ class HyperTrainResult:
     resumed_from: int = 0
 
 
-def encoded_pairs(target, rows):
+def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION):
+    """Encoded pairs with their instructions (`template`: the model's `config.instruction`)."""
     check_rows(rows)
-    return add_instructions(encode(target.tokenizer, rows), target.tokenizer, rows)
+    return add_instructions(encode(target.tokenizer, rows), target.tokenizer, rows, template)
 
 
 def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Optimizer:
@@ -161,13 +162,16 @@ def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Te
 
 
 def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfig, out_dir: str | Path | None = None,
-                   progress: bool = True, resume: bool = True) -> HyperTrainResult:
-    """Train one HyperDAS model on every attribute of pairs["train"] (see module doc)."""
+                   progress: bool = True, resume: bool = True, model: HyperDAS | None = None) -> HyperTrainResult:
+    """Train one HyperDAS model on every attribute of pairs["train"] (see module doc).
+
+    `model`: an already built variant to train (e.g. an ablation's, with a part swapped); its
+    config must be `config`. By default a fresh `HyperDAS(target, config)`."""
     check_layer(target.n_layers, config.layer)
     started = time.perf_counter()
     torch.manual_seed(train.seed)
     rows = pairs["train"]
-    enc = encoded_pairs(target, rows)
+    enc = encoded_pairs(target, rows, config.instruction)
     kinds = set(rows["attribute_type"])
     if "causal" not in kinds:
         raise ValueError("the training pairs hold no causal rows")
@@ -179,8 +183,10 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
         keep = list(range(len(pairs["val"])))
         if train.max_val_pairs is not None and len(keep) > train.max_val_pairs:
             keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
-        val = encoded_pairs(target, pairs["val"].select(keep))
-    model = HyperDAS(target, config).to(target.device)
+        val = encoded_pairs(target, pairs["val"].select(keep), config.instruction)
+    if model is not None and model.config != config:
+        raise ValueError("train_hyperdas: the given model was built with another config than `config`")
+    model = (model if model is not None else HyperDAS(target, config)).to(target.device)
     model.train()
     optimizer = make_optimizer(model, train)
     rng = random.Random(train.seed)
