@@ -393,8 +393,11 @@ def describe(name: str, records: list[dict]) -> list[str]:
     scored = [r for r in records if "overall" in r]
     best = max(scored, key=lambda r: r["overall"]["disentangle"])
     worst = min(scored, key=lambda r: r["overall"]["disentangle"])
-    lines.append(f"{name}: Disentangle ranges from {worst['overall']['disentangle']:.3f} ({worst['variant']}) to "
-                 f"{best['overall']['disentangle']:.3f} ({best['variant']})")
+    if best["overall"]["disentangle"] == worst["overall"]["disentangle"]:
+        lines.append(f"{name}: Disentangle is {best['overall']['disentangle']:.3f} for every variant")
+    else:
+        lines.append(f"{name}: Disentangle ranges from {worst['overall']['disentangle']:.3f} ({worst['variant']}) to "
+                     f"{best['overall']['disentangle']:.3f} ({best['variant']})")
     for r in scored:
         extra = ""
         if "selection_entropy" in r:

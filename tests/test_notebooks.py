@@ -48,6 +48,11 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert len(log) == 20 and json.loads(log[-1])["method"] == "hyperdas"
     selections = json.loads((out / "selections" / "test_examples.json").read_text())
     assert len(selections) == 3 * 4 and len(selections[0]["A"]) == len(selections[0]["source_tokens"])
+    ablations = json.loads((out / "ablations.json").read_text())
+    assert set(ablations["interpretation"]) == {r["ablation"] for r in ablations["records"]} == {
+        "blocks_cross_attention", "sparsity", "symmetric", "lookup_table", "initialisation", "inference_mode", "controls"}
+    assert {r["variant"] for r in ablations["records"] if r["ablation"] == "controls"} == {
+        "reference", "conflict", "blanked", "random_subspace", "fixed_positions"}
     assert {p.name for p in (out / "runs").iterdir()} == {p.name for p in NOTEBOOKS}
     assert "summary" in capsys.readouterr().out
 
