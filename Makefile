@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml Makefile
 reproduce: setup
 	$(PY) -m hyperdas.batch --profile $(PROFILE)
 
+# figures and tables from the existing results only (notebook 05; trains nothing)
+figures: setup
+	$(PY) -m hyperdas.batch --profile $(PROFILE) --notebooks 05
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -4,9 +4,11 @@
     python -m hyperdas.batch --profile smoke --set seed=1       # overrides, YAML-typed
     python -m hyperdas.batch --profile cpu --notebooks 00 02    # a subset, by number prefix
 
-Each notebook receives only the parameters its `parameters` cell declares. Executed copies go
-to ``<results>/<model>/runs/``. A failed notebook is reported and the chain goes on; the exit
-status is non-zero when anything failed.
+Each notebook receives only the parameters its `parameters` cell declares; an override that no
+notebook of the chain declares is refused. Executed copies go to ``<results>/<model>/runs/``;
+``<results>/<model>/reproduce.json`` records each notebook's status and wall time with the
+environment. A failed notebook is reported and the chain goes on; the summary at the end gives
+each run's status, wall time and headline numbers; the exit status is non-zero when anything failed.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from hyperdas.results import model_dir_name
+from hyperdas.results import model_dir_name, read_json, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -88,10 +90,41 @@ def run_notebook(book: Path, params: dict, out_dir: Path, profile: str) -> RunRe
     return RunRecord(profile, book.name, status, time.perf_counter() - start, output, error)
 
 
+def declared_parameters(books: list[Path]) -> set[str]:
+    import papermill
+
+    return {name for book in books for name in papermill.inspect_notebook(str(book))}
+
+
+def check_overrides(overrides: dict, books: list[Path]) -> None:
+    """papermill only warns about a parameter a notebook lacks; a typo would then run the defaults."""
+    unknown = sorted(set(overrides) - declared_parameters(books))
+    if unknown:
+        raise ProfileError(f"override(s) {unknown} name no parameter of {[b.name for b in books]}")
+
+
+def headline(model_dir: Path) -> str:
+    """Mean test Disentangle per method at HyperDAS's layer, from the results files (if any)."""
+    parts = []
+    for name, key in (("hyperdas.json", "mode"), ("baselines.json", "method")):
+        path = model_dir / name
+        if not path.is_file():
+            continue
+        records = read_json(path).get("records", [])
+        layer = records[0]["layer"] if records else None
+        groups: dict[str, list[float]] = {}
+        for r in records:
+            if r.get("layer") == layer and r.get("disentangle") is not None:
+                groups.setdefault(f"{'hyperdas ' if key == 'mode' else ''}{r[key]}", []).append(r["disentangle"])
+        parts += [f"{k} {sum(v) / len(v):.3f}" for k, v in groups.items()]
+    return ("Disentangle: " + ", ".join(parts)) if parts else ""
+
+
 def run_profile(profile: str, overrides: dict, results: Path, selected: list[str] | None) -> list[RunRecord]:
     params = {**load_profile(profile), **overrides}
     params["results_root"] = str(results.resolve())
-    out_dir = results / model_dir_name(str(params.get("model", "model"))) / "runs"
+    model_dir = results / model_dir_name(str(params.get("model", "model")))
+    out_dir = model_dir / "runs"
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for book in chain(selected):
@@ -99,6 +132,11 @@ def run_profile(profile: str, overrides: dict, results: Path, selected: list[str
         record = run_notebook(book, params, out_dir, profile)
         print(f"[{profile}] {book.name}: {record.status} in {record.seconds:.1f} s {record.error}", flush=True)
         records.append(record)
+    log = model_dir / "reproduce.json"  # notebooks run alone later (e.g. make figures) update their entry
+    notebooks = read_json(log).get("notebooks", {}) if log.is_file() else {}
+    notebooks.update({r.notebook: {"status": r.status, "seconds": round(r.seconds, 1), "error": r.error} for r in records})
+    write_json(log, {"profile": profile, "overrides": overrides, "notebooks": notebooks,
+                     "total_seconds": round(sum(v["seconds"] for v in notebooks.values()), 1)})
     return records
 
 
@@ -111,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.overrides)
+        check_overrides(overrides, chain(args.notebooks))
         records = []
         for profile in args.profile or ["cpu"]:
             records += run_profile(profile, overrides, Path(args.results), args.notebooks)
@@ -120,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsummary")
     for r in records:
         print(f"  {r.profile:<16} {r.notebook:<32} {r.status:<7} {r.seconds:8.1f} s  {r.error}")
+    for profile in args.profile or ["cpu"]:
+        params = {**load_profile(profile), **overrides}
+        line = headline(Path(args.results) / model_dir_name(str(params.get("model", "model"))))
+        if line:
+            print(f"  {profile}: {line}")
+    print(f"  total {sum(r.seconds for r in records):.1f} s")
     return 0 if all(r.status == "ok" for r in records) else 1
 
 

@@ -105,6 +105,7 @@ class HyperDAS(nn.Module):
         source_l, source_sel, source_flat, source_flat_mask = source_view
         dtype = next(self.parameters()).dtype
         z = self.hypernetwork(ids, mask, source_flat.to(dtype), source_flat_mask, base_flat.to(dtype), base_flat_mask)
+        self.last_z = z  # the instruction states, for inspection (e.g. Householder vectors)
         unit = lambda t: nn.functional.normalize(t.to(dtype), dim=-1)  # noqa: E731
         A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel)
         return harden(A, mode), self.subspace(z)
@@ -175,6 +176,18 @@ def selection_matrices(target, model: HyperDAS, enc, index: list[int], mode: str
         ts, tb = min(len(enc.source[i]), A.shape[1] - 1), len(enc.base[i])
         out.append(torch.cat([A[row, :ts, :tb], A[row, -1:, :tb]]))
     return out
+
+
+@torch.no_grad()
+def householder_vectors(target, model: HyperDAS, enc, index: list[int]) -> torch.Tensor | None:
+    """(n, D) the instruction-chosen Householder vectors of examples `index`; None unless the
+    subspace module is "householder"."""
+    if model.config.subspace != "householder":
+        return None
+    from hyperdas.evaluate import intervened_logits
+
+    intervened_logits(target, model.config.layer, Inference(model, "soft"), enc, index, None)
+    return model.subspace.householder_vector(model.last_z).float().cpu()
 
 
 def selection_record(tokenizer, enc, i: int, A: torch.Tensor, **fields) -> dict:

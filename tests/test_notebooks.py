@@ -53,8 +53,17 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
         "blocks_cross_attention", "sparsity", "symmetric", "lookup_table", "initialisation", "inference_mode", "controls"}
     assert {r["variant"] for r in ablations["records"] if r["ablation"] == "controls"} == {
         "reference", "conflict", "blanked", "random_subspace", "fixed_positions"}
+    assert (out / "selections" / "householder.json").is_file()
+    for name in ("main_disentangle", "convergence", "blocks_cross_attention", "selection_example", "householder",
+                 "leakage_controls"):
+        assert (out / "figures" / f"{name}.png").is_file() and (out / "figures" / f"{name}.pdf").is_file()
+    assert (out / "figures" / "main_table.md").is_file()
+    ran = json.loads((out / "reproduce.json").read_text())
+    assert {n for n, r in ran["notebooks"].items() if r["status"] == "ok"} == {p.name for p in NOTEBOOKS}
+    assert ran["environment"]["packages"]["torch"]
     assert {p.name for p in (out / "runs").iterdir()} == {p.name for p in NOTEBOOKS}
-    assert "summary" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "summary" in printed and "smoke: Disentangle: hyperdas soft" in printed
 
 
 def test_failed_notebook_is_reported_and_chain_goes_on(tmp_path, capsys):
@@ -69,6 +78,12 @@ def test_failed_notebook_is_reported_and_chain_goes_on(tmp_path, capsys):
 def test_unknown_profile_lists_known(capsys):
     assert batch.main(["--profile", "nope"]) == 2
     assert "known profiles: cpu" in capsys.readouterr().err
+
+
+def test_an_override_no_notebook_declares_is_refused(tmp_path, capsys):
+    assert batch.main(["--profile", "smoke", "--set", "n_block=3", "--results", str(tmp_path)]) == 2
+    assert "override(s) ['n_block'] name no parameter" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything ran
 
 
 def test_overrides_are_yaml_typed():

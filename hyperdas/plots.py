@@ -1,0 +1,361 @@
+"""The paper's figures and tables, one function each, from results files only (notebook 05).
+
+Every figure function takes a `Results` (the files of one results folder, read lazily) and returns
+a matplotlib Figure, or raises `Missing` naming the file or record it lacks, so the notebook can
+skip it with that reason. Nothing here trains or evaluates a model. The paper's Llama3-8B numbers
+come from `results/reference/` and are always drawn as such ("paper, Llama3-8B"), never mixed with
+ours.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+METRICS = ("cause", "iso", "disentangle")
+SCHEMA = 1  # results files written by this package's notebooks
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+PAPER = "paper, Llama3-8B"
+
+
+class Missing(LookupError):
+    """A figure's input is absent: the message says which."""
+
+
+class SchemaError(ValueError):
+    """A results file from an older or foreign layout."""
+
+
+class Results:
+    """The files of one `results/<model>/` folder, with the checks the figures need."""
+
+    REQUIRED = {"baselines.json": ("records",), "hyperdas.json": ("records",), "ablations.json": ("records",),
+                "das_sweep.json": ("runs",)}
+
+    def __init__(self, folder: str | Path, reference: str | Path | None = REFERENCE_DIR):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"no results folder {self.folder}: run the notebooks first (make reproduce)")
+        self.reference_dir = Path(reference) if reference is not None else None
+
+    def json(self, name: str) -> dict:
+        path = self.folder / name
+        if not path.is_file():
+            raise Missing(f"{name} is missing in {self.folder}")
+        data = json.loads(path.read_text())
+        missing = [k for k in self.REQUIRED.get(name, ()) if k not in data]
+        if missing:
+            raise SchemaError(f"{path} lacks {missing}: written by an older version of hyperdas? rerun the notebook "
+                              f"that writes it")
+        return data
+
+    def jsonl(self, name: str) -> list[dict]:
+        path = self.folder / name
+        if not path.is_file():
+            raise Missing(f"{name} is missing in {self.folder}")
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def records(self, name: str) -> list[dict]:
+        return self.json(name)["records"]
+
+    def ablation(self, name: str) -> list[dict]:
+        found = [r for r in self.records("ablations.json") if r["ablation"] == name]
+        if not found:
+            raise Missing(f"ablations.json holds no '{name}' records (notebook 04's `ablations` parameter)")
+        return found
+
+    def reference(self) -> dict:
+        if self.reference_dir is None or not (self.reference_dir / "llama3-8b.json").is_file():
+            return {}
+        return json.loads((self.reference_dir / "llama3-8b.json").read_text())
+
+    def model_name(self) -> str:
+        for name in ("hyperdas.json", "baselines.json", "model_summary.json"):
+            try:
+                return self.json(name)["model"]
+            except (Missing, KeyError):
+                continue
+        return self.folder.name
+
+
+def style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
+    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "axes.titlesize": 10})
+
+
+# --- the main table --------------------------------------------------------------------------------
+
+def main_table(results: Results) -> pd.DataFrame:
+    """Rows (domain, attribute, method); columns Cause / Iso / Disentangle on the test pairs:
+    HyperDAS in each inference mode, MDAS, DAS and the full patch at HyperDAS's layer."""
+    hyper = results.records("hyperdas.json")
+    layer = hyper[0]["layer"]
+    rows = [{**r, "method": f"HyperDAS ({r['mode'].replace('_', '-')})"} for r in hyper]
+    try:
+        rows += [{**r, "method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}.get(r["method"], r["method"])}
+                 for r in results.records("baselines.json") if r["layer"] == layer]
+    except Missing:
+        pass
+    frame = pd.DataFrame(rows)[["domain", "attribute", "method", *METRICS]]
+    mean = frame.groupby(["domain", "method"], as_index=False)[list(METRICS)].mean().assign(attribute="mean")
+    return pd.concat([frame, mean]).set_index(["domain", "attribute", "method"]).sort_index()
+
+
+def reference_table(results: Results) -> pd.DataFrame:
+    ref = results.reference()
+    rows = [{"domain": e["domain"], "method": e["method"], **{m: e.get(m) for m in METRICS}, "source": e["source"]}
+            for e in ref.get("main", [])]
+    if not rows:
+        raise Missing("results/reference/llama3-8b.json is missing or holds no main-table entries")
+    return pd.DataFrame(rows)
+
+
+def write_tables(results: Results, out: Path) -> list[Path]:
+    table = main_table(results).round(3)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "main_table.md", out / "main_table.tex"]
+    paths[0].write_text(f"Ours ({results.model_name()}, test pairs)\n\n" + table.reset_index().to_markdown(index=False) + "\n")
+    paths[1].write_text(table.to_latex(float_format="%.3f", caption=f"Ours, {results.model_name()}"))
+    try:
+        ref = reference_table(results)
+        paths[0].write_text(paths[0].read_text() + f"\n\nThe paper's numbers ({PAPER}; not ours)\n\n"
+                            + ref.to_markdown(index=False) + "\n")
+    except Missing:
+        pass
+    return paths
+
+
+def main_bars(results: Results):
+    table = main_table(results).reset_index()
+    table = table[table["attribute"] != "mean"]
+    ref = results.reference().get("main", [])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    sns.barplot(data=table, x="attribute", y="disentangle", hue="method", ax=axes[0])
+    axes[0].set(title=f"ours: {results.model_name()}", ylabel="Disentangle (test)", ylim=(0, 1))
+    axes[0].legend(fontsize=7, ncol=2)
+    if ref:
+        frame = pd.DataFrame([{"domain": e["domain"], "method": e["method"], "disentangle": e["disentangle"]} for e in ref])
+        sns.barplot(data=frame, x="domain", y="disentangle", hue="method", ax=axes[1])
+        axes[1].set(title=PAPER, ylabel="Disentangle", ylim=(0, 1))
+        axes[1].tick_params(axis="x", labelrotation=45)
+        axes[1].legend(fontsize=7)
+    else:
+        axes[1].set_axis_off()
+    return fig
+
+
+# --- sweeps and convergence ------------------------------------------------------------------------
+
+def _sweep_frame(results: Results) -> pd.DataFrame:
+    sweep = results.json("das_sweep.json")
+    names = {"full_patch": "full patch", "das": "DAS", "mdas": "MDAS"}
+    return pd.DataFrame([{"method": names.get(r["kind"], r["kind"]), "layer": r["config"]["layer"],
+                          "k": r["config"]["k"], **r["val"]} for r in sweep["runs"]]).assign(attribute=sweep["attribute"])
+
+
+def layer_sweep(results: Results):
+    """Cause / Iso / Disentangle against the intervention layer (notebook 02's sweep and layers)."""
+    rows = []
+    try:
+        rows += [{"method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}[r["method"]], "layer": r["layer"],
+                  "scored on": "test", **{m: r[m] for m in METRICS}} for r in results.records("baselines.json")]
+    except Missing:
+        pass
+    try:
+        rows += [{"method": "HyperDAS (soft)", "layer": r["layer"], "scored on": "test", **{m: r[m] for m in METRICS}}
+                 for r in results.records("hyperdas.json") if r["mode"] == "soft"]
+    except Missing:
+        pass
+    try:
+        sweep = _sweep_frame(results)
+        best_k = sweep.groupby("k").size().idxmax()
+        rows += [{**r, "method": f"{r['method']} (val, {r['attribute']})", "scored on": "val"}
+                 for r in sweep[sweep["k"] == best_k].to_dict("records")]
+    except Missing:
+        pass
+    frame = pd.DataFrame(rows)
+    if frame.empty or frame["layer"].nunique() < 2:
+        raise Missing("fewer than two layers in baselines.json / das_sweep.json (notebook 02's sweep_layers, make das-sweep)")
+    frame = frame.groupby(["method", "layer"], as_index=False)[list(METRICS)].mean()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), sharey=True)
+    for ax, metric in zip(axes, METRICS):
+        sns.lineplot(data=frame, x="layer", y=metric, hue="method", marker="o", ax=ax, legend=metric == "disentangle")
+        ax.set(title=metric.capitalize(), xlabel="intervention layer", ylabel="score (fraction)", ylim=(0, 1))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    return fig
+
+
+def k_tradeoff(results: Results):
+    """Cause against Iso across subspace sizes k (das_sweep.json)."""
+    frame = _sweep_frame(results)
+    frame = frame[frame["method"] != "full patch"]
+    layer = frame.groupby("layer")["k"].nunique().idxmax()
+    frame = frame[frame["layer"] == layer]
+    if frame["k"].nunique() < 2:
+        raise Missing("das_sweep.json has a single k at every layer")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    sns.scatterplot(data=frame, x="iso", y="cause", hue="method", style="method", s=60, ax=ax)
+    for r in frame.to_dict("records"):
+        ax.annotate(f"k={r['k']}", (r["iso"], r["cause"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(title=f"Cause vs Iso across k (layer {layer}, val, {frame['attribute'].iloc[0]})", xlabel="Iso (fraction)",
+           ylabel="Cause (fraction)", xlim=(0, 1), ylim=(0, 1))
+    return fig
+
+
+def convergence(results: Results):
+    log = [e for e in results.jsonl("train_log.jsonl") if e.get("method", "hyperdas") == "hyperdas"]
+    if not log:
+        raise Missing("train_log.jsonl holds no HyperDAS steps")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    frame = pd.DataFrame(log)
+    axes[0].plot(frame["step"], frame["loss"], label="loss")
+    axes[0].plot(frame["step"], frame["ce"], label="cross-entropy")
+    axes[0].set(xlabel="training step", ylabel="training loss (nats)", title="HyperDAS training")
+    axes[0].legend()
+    evals = [{"step": e["step"], "method": f"HyperDAS ({mode})", "disentangle": s["disentangle"]}
+             for e in log if "val" in e for mode, s in e["val"].items()]
+    if evals:
+        sns.lineplot(data=pd.DataFrame(evals), x="step", y="disentangle", hue="method", marker="o", ax=axes[1])
+    try:
+        hyper_layer = results.records("hyperdas.json")[0]["layer"]
+        mdas = [r["disentangle"] for r in results.records("baselines.json") if r["method"] == "mdas" and r["layer"] == hyper_layer]
+        if mdas:
+            axes[1].axhline(float(np.mean(mdas)), color="grey", ls="--", label="MDAS, trained (test mean)")
+            axes[1].legend(fontsize=7)
+    except Missing:
+        pass
+    axes[1].set(xlabel="training step", ylabel="Disentangle (val)", title="validation", ylim=(0, 1))
+    return fig
+
+
+# --- ablations -----------------------------------------------------------------------------------
+
+def blocks_cross_attention(results: Results):
+    records = results.ablation("blocks_cross_attention")
+    frame = pd.DataFrame([{"N": r["n_blocks"], "cross-attention": r["cross_attention"], "source": "ours",
+                           "disentangle": r["overall"]["disentangle"]} for r in records])
+    ref = results.reference().get("blocks_cross_attention", [])
+    fig, axes = plt.subplots(1, 2 if ref else 1, figsize=(12 if ref else 6, 3.8), squeeze=False)
+    sns.barplot(data=frame, x="N", y="disentangle", hue="cross-attention", ax=axes[0, 0])
+    axes[0, 0].set(title=f"ours: {results.model_name()}", xlabel="decoder blocks N", ylabel="Disentangle", ylim=(0, 1))
+    if ref:
+        sns.barplot(data=pd.DataFrame(ref), x="n_blocks", y="disentangle", hue="cross_attention", ax=axes[0, 1])
+        axes[0, 1].set(title=f"{PAPER} (city)", xlabel="decoder blocks N", ylabel="Disentangle", ylim=(0, 1))
+    return fig
+
+
+def _heatmaps(entries: list[tuple[str, dict]]):
+    fig, axes = plt.subplots(1, len(entries), figsize=(5 * len(entries), 4.5), squeeze=False)
+    for ax, (title, e) in zip(axes[0], entries):
+        sns.heatmap(np.array(e["A"]), ax=ax, cmap="viridis", vmin=0, vmax=1, xticklabels=e["base_tokens"],
+                    yticklabels=e["source_tokens"], cbar_kws={"label": "selection weight"})
+        ax.set(title=f"{title}\n{e.get('instruction', '')}", xlabel="base token", ylabel="source token")
+    return fig
+
+
+def sparsity_heatmaps(results: Results):
+    records = results.ablation("sparsity")
+    return _heatmaps([(f"sparsity {r['variant']} (entropy {r['selection_entropy']:.2f} nats)", r["selections"][0])
+                      for r in records if r.get("selections")])
+
+
+def selection_example(results: Results):
+    path = results.folder / "selections" / "test_examples.json"
+    if not path.is_file():
+        raise Missing(f"{path} is missing (notebook 03)")
+    saved = json.loads(path.read_text())
+    first = min(s["example"] for s in saved)
+    return _heatmaps([(s["mode"], s) for s in saved if s["example"] == first])
+
+
+def householder(results: Results):
+    path = results.folder / "selections" / "householder.json"
+    if not path.is_file():
+        raise Missing(f"{path} is missing (notebook 03 with subspace='householder')")
+    data = json.loads(path.read_text())
+    V = np.array(data["vectors"])
+    order = np.argsort(data["attribute"], kind="stable")
+    V, attributes = V[order], [data["attribute"][i] for i in order]
+    centred = V - V.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=attributes, ax=axes[0], s=40)
+    axes[0].set(title="Householder vectors, 2-D PCA", xlabel="PC 1", ylabel="PC 2")
+    sns.heatmap(V @ V.T, ax=axes[1], cmap="vlag", vmin=-1, vmax=1, xticklabels=False, yticklabels=False,
+                cbar_kws={"label": "cosine similarity"})
+    edges = np.flatnonzero(np.array(attributes[1:]) != np.array(attributes[:-1])) + 1
+    for e in edges:
+        axes[1].axhline(e, color="k", lw=0.8)
+        axes[1].axvline(e, color="k", lw=0.8)
+    axes[1].set(title="cosine similarity (sorted by attribute: " + ", ".join(dict.fromkeys(attributes)) + ")")
+    return fig
+
+
+def initialisation(results: Results):
+    records = results.ablation("initialisation")
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for r in records:
+        steps, losses = zip(*r["loss_curve"])
+        ax.plot(steps, losses, label=f"{r['variant']} (Disentangle {r['overall']['disentangle']:.2f})")
+    ax.set(title="hypernetwork initialisation", xlabel="training step", ylabel="training loss (nats)")
+    ax.legend()
+    return fig
+
+
+def leakage_controls(results: Results):
+    records = results.ablation("controls")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    scored = pd.DataFrame([{"control": r["variant"], **r["overall"]} for r in records if "overall" in r])
+    scored.melt(id_vars="control", value_vars=list(METRICS)).pipe(
+        lambda f: sns.barplot(data=f, x="control", y="value", hue="variable", ax=axes[0]))
+    axes[0].set(title="controls on the trained model", ylabel="score (fraction)", ylim=(0, 1))
+    conflict = [r for r in records if r["variant"] == "conflict"]
+    if conflict:
+        c = conflict[0]
+        outcomes = ["activations", "instruction", "neither"]
+        axes[1].bar(outcomes, [c[f"follows_{o}"] for o in outcomes], color=sns.color_palette()[:3])
+        axes[1].set(title=f"conflict: output follows ... ({c['n']} pairs)", ylabel="fraction of pairs", ylim=(0, 1))
+    else:
+        axes[1].set_axis_off()
+    return fig
+
+
+FIGURES = {"main_disentangle": main_bars, "layer_sweep": layer_sweep, "k_tradeoff": k_tradeoff,
+           "convergence": convergence, "blocks_cross_attention": blocks_cross_attention,
+           "sparsity_heatmaps": sparsity_heatmaps, "selection_example": selection_example,
+           "householder": householder, "initialisation": initialisation, "leakage_controls": leakage_controls}
+
+
+def make_all(results: Results, out: str | Path, names=None) -> dict[str, str]:
+    """Write every figure as PNG and PDF (and the main table as Markdown / LaTeX) under `out`;
+    returns name -> "written" or the reason it was skipped."""
+    unknown = [n for n in names or () if n not in FIGURES]
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; known: {sorted(FIGURES)}")
+    style()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    status = {}
+    try:
+        write_tables(results, out)
+        status["main_table"] = "written"
+    except Missing as why:
+        status["main_table"] = f"skipped: {why}"
+    for name in names or FIGURES:
+        try:
+            fig = FIGURES[name](results)
+        except Missing as why:
+            status[name] = f"skipped: {why}"
+            continue
+        for ext in ("png", "pdf"):
+            fig.savefig(out / f"{name}.{ext}")
+        plt.close(fig)
+        status[name] = "written"
+    return status
