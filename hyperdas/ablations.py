@@ -111,6 +111,7 @@ class AblationRunner:
             out = None
             if self.folder is not None:
                 out = self.folder / f"{tag}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+            torch.manual_seed(train.seed)  # a built variant's initial weights do not depend on what ran before
             model = build(self.target, config) if build is not None else None
             self._trained[key] = train_hyperdas(self.target, self.pairs, config, train, out_dir=out,
                                                 progress=self.progress, model=model)

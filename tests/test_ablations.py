@@ -66,6 +66,12 @@ def test_grid_shapes_and_shared_training(synthetic_target, pairs):
         assert torch.allclose(A.sum(0), torch.ones(A.shape[1]), atol=1e-4)
 
 
+def test_a_lookup_table_run_alone_equals_the_same_run_after_others(synthetic_target, pairs, runner):
+    alone = AblationRunner(synthetic_target, pairs, MODEL, TRAIN, SETTINGS, progress=False)
+    torch.rand(7)  # whatever ran before must not change the variant's initial weights
+    assert ablations.lookup_table(alone) == ablations.lookup_table(runner)
+
+
 def test_symmetric_picks_are_distributions(runner):
     for r in ablations.symmetric(runner):
         for sides in r["picks"].values():
