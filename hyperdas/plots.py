@@ -252,9 +252,10 @@ def blocks_cross_attention(results: Results):
 
 def _heatmaps(entries: list[tuple[str, dict]]):
     fig, axes = plt.subplots(1, len(entries), figsize=(5 * len(entries), 4.5), squeeze=False)
-    for ax, (title, e) in zip(axes[0], entries):
+    for n, (ax, (title, e)) in enumerate(zip(axes[0], entries)):
+        last = n == len(entries) - 1  # one colour bar, beside the last panel
         sns.heatmap(np.array(e["A"]), ax=ax, cmap="viridis", vmin=0, vmax=1, xticklabels=e["base_tokens"],
-                    yticklabels=e["source_tokens"], cbar_kws={"label": "selection weight"})
+                    yticklabels=e["source_tokens"], cbar=last, cbar_kws={"label": "selection weight"} if last else None)
         ax.set(title=f"{title}\n{e.get('instruction', '')}", xlabel="base token", ylabel="source token")
     return fig
 
@@ -288,13 +289,15 @@ def householder(results: Results):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=attributes, ax=axes[0], s=40)
     axes[0].set(title="Householder vectors, 2-D PCA", xlabel="PC 1", ylabel="PC 2")
-    sns.heatmap(V @ V.T, ax=axes[1], cmap="vlag", vmin=-1, vmax=1, xticklabels=False, yticklabels=False,
+    norms = np.linalg.norm(V, axis=1)
+    cosine = V @ V.T / np.outer(norms, norms)
+    sns.heatmap(cosine, ax=axes[1], cmap="vlag", vmin=-1, vmax=1, xticklabels=False, yticklabels=False,
                 cbar_kws={"label": "cosine similarity"})
     edges = np.flatnonzero(np.array(attributes[1:]) != np.array(attributes[:-1])) + 1
     for e in edges:
         axes[1].axhline(e, color="k", lw=0.8)
         axes[1].axvline(e, color="k", lw=0.8)
-    axes[1].set(title="cosine similarity (sorted by attribute: " + ", ".join(dict.fromkeys(attributes)) + ")")
+    axes[1].set(title=f"cosine similarity, min {cosine.min():.3f} (sorted: " + ", ".join(dict.fromkeys(attributes)) + ")")
     return fig
 
 
