@@ -222,12 +222,15 @@ def convergence(results: Results):
              for e in log if "val" in e for mode, s in e["val"].items()]
     if evals:
         sns.lineplot(data=pd.DataFrame(evals), x="step", y="disentangle", hue="method", marker="o", ax=axes[1])
-    try:
-        hyper_layer = results.records("hyperdas.json")[0]["layer"]
-        mdas = [r["disentangle"] for r in results.records("baselines.json") if r["method"] == "mdas" and r["layer"] == hyper_layer]
+    try:  # MDAS: one model per attribute; its validation curve averaged over attributes
+        layer = results.records("hyperdas.json")[0]["layer"]
+        mdas = [{"step": e["step"], "method": "MDAS (mean over attributes)", "disentangle": e["val"]["disentangle"]}
+                for r in results.records("baselines.json") if r["method"] == "mdas" and r["layer"] == layer
+                for e in r.get("history", []) if "val" in e]
         if mdas:
-            axes[1].axhline(float(np.mean(mdas)), color="grey", ls="--", label="MDAS, trained (test mean)")
-            axes[1].legend(fontsize=7)
+            frame = pd.DataFrame(mdas).groupby(["step", "method"], as_index=False)["disentangle"].mean()
+            sns.lineplot(data=frame, x="step", y="disentangle", hue="method", palette=["grey"], marker="s",
+                         linestyle="--", ax=axes[1])
     except Missing:
         pass
     axes[1].set(xlabel="training step", ylabel="Disentangle (val)", title="validation", ylim=(0, 1))

@@ -34,8 +34,8 @@ def make_results(folder, seed=0):
     (folder / "hyperdas.json").write_text(json.dumps({"model": "fixture", "records": [
         record(method="hyperdas", mode=m, attribute=a, layer=2) for m in MODES for a in ATTRIBUTES]}))
     (folder / "baselines.json").write_text(json.dumps({"model": "fixture", "records": [
-        record(method=m, attribute=a, layer=layer, k=8) for m in ("das", "mdas", "full") for a in ATTRIBUTES
-        for layer in (1, 2)]}))
+        record(method=m, attribute=a, layer=layer, k=8, history=[{"step": s, "loss": 1 / s, "val": _m(rng)} for s in (5, 10)])
+        for m in ("das", "mdas", "full") for a in ATTRIBUTES for layer in (1, 2)]}))
     (folder / "das_sweep.json").write_text(json.dumps({"attribute": "Country", "runs": [
         {"kind": kind, "config": {"layer": layer, "k": k}, "val": _m(rng)}
         for kind, layer, k in [("mdas", 1, 8), ("mdas", 2, 8), ("mdas", 2, 16), ("mdas", 2, 32), ("das", 2, 8)]]}))
