@@ -4,7 +4,8 @@ One HyperDAS training step (`hyperdas.hypertrain.train_step`: read passes of bas
 without gradients, hypernetwork, selection, subspace, the edited base run, weighted CE +
 sparsity, backward, clipping, AdamW) against one bare frozen forward+backward of the target on
 the same base rows (gradient to the residual stream after the same layer; see das_step.py).
-Interleaved after warm-up; medians reported. Goal: ratio <= 2.0.
+Interleaved after warm-up; medians reported. Goal: ratio <= 2.0. Also the memory estimate that
+training prints (`hyperdas.memory`) against the peak resident set (goal: within 15%).
     python benchmarks/hyperdas_step.py [--model smollm2-135m] [--layer 15] [--k 32] [--n-blocks 2]
 Writes the section "hyperdas_step" of results/<model>/benchmarks.json.
 """
@@ -23,6 +24,7 @@ from hyperdas.data.dataset import load_pairs, pairs_dir
 from hyperdas.editor import HyperDAS, HyperDASConfig, Inference
 from hyperdas.evaluate import evaluate
 from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+from hyperdas.memory import estimate as estimate_memory
 from hyperdas.models import load_target
 from hyperdas.results import results_dir, write_section
 
@@ -47,6 +49,9 @@ def main() -> None:
     config = HyperDASConfig(layer=args.layer, k=args.k, n_blocks=args.n_blocks)
     train = HyperTrainConfig(batch_size=args.batch_size)
     enc = encoded_pairs(target, pairs["train"].select(range(args.batch_size)))
+    longest = lambda rows: max(len(r) for r in rows)  # noqa: E731
+    predicted = estimate_memory(target, config, args.batch_size, longest(enc.base), longest(enc.source),
+                                longest(enc.instructions))
     model = HyperDAS(target, config).to(target.device).train()
     optimizer = make_optimizer(model, train)
     weights = example_weights(enc, train)
@@ -82,7 +87,9 @@ def main() -> None:
         "eval_examples_per_second": throughput, "eval_pairs": len(test),
         "rss_after_loading_mib": rss_loaded,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "memory_estimate_mib": predicted.total / 2**20, "memory_estimate": predicted.describe(),
     }
+    section["estimate_over_peak"] = section["memory_estimate_mib"] / section["peak_rss_mib"]
     path = results_dir(args.results, target.name) / "benchmarks.json"
     write_section(path, "hyperdas_step", section)
     print(json.dumps({k: v for k, v in section.items() if not k.endswith("_seconds")}, indent=2))

@@ -24,6 +24,8 @@ from hyperdas.config import ConfigError, FrozenConfig
 from hyperdas.editor import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
 from hyperdas.evaluate import check_rows, encode, evaluate, intervened_logits
 from hyperdas.hooks import check_layer
+from hyperdas.memory import check_fits
+from hyperdas.memory import estimate as estimate_memory
 from hyperdas.selection import MODES, sparsity_penalty
 
 WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
@@ -162,11 +164,13 @@ def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Te
 
 
 def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfig, out_dir: str | Path | None = None,
-                   progress: bool = True, resume: bool = True, model: HyperDAS | None = None) -> HyperTrainResult:
+                   progress: bool = True, resume: bool = True, model: HyperDAS | None = None,
+                   check_memory: bool = True) -> HyperTrainResult:
     """Train one HyperDAS model on every attribute of pairs["train"] (see module doc).
 
     `model`: an already built variant to train (e.g. an ablation's, with a part swapped); its
-    config must be `config`. By default a fresh `HyperDAS(target, config)`."""
+    config must be `config`. By default a fresh `HyperDAS(target, config)`. `check_memory`: print
+    the memory estimate first and refuse a run the device cannot hold (`hyperdas.memory`)."""
     check_layer(target.n_layers, config.layer)
     started = time.perf_counter()
     torch.manual_seed(train.seed)
@@ -184,6 +188,13 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
         if train.max_val_pairs is not None and len(keep) > train.max_val_pairs:
             keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
         val = encoded_pairs(target, pairs["val"].select(keep), config.instruction)
+    if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
+        longest = lambda rows: max(len(r) for r in rows)  # noqa: E731
+        need = estimate_memory(target, config, min(train.batch_size, len(enc)), longest(enc.base), longest(enc.source),
+                               longest(enc.instructions))
+        if progress:
+            print(need.describe())
+        check_fits(need)
     if model is not None and model.config != config:
         raise ValueError("train_hyperdas: the given model was built with another config than `config`")
     model = (model if model is not None else HyperDAS(target, config)).to(target.device)

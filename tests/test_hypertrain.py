@@ -86,3 +86,12 @@ def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_
         train_hyperdas(synthetic_target, causal_only, MODEL, TRAIN, progress=False)
     assert train_hyperdas(synthetic_target, causal_only, MODEL, TRAIN.replace(steps=1, iso_weight=0.0),
                           progress=False).history[0]["step"] == 1
+
+
+def test_a_run_the_device_cannot_hold_is_refused_before_training(synthetic_target, pairs, monkeypatch, capsys):
+    from hyperdas import memory
+
+    monkeypatch.setattr(memory, "available", lambda device: 1024)  # 1 KiB free
+    with pytest.raises(MemoryError, match="HyperDAS training needs about"):
+        train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, progress=True)
+    assert "memory estimate on cpu" in capsys.readouterr().out

@@ -1,0 +1,135 @@
+"""How much memory HyperDAS training will take, printed before training and checked against the
+device, so a run that cannot fit stops with a message instead of an out-of-memory crash hours in.
+
+estimate = what the process holds now (the loaded target, the runtime; measured: resident set on
+a CPU, allocated memory on a GPU) + what training adds: the hypernetwork's weights, gradients and
+the two AdamW moments, the read passes' hidden states of every layer (kept for the hypernetwork's
+cross-attention, plus their normalised copies), the hypernetwork's cross-attention keys/values and
+probabilities, and the activations the edited pass keeps for backward in the blocks above the
+intervened layer. The activation terms are per-token counts of the tensors those steps keep; they
+are an estimate, measured against the peak in `benchmarks/hyperdas_step.py`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+GIB = 1024 ** 3
+# what training adds, times this: allocator caching and fragmentation, copies made while building
+# the hypernetwork, backward's transient buffers. Measured on a 2-core CPU (glibc malloc): SmolLM2,
+# batch 16, 2 blocks, the peak RSS was 1.32x the counted tensors (benchmarks/hyperdas_step.py)
+OVERHEAD = 1.3
+
+
+def _numel(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def hypernetwork_parameters(target, config) -> int:
+    """Trainable parameters of `HyperDAS(target, config)`, counted without building it."""
+    D, k = target.hidden_size, config.k
+    model = target.model
+    total = _numel(model.get_input_embeddings()) + _numel(model.get_decoder().norm)
+    for block in target.layers[: config.n_blocks]:
+        attention = _numel(block.self_attn)
+        n_ca = int(config.source_ca) + int(config.base_ca)
+        total += _numel(block) + n_ca * (attention + _numel(block.input_layernorm))
+    total += 2 * D * D + D + 2 * (D * D + D)                        # selection head: pair, query, key
+    if config.subspace != "none":
+        total += D * k                                              # the shared rotation R
+    if config.subspace == "householder":
+        total += 2 * D + 2 * (D * D + D)                            # LayerNorm + two Linear layers
+    elif config.subspace == "mask":
+        total += 2 * D + D * D + D + D * k + k
+    return total
+
+
+def _in_use(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def available(device: torch.device) -> int | None:
+    """Bytes the device can still give: free GPU memory, or the machine's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    in_use: int            # measured now: the loaded target (target_weights of it) and the runtime
+    target_weights: int
+    hypernetwork: int      # weights + gradients + AdamW moments
+    read_states: int
+    hypernetwork_activations: int
+    edited_pass: int
+    device: str
+
+    @property
+    def counted(self) -> int:
+        return self.hypernetwork + self.read_states + self.hypernetwork_activations + self.edited_pass
+
+    @property
+    def added(self) -> int:
+        return int(self.counted * OVERHEAD)
+
+    @property
+    def total(self) -> int:
+        return self.in_use + self.added
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{name.replace('_', ' ')} {getattr(self, name) / GIB:.2f}"
+                          for name in ("in_use", "target_weights", "hypernetwork", "read_states",
+                                       "hypernetwork_activations", "edited_pass"))
+        return f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB ({parts} GiB; x{OVERHEAD} overhead on the added part)"
+
+
+def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: int, instruction_tokens: int = 16
+             ) -> MemoryEstimate:
+    """Peak memory of one HyperDAS training step on `target` (see module doc); token counts are the
+    longest rows of a batch."""
+    D, n = target.hidden_size, target.n_layers
+    c = target.model.config
+    heads, kv_heads = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    kv_dim = D // heads * kv_heads
+    inter = getattr(c, "intermediate_size", 4 * D)
+    dtype_bytes = next(target.model.parameters()).element_size()
+    dtype_bytes = 2 if dtype_bytes < 2 else dtype_bytes  # 4-bit targets compute in bf16
+    B, T, S_tokens = batch_size, base_tokens, source_tokens
+    params = hypernetwork_parameters(target, config)
+    # every layer's states of both rows: the output tuple, their stacked copy, the normalised float copy
+    read = (n + 1) * B * (T + S_tokens) * D * (2 * dtype_bytes + 4)
+    S = (n + 1) * (T + S_tokens)  # cross-attended positions of base and source together
+    n_ca = int(config.source_ca) + int(config.base_ca)
+    # per cross-attention: the gathered allowed states (kept for the k/v weight gradients), the k/v
+    # projections, the attention probabilities; then the blocks' own layers over the instruction
+    hyper_acts = config.n_blocks * n_ca * B * S // 2 * (D + 2 * kv_dim + heads * instruction_tokens) * dtype_bytes \
+        + config.n_blocks * B * instruction_tokens * (10 * D + 4 * inter) * dtype_bytes
+    upper = n - 1 - config.layer
+    edited = upper * B * T * (10 * D + 4 * inter + 2 * heads * T) * dtype_bytes + 3 * B * T * D * dtype_bytes
+    weights = sum(p.numel() * p.element_size() for p in target.model.parameters())
+    return MemoryEstimate(in_use=_in_use(target.device), target_weights=weights, hypernetwork=4 * params * dtype_bytes, read_states=read,
+                          hypernetwork_activations=hyper_acts, edited_pass=edited, device=str(target.device))
+
+
+def check_fits(found: MemoryEstimate, free: int | None = None, device: torch.device | None = None) -> None:
+    """Refuse (MemoryError) when what training adds exceeds what the device can still give."""
+    free = free if free is not None else available(device or torch.device(found.device))
+    if free is not None and found.added > free:
+        raise MemoryError(f"HyperDAS training needs about {found.added / GIB:.1f} GiB more but {found.device} has "
+                          f"{free / GIB:.1f} GiB free ({found.describe()}): lower hyper_batch_size or n_blocks, or "
+                          f"load the target in 4-bit (load_in_4bit=True)")

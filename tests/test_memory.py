@@ -1,0 +1,31 @@
+"""The memory estimate printed before HyperDAS training: exact parameter counts, sensible scaling,
+and a clear refusal when the device cannot hold the run."""
+import pytest
+
+from hyperdas import memory
+from hyperdas.editor import HyperDAS, HyperDASConfig
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
+@pytest.mark.parametrize("config", [HyperDASConfig(layer=1, k=4, n_blocks=2, selection_heads=4),
+                                    HyperDASConfig(layer=1, k=4, n_blocks=1, selection_heads=4, subspace="mask",
+                                                   source_ca=False),
+                                    HyperDASConfig(layer=1, k=4, n_blocks=0, selection_heads=4, subspace="none")],
+                         ids=["householder", "mask-no-source-ca", "none-N0"])
+def test_parameter_count_is_exact_without_building(tiny_folders, arch, config):
+    from hyperdas.models import load_target
+
+    target = load_target(str(tiny_folders[arch]))
+    built = sum(p.numel() for p in HyperDAS(target, config).parameters())
+    assert memory.hypernetwork_parameters(target, config) == built
+
+
+def test_estimate_scales_with_the_batch_and_refuses_what_cannot_fit(tiny_llama):
+    config = HyperDASConfig(layer=1, k=4, n_blocks=2, selection_heads=4)
+    small = memory.estimate(tiny_llama, config, 4, 20, 20)
+    large = memory.estimate(tiny_llama, config, 64, 20, 20)
+    assert 0 < small.added < large.added and large.hypernetwork == small.hypernetwork
+    assert small.in_use > 0 and "GiB" in small.describe()
+    memory.check_fits(large, free=10 * large.added)
+    with pytest.raises(MemoryError, match=r"needs about .* GiB more .* lower hyper_batch_size"):
+        memory.check_fits(large, free=large.added // 2)
