@@ -119,11 +119,12 @@ def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: i
     # projections, the attention probabilities; then the blocks' own layers over the instruction
     hyper_acts = config.n_blocks * n_ca * B * S // 2 * (D + 2 * kv_dim + heads * instruction_tokens) * dtype_bytes \
         + config.n_blocks * B * instruction_tokens * (10 * D + 4 * inter) * dtype_bytes
-    upper = n - 1 - config.layer
+    upper = n - 1 - config.layer % n  # blocks above the intervened layer run with gradients
     edited = upper * B * T * (10 * D + 4 * inter + 2 * heads * T) * dtype_bytes + 3 * B * T * D * dtype_bytes
     weights = sum(p.numel() * p.element_size() for p in target.model.parameters())
-    return MemoryEstimate(in_use=_in_use(target.device), target_weights=weights, hypernetwork=4 * params * dtype_bytes, read_states=read,
-                          hypernetwork_activations=hyper_acts, edited_pass=edited, device=str(target.device))
+    return MemoryEstimate(in_use=_in_use(target.device), target_weights=weights, hypernetwork=4 * params * dtype_bytes,
+                          read_states=read, hypernetwork_activations=hyper_acts, edited_pass=edited,
+                          device=str(target.device))
 
 
 def check_fits(found: MemoryEstimate, free: int | None = None, device: torch.device | None = None) -> None:

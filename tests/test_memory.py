@@ -26,6 +26,8 @@ def test_estimate_scales_with_the_batch_and_refuses_what_cannot_fit(tiny_llama):
     large = memory.estimate(tiny_llama, config, 64, 20, 20)
     assert 0 < small.added < large.added and large.hypernetwork == small.hypernetwork
     assert small.in_use > 0 and "GiB" in small.describe()
+    last = memory.estimate(tiny_llama, config.replace(layer=-1), 4, 20, 20)  # negative layers count from the top
+    assert last.edited_pass < small.edited_pass
     memory.check_fits(large, free=10 * large.added)
     with pytest.raises(MemoryError, match=r"needs about .* GiB more .* lower hyper_batch_size"):
         memory.check_fits(large, free=large.added // 2)
