@@ -103,10 +103,12 @@ class HyperDAS(nn.Module):
         ids, mask = instruction
         base_l, base_sel, base_flat, base_flat_mask = base_view
         source_l, source_sel, source_flat, source_flat_mask = source_view
-        dtype = next(self.parameters()).dtype
+        dtype = next(self.hypernetwork.parameters()).dtype  # the target's (bf16 on a GPU)
         z = self.hypernetwork(ids, mask, source_flat.to(dtype), source_flat_mask, base_flat.to(dtype), base_flat_mask)
+        # the selection head and subspace module are new weights, kept in float32 whatever the target's dtype
+        z = z.float()
         self.last_z = z  # the instruction states, for inspection (e.g. Householder vectors)
-        unit = lambda t: nn.functional.normalize(t.to(dtype), dim=-1)  # noqa: E731
+        unit = lambda t: nn.functional.normalize(t.float(), dim=-1)  # noqa: E731
         A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel)
         return harden(A, mode), self.subspace(z)
 

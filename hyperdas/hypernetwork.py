@@ -5,7 +5,8 @@ A block reads the instruction tokens: self-attention (causal, rotary positions) 
 to the source's states -> cross-attention to the base's states -> MLP, each pre-norm and residual.
 Every weight is a copy of the target's (the cross-attentions start as copies of the block's
 self-attention: separate storage, so training one never moves another), or freshly initialised
-with ``init="scratch"``. The attention arithmetic is written here, from the copied projections,
+with ``init="scratch"``. A 4-bit target's linears are copied de-quantised (bf16), so the
+hypernetwork trains in full precision while the frozen target stays in 4-bit. The attention arithmetic is written here, from the copied projections,
 so it works for any Llama / Qwen2 / Gemma-style block (q/k/v/o projections, two norms, an MLP).
 """
 from __future__ import annotations
@@ -32,6 +33,38 @@ def check_block(block: nn.Module, index: int = 0) -> None:
                              f"copies Llama / Qwen2 / Gemma-style blocks")
 
 
+def _is_4bit(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) and getattr(module.weight, "quant_state", None) is not None
+
+
+def _dequantized(linear: nn.Linear) -> nn.Linear:
+    """A plain, trainable nn.Linear with a bitsandbytes 4-bit linear's weights de-quantised (in its
+    compute dtype, bf16 for the 4-bit profiles)."""
+    from bitsandbytes.functional import dequantize_4bit
+
+    weight = dequantize_4bit(linear.weight.data, linear.weight.quant_state)
+    plain = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                      dtype=weight.dtype, device=weight.device)
+    with torch.no_grad():
+        plain.weight.copy_(weight.reshape(plain.weight.shape))
+        if linear.bias is not None:
+            plain.bias.copy_(linear.bias.to(weight.dtype))
+    return plain
+
+
+def trainable_copy(module: nn.Module) -> nn.Module:
+    """A separate copy of a target module that can be trained: 4-bit linears of a quantised target
+    become plain linears with the de-quantised weights; everything else is deep-copied."""
+    if _is_4bit(module):
+        return _dequantized(module)
+    copied = copy.deepcopy(module)
+    for name, child in list(copied.named_modules()):
+        if name and _is_4bit(child):
+            parent, _, leaf = name.rpartition(".")
+            setattr(copied.get_submodule(parent) if parent else copied, leaf, _dequantized(child))
+    return copied
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -43,7 +76,7 @@ class Attention(nn.Module):
     def __init__(self, attn: nn.Module, n_heads: int, n_kv_heads: int):
         super().__init__()
         for name in _ATTN_PARTS:
-            setattr(self, name, copy.deepcopy(getattr(attn, name)))
+            setattr(self, name, trainable_copy(getattr(attn, name)))
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = self.q_proj.out_features // n_heads
         self.scaling = getattr(attn, "scaling", self.head_dim ** -0.5)
@@ -91,14 +124,14 @@ class HyperBlock(nn.Module):
 
     def __init__(self, block: nn.Module, n_heads: int, n_kv_heads: int, source_ca: bool = True, base_ca: bool = True):
         super().__init__()
-        self.self_norm = copy.deepcopy(block.input_layernorm)
+        self.self_norm = trainable_copy(block.input_layernorm)
         self.self_attn = Attention(block.self_attn, n_heads, n_kv_heads)
         self.source_ca = Attention(block.self_attn, n_heads, n_kv_heads) if source_ca else None
-        self.source_norm = copy.deepcopy(block.input_layernorm) if source_ca else None
+        self.source_norm = trainable_copy(block.input_layernorm) if source_ca else None
         self.base_ca = Attention(block.self_attn, n_heads, n_kv_heads) if base_ca else None
-        self.base_norm = copy.deepcopy(block.input_layernorm) if base_ca else None
-        self.mlp_norm = copy.deepcopy(block.post_attention_layernorm)
-        self.mlp = copy.deepcopy(block.mlp)
+        self.base_norm = trainable_copy(block.input_layernorm) if base_ca else None
+        self.mlp_norm = trainable_copy(block.post_attention_layernorm)
+        self.mlp = trainable_copy(block.mlp)
 
     def forward(self, x, mask, rope, source, source_mask, base, base_mask):
         h = self.self_norm(x)

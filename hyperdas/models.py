@@ -226,6 +226,16 @@ def _quantization_config():
     )
 
 
+def keep_4bit_differentiable(model: torch.nn.Module) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit linear's weights on its first eval-mode
+    forward without gradients (a read pass) and from then on multiplies with a kernel that has no
+    backward: gradients through the frozen target silently become zero. Training backpropagates
+    through the target, so keep the differentiable path."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
     """Eval mode (dropout off) and no parameter gradients; called right after every load."""
     model.eval()
@@ -259,6 +269,8 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
         raise ModelLoadError(f"could not load model {config.spec!r} from {where}: {first}{hint}") from err
     if not config.load_in_4bit:
         model.to(config.device)
+    else:
+        keep_4bit_differentiable(model)
     freeze(model)
     decoder_layers(model)  # fail now, with a clear message, if the structure is unknown
     if tokenizer.pad_token is None:
