@@ -200,3 +200,33 @@ def start_after(model: torch.nn.Module | Target, layer: int, hidden: torch.Tenso
     finally:
         for i, block in enumerate(saved):
             blocks[i] = block
+
+
+@contextmanager
+def checkpointed(model: torch.nn.Module | Target, first: int) -> Iterator[None]:
+    """Gradient checkpointing for decoder blocks `first`.. of a frozen model inside the block: each
+    keeps only its input for backward and recomputes its activations then (less memory, one more
+    forward of those blocks). transformers' own switch only acts in training mode, and the target
+    stays in eval mode. Forward passes without gradients are unchanged. Restored on exit."""
+    from torch.utils.checkpoint import checkpoint
+
+    blocks = _layers(model)
+    start = check_layer(len(blocks), first) if first < len(blocks) else len(blocks)
+    patched = list(blocks)[start:]
+
+    def wrap(forward):
+        def run(*args, **kwargs):
+            # a key/value cache would be written twice (forward and recomputation): run those plainly
+            cached = any(kwargs.get(k) is not None for k in ("past_key_values", "past_key_value"))
+            if not torch.is_grad_enabled() or cached:
+                return forward(*args, **kwargs)
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return run
+
+    try:
+        for block in patched:
+            block.forward = wrap(block.forward)
+        yield
+    finally:
+        for block in patched:
+            del block.forward  # the instance attribute: the class's forward shows through again

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import nullcontext
 import random
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from hyperdas.config import ConfigError, FrozenConfig
 from hyperdas.editor import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
 from hyperdas.evaluate import check_rows, encode, evaluate, intervened_logits
-from hyperdas.hooks import check_layer
+from hyperdas.hooks import check_layer, checkpointed
 from hyperdas.memory import check_fits
 from hyperdas.memory import estimate as estimate_memory
 from hyperdas.selection import MODES, sparsity_penalty
@@ -50,6 +51,7 @@ class HyperTrainConfig(FrozenConfig):
     max_val_pairs: int | None = 200
     eval_modes: tuple[str, ...] = MODES
     seed: int = 0
+    checkpoint_target: bool = False  # gradient checkpointing of the target's blocks above the layer
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.eval_modes if m not in MODES]
@@ -148,7 +150,9 @@ def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Te
                optimizer: torch.optim.Optimizer, train: HyperTrainConfig, step: int) -> dict:
     """One optimisation step on examples `index`; returns its log entry (loss, ce, sparsity)."""
     model.subspace.temperature = train.temperature(step)
-    logits, labels = intervened_logits(target, model.config.layer, Inference(model, "soft"), enc, index, None)
+    context = checkpointed(target, model.config.layer % target.n_layers + 1) if train.checkpoint_target else nullcontext()
+    with context:
+        logits, labels = intervened_logits(target, model.config.layer, Inference(model, "soft"), enc, index, None)
     A = model.last_plan[0]
     token_weights = torch.cat([weights[i].expand(len(enc.answers[i])) for i in index]).to(logits.device)
     ce = (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none") * token_weights).sum() \
@@ -191,7 +195,7 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
         longest = lambda rows: max(len(r) for r in rows)  # noqa: E731
         need = estimate_memory(target, config, min(train.batch_size, len(enc)), longest(enc.base), longest(enc.source),
-                               longest(enc.instructions))
+                               longest(enc.instructions), checkpoint_target=train.checkpoint_target)
         if progress:
             print(need.describe())
         check_fits(need)

@@ -98,10 +98,11 @@ class MemoryEstimate:
         return f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB ({parts} GiB; x{OVERHEAD} overhead on the added part)"
 
 
-def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: int, instruction_tokens: int = 16
-             ) -> MemoryEstimate:
+def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: int, instruction_tokens: int = 16,
+             checkpoint_target: bool = False) -> MemoryEstimate:
     """Peak memory of one HyperDAS training step on `target` (see module doc); token counts are the
-    longest rows of a batch."""
+    longest rows of a batch. `checkpoint_target`: the blocks above the layer keep only their inputs
+    (plus one block's activations during its recomputation)."""
     D, n = target.hidden_size, target.n_layers
     c = target.model.config
     heads, kv_heads = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
@@ -120,7 +121,11 @@ def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: i
     hyper_acts = config.n_blocks * n_ca * B * S // 2 * (D + 2 * kv_dim + heads * instruction_tokens) * dtype_bytes \
         + config.n_blocks * B * instruction_tokens * (10 * D + 4 * inter) * dtype_bytes
     upper = n - 1 - config.layer % n  # blocks above the intervened layer run with gradients
-    edited = upper * B * T * (10 * D + 4 * inter + 2 * heads * T) * dtype_bytes + 3 * B * T * D * dtype_bytes
+    per_block = B * T * (10 * D + 4 * inter + 2 * heads * T) * dtype_bytes
+    if checkpoint_target and upper > 0:
+        edited = upper * B * T * D * dtype_bytes + per_block + 3 * B * T * D * dtype_bytes
+    else:
+        edited = upper * per_block + 3 * B * T * D * dtype_bytes
     weights = sum(p.numel() * p.element_size() for p in target.model.parameters())
     return MemoryEstimate(in_use=_in_use(target.device), target_weights=weights, hypernetwork=4 * params * dtype_bytes,
                           read_states=read, hypernetwork_activations=hyper_acts, edited_pass=edited,

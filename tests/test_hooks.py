@@ -195,3 +195,23 @@ def test_start_after_returns_tuples_where_blocks_do():
     torch.testing.assert_close(out, model.model.layers[1](given)[0])
     with pytest.raises(TypeError, match="does not annotate"), start_after(_TupleModel(), 0, given):
         pass
+
+
+def test_checkpointed_blocks_give_the_same_gradient_and_are_restored(tiny_llama):
+    from contextlib import nullcontext
+
+    from hyperdas.hooks import checkpointed
+
+    batch = tiny_llama.tokenizer(["The capital of France is", "Rome is in"], return_tensors="pt", padding=True)
+
+    def gradient(context):
+        delta = torch.zeros(tiny_llama.hidden_size, requires_grad=True)
+        with context, edit_residual(tiny_llama, 0, lambda h: h + delta):
+            tiny_llama.model(**batch, use_cache=False).logits.float().square().mean().backward()
+        return delta.grad
+
+    assert torch.allclose(gradient(nullcontext()), gradient(checkpointed(tiny_llama, 1)), atol=1e-6)
+    assert all("forward" not in vars(block) for block in tiny_llama.model.model.layers)
+    with torch.no_grad(), checkpointed(tiny_llama, 1):  # with a cache: plain forward passes, same output
+        cached = tiny_llama.model(**batch, use_cache=True).logits
+    assert torch.allclose(cached, tiny_llama.model(**batch, use_cache=True).logits)

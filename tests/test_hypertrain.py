@@ -95,3 +95,10 @@ def test_a_run_the_device_cannot_hold_is_refused_before_training(synthetic_targe
     with pytest.raises(MemoryError, match="HyperDAS training needs about"):
         train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, progress=True)
     assert "memory estimate on cpu" in capsys.readouterr().out
+
+
+def test_checkpointing_the_target_changes_no_number(synthetic_target, pairs):
+    plain = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(eval_every=100), progress=False)
+    saved = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(eval_every=100, checkpoint_target=True),
+                           progress=False)
+    assert [e["loss"] for e in plain.history] == pytest.approx([e["loss"] for e in saved.history], rel=1e-5)

@@ -31,3 +31,10 @@ def test_estimate_scales_with_the_batch_and_refuses_what_cannot_fit(tiny_llama):
     memory.check_fits(large, free=10 * large.added)
     with pytest.raises(MemoryError, match=r"needs about .* GiB more .* lower hyper_batch_size"):
         memory.check_fits(large, free=large.added // 2)
+
+
+def test_checkpointing_lowers_the_edited_pass_estimate(tiny_llama):
+    config = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4)
+    plain = memory.estimate(tiny_llama, config, 16, 20, 20)
+    saved = memory.estimate(tiny_llama, config, 16, 20, 20, checkpoint_target=True)
+    assert saved.edited_pass < plain.edited_pass and saved.hypernetwork == plain.hypernetwork
