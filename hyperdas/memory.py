@@ -24,7 +24,15 @@ OVERHEAD = 1.3
 
 
 def _numel(module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    """Parameters as the hypernetwork will hold them: a 4-bit linear (packed two weights a byte)
+    counts its de-quantised in x out weights."""
+    total = 0
+    for m in module.modules():
+        if getattr(getattr(m, "weight", None), "quant_state", None) is not None:
+            total += m.in_features * m.out_features + (m.bias.numel() if m.bias is not None else 0)
+        else:
+            total += sum(p.numel() for p in m.parameters(recurse=False))
+    return total
 
 
 def hypernetwork_parameters(target, config) -> int:

@@ -111,3 +111,14 @@ def test_hyperdas_trains_with_a_4bit_target_and_a_full_precision_hypernetwork(qu
     optimizer, weights = make_optimizer(model, train), example_weights(enc, train)
     losses = [train_step(quantized, model, enc, list(range(8)), weights, optimizer, train, 1)["loss"] for _ in range(12)]
     assert min(losses[-3:]) < 0.85 * losses[0], losses  # measured: 8.06 -> 5.5
+
+
+@pytest.mark.skipif(bool(SKIP), reason=SKIP or "runs")
+def test_memory_estimate_counts_a_4bit_targets_copied_blocks_de_quantised(tiny_folders):
+    from hyperdas import memory
+    from hyperdas.editor import HyperDAS, HyperDASConfig
+
+    quantized = load_target(str(tiny_folders["llama"]), load_in_4bit=True)
+    config = HyperDASConfig(layer=1, k=4, n_blocks=2, selection_heads=4)
+    built = sum(p.numel() for p in HyperDAS(quantized, config).parameters())
+    assert memory.hypernetwork_parameters(quantized, config) == built
