@@ -24,7 +24,7 @@ from hyperdas.data.dataset import load_pairs, pairs_dir
 from hyperdas.editor import HyperDAS, HyperDASConfig, Inference
 from hyperdas.evaluate import evaluate
 from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
-from hyperdas.memory import estimate as estimate_memory
+from hyperdas.memory import estimate_for
 from hyperdas.models import load_target
 from hyperdas.results import results_dir, write_section
 
@@ -49,9 +49,7 @@ def main() -> None:
     config = HyperDASConfig(layer=args.layer, k=args.k, n_blocks=args.n_blocks)
     train = HyperTrainConfig(batch_size=args.batch_size)
     enc = encoded_pairs(target, pairs["train"].select(range(args.batch_size)))
-    longest = lambda rows: max(len(r) for r in rows)  # noqa: E731
-    predicted = estimate_memory(target, config, args.batch_size, longest(enc.base), longest(enc.source),
-                                longest(enc.instructions))
+    predicted = estimate_for(target, config, enc, args.batch_size)
     model = HyperDAS(target, config).to(target.device).train()
     optimizer = make_optimizer(model, train)
     weights = example_weights(enc, train)

@@ -169,9 +169,7 @@ class Inference:
 def selection_matrices(target, model: HyperDAS, enc, index: list[int], mode: str = "soft") -> list[torch.Tensor]:
     """Per example of `index`: its selection A (Ts+1, Tb), rows = the source tokens that were read
     (up to the last selectable one) then "keep base", columns = the base row's tokens."""
-    from hyperdas.evaluate import intervened_logits
-
-    intervened_logits(target, model.config.layer, Inference(model, mode), enc, index, None)
+    _plan_only(target, model, enc, index, mode)
     A = model.last_plan[0].float().cpu()
     out = []
     for row, i in enumerate(index):
@@ -186,10 +184,14 @@ def householder_vectors(target, model: HyperDAS, enc, index: list[int]) -> torch
     subspace module is "householder"."""
     if model.config.subspace != "householder":
         return None
-    from hyperdas.evaluate import intervened_logits
-
-    intervened_logits(target, model.config.layer, Inference(model, "soft"), enc, index, None)
+    _plan_only(target, model, enc, index, "soft")
     return model.subspace.householder_vector(model.last_z).float().cpu()
+
+
+def _plan_only(target, model: HyperDAS, enc, index: list[int], mode: str) -> None:
+    """Read passes and plan for examples `index` (kept in `model.last_plan` / `last_z`); the edited
+    run of the target, which inspection does not need, is not made."""
+    model.edit_for(target, model.config.layer, enc, index, [enc.base[i] for i in index], [0] * len(index), mode)
 
 
 def selection_record(tokenizer, enc, i: int, A: torch.Tensor, **fields) -> dict:

@@ -25,8 +25,7 @@ from hyperdas.config import ConfigError, FrozenConfig
 from hyperdas.editor import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
 from hyperdas.evaluate import check_rows, encode, evaluate, intervened_logits
 from hyperdas.hooks import check_layer, checkpointed
-from hyperdas.memory import check_fits
-from hyperdas.memory import estimate as estimate_memory
+from hyperdas.memory import check_fits, estimate_for
 from hyperdas.selection import MODES, sparsity_penalty
 
 WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
@@ -193,9 +192,7 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
             keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
         val = encoded_pairs(target, pairs["val"].select(keep), config.instruction)
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
-        longest = lambda rows: max(len(r) for r in rows)  # noqa: E731
-        need = estimate_memory(target, config, min(train.batch_size, len(enc)), longest(enc.base), longest(enc.source),
-                               longest(enc.instructions), checkpoint_target=train.checkpoint_target)
+        need = estimate_for(target, config, enc, train.batch_size, train.checkpoint_target)
         if progress:
             print(need.describe())
         check_fits(need)

@@ -140,6 +140,13 @@ def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: i
                           device=str(target.device))
 
 
+def estimate_for(target, config, enc, batch_size: int, checkpoint_target: bool = False) -> MemoryEstimate:
+    """`estimate` for batches of encoded pairs `enc` (their longest rows)."""
+    longest = lambda rows: max(len(r) for r in rows)  # noqa: E731
+    return estimate(target, config, min(batch_size, len(enc)), longest(enc.base), longest(enc.source),
+                    longest(enc.instructions), checkpoint_target)
+
+
 def check_fits(found: MemoryEstimate, free: int | None = None, device: torch.device | None = None) -> None:
     """Refuse (MemoryError) when what training adds exceeds what the device can still give."""
     free = free if free is not None else available(device or torch.device(found.device))

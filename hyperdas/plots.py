@@ -120,14 +120,13 @@ def write_tables(results: Results, out: Path) -> list[Path]:
     table = main_table(results).round(3)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "main_table.md", out / "main_table.tex"]
-    paths[0].write_text(f"Ours ({results.model_name()}, test pairs)\n\n" + table.reset_index().to_markdown(index=False) + "\n")
-    paths[1].write_text(table.to_latex(float_format="%.3f", caption=f"Ours, {results.model_name()}"))
+    markdown = f"Ours ({results.model_name()}, test pairs)\n\n" + table.reset_index().to_markdown(index=False) + "\n"
     try:
-        ref = reference_table(results)
-        paths[0].write_text(paths[0].read_text() + f"\n\nThe paper's numbers ({PAPER}; not ours)\n\n"
-                            + ref.to_markdown(index=False) + "\n")
+        markdown += f"\n\nThe paper's numbers ({PAPER}; not ours)\n\n" + reference_table(results).to_markdown(index=False) + "\n"
     except Missing:
         pass
+    paths[0].write_text(markdown)
+    paths[1].write_text(table.to_latex(float_format="%.3f", caption=f"Ours, {results.model_name()}"))
     return paths
 
 
