@@ -13,7 +13,7 @@ PROFILE ?= cpu
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.hyperdas-installed
 
-.PHONY: setup reproduce test test-fast figures install-qwen benchmarks das-sweep
+.PHONY: setup reproduce test test-fast figures install-qwen benchmarks das-sweep gpu-checks
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ benchmarks: setup
 	$(PY) benchmarks/filter_throughput.py
 	$(PY) benchmarks/das_step.py
 	$(PY) benchmarks/hyperdas_step.py
+
+# on a CUDA machine: a Llama3-8B-shaped target (random weights) in bf16 and 4-bit, and the smoke chain on cuda
+gpu-checks: setup
+	$(PY) benchmarks/gpu_llama.py
+	$(PY) -m hyperdas.batch --profile smoke --set device=cuda --results results/gpu/smoke
 
 # the small sweep behind the embedded model's DAS/MDAS defaults (about 30 min on 2 cores)
 das-sweep: setup

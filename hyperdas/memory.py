@@ -17,10 +17,13 @@ from pathlib import Path
 import torch
 
 GIB = 1024 ** 3
-# what training adds, times this: allocator caching and fragmentation, copies made while building
-# the hypernetwork, backward's transient buffers. Measured on a 2-core CPU (glibc malloc): SmolLM2,
-# batch 16, 2 blocks, the peak RSS was 1.32x the counted tensors (benchmarks/hyperdas_step.py)
-OVERHEAD = 1.3
+# what training adds, times this, by device type: allocator caching and fragmentation, copies made
+# while building the hypernetwork, backward's transient buffers. CPU (glibc malloc, 2 cores): SmolLM2,
+# batch 16, 2 blocks, the peak RSS was 1.32x the counted tensors (benchmarks/hyperdas_step.py).
+# CUDA (H200): a Llama3-8B-shaped target, 8 blocks, k=128, batch 16, in bf16, bf16 with checkpointing
+# and 4-bit, the peak allocated memory added 1.05x, 1.08x and 1.08x the counted tensors
+# (benchmarks/gpu_llama.py, results/gpu/).
+OVERHEAD = {"cpu": 1.3, "cuda": 1.1}
 
 
 def _numel(module) -> int:
@@ -92,8 +95,12 @@ class MemoryEstimate:
         return self.hypernetwork + self.read_states + self.hypernetwork_activations + self.edited_pass
 
     @property
+    def overhead(self) -> float:
+        return OVERHEAD.get(torch.device(self.device).type, max(OVERHEAD.values()))
+
+    @property
     def added(self) -> int:
-        return int(self.counted * OVERHEAD)
+        return int(self.counted * self.overhead)
 
     @property
     def total(self) -> int:
@@ -103,7 +110,7 @@ class MemoryEstimate:
         parts = ", ".join(f"{name.replace('_', ' ')} {getattr(self, name) / GIB:.2f}"
                           for name in ("in_use", "target_weights", "hypernetwork", "read_states",
                                        "hypernetwork_activations", "edited_pass"))
-        return f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB ({parts} GiB; x{OVERHEAD} overhead on the added part)"
+        return f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB ({parts} GiB; x{self.overhead} overhead on the added part)"
 
 
 def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: int, instruction_tokens: int = 16,

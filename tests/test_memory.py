@@ -38,3 +38,13 @@ def test_checkpointing_lowers_the_edited_pass_estimate(tiny_llama):
     plain = memory.estimate(tiny_llama, config, 16, 20, 20)
     saved = memory.estimate(tiny_llama, config, 16, 20, 20, checkpoint_target=True)
     assert saved.edited_pass < plain.edited_pass and saved.hypernetwork == plain.hypernetwork
+
+
+def test_allocator_overhead_follows_the_device_type():
+    """CPU and CUDA allocators were calibrated apart (hyperdas/memory.py); an unknown type takes the larger."""
+    parts = dict(in_use=1000, target_weights=500, hypernetwork=700, read_states=100, hypernetwork_activations=100,
+                 edited_pass=100)
+    for device, factor in (("cpu", 1.3), ("cuda:0", 1.1), ("mps", 1.3)):
+        found = memory.MemoryEstimate(device=device, **parts)
+        assert found.added == int(1000 * factor) and found.total == 1000 + found.added
+        assert f"x{factor} overhead" in found.describe()
