@@ -54,13 +54,23 @@ def load_profile(name_or_path: str) -> dict:
     return params
 
 
+def _typed(text: str):
+    value = yaml.safe_load(text)
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; a number was meant
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def parse_overrides(items: list[str]) -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ProfileError(f"override {item!r} is not of the form key=value")
-        out[key] = yaml.safe_load(value)
+        out[key] = _typed(value)
     return out
 
 

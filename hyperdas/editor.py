@@ -96,6 +96,10 @@ class HyperDAS(nn.Module):
         self.selection = SelectionHead(target.hidden_size, config.selection_heads, config.symmetric_features)
         self.subspace = Subspace(config.subspace, target.hidden_size, config.k)
 
+    def forward(self, instruction, base_view, source_view, mode: str = "soft"):
+        """`plan`: the part with every trainable weight, so a DDP wrapper sees it run."""
+        return self.plan(instruction, base_view, source_view, mode)
+
     def plan(self, instruction, base_view, source_view, mode: str = "soft"):
         """(A (B, Ts+1, Tb), W (B, D, k) or None) for one batch; views come from `read_states`."""
         if mode not in MODES:
@@ -113,9 +117,10 @@ class HyperDAS(nn.Module):
         return harden(A, mode), self.subspace(z)
 
     def edit_for(self, target, layer: int, enc, index: list[int], rows: list[list[int]], offsets: list[int],
-                 mode: str = "soft"):
+                 mode: str = "soft", planner=None):
         """The residual edit for examples `index` laid out as `rows` after `offsets` pad tokens
-        (see `hyperdas.evaluate.make_edit`); also kept as `self.last_plan` = (A, W) for inspection."""
+        (see `hyperdas.evaluate.make_edit`); also kept as `self.last_plan` = (A, W) for inspection.
+        `planner`: this model as an accelerator wrapped it (training under DDP); default: itself."""
         if layer % target.n_layers != self.config.layer % target.n_layers:
             raise ValueError(f"this HyperDAS model intervenes after layer {self.config.layer}, not {layer}")
         if not enc.instructions:
@@ -129,7 +134,7 @@ class HyperDAS(nn.Module):
         base_view = read_states(target, rows, base_last, layer, whole)
         source_view = read_states(target, sources, source_last, layer)
         instruction = _right_pad([enc.instructions[i] for i in index], target.tokenizer.pad_token_id or 0, device)
-        A, W = self.plan(instruction, base_view, source_view, mode)
+        A, W = (planner if planner is not None else self)(instruction, base_view, source_view, mode)
         self.last_plan = (A, W)
         width = max(off + len(r) for off, r in zip(offsets, rows))
         if any(offsets) or A.shape[2] != width:  # move each row's columns to where its tokens sit
@@ -156,13 +161,13 @@ class HyperDAS(nn.Module):
 class Inference:
     """A HyperDAS model in one selection mode, usable wherever an evaluation method is expected."""
 
-    def __init__(self, model: HyperDAS, mode: str = "soft"):
+    def __init__(self, model: HyperDAS, mode: str = "soft", planner=None):
         if mode not in MODES:
             raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
-        self.model, self.mode = model, mode
+        self.model, self.mode, self.planner = model, mode, planner
 
     def edit_for(self, target, layer, enc, index, rows, offsets):
-        return self.model.edit_for(target, layer, enc, index, rows, offsets, self.mode)
+        return self.model.edit_for(target, layer, enc, index, rows, offsets, self.mode, self.planner)
 
 
 @torch.no_grad()

@@ -52,6 +52,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.base)
 
+    def subset(self, index: list[int]) -> "Encoded":
+        """The pairs `index`, in that order (e.g. one process's share of a split)."""
+        return Encoded(**{f.name: [getattr(self, f.name)[i] for i in index] if getattr(self, f.name) else []
+                          for f in dataclasses.fields(self)})
+
 
 def encode(tokenizer, rows) -> Encoded:
     check_rows(rows)

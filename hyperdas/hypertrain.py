@@ -22,11 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperdas.config import ConfigError, FrozenConfig
+from hyperdas.distributed import SINGLE, Runtime, evaluate_sharded
 from hyperdas.editor import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
-from hyperdas.evaluate import check_rows, encode, evaluate, intervened_logits
+from hyperdas.evaluate import check_rows, encode, intervened_logits
 from hyperdas.hooks import check_layer, checkpointed
 from hyperdas.memory import check_fits, estimate_for
 from hyperdas.selection import MODES, sparsity_penalty
+from hyperdas.train import weighted_step
 
 WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
 
@@ -132,9 +134,10 @@ def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Opt
         return torch.optim.AdamW(groups)
 
 
-def validate(target, model: HyperDAS, enc, modes=MODES) -> dict:
+def validate(target, model: HyperDAS, enc, modes=MODES, runtime: Runtime = SINGLE) -> dict:
     model.eval()
-    out = {mode: evaluate(target, model.config.layer, Inference(model, mode), enc)[0]["overall"] for mode in modes}
+    out = {mode: evaluate_sharded(runtime, target, model.config.layer, Inference(model, mode), enc)[0]["overall"]
+           for mode in modes}
     model.train()
     return out
 
@@ -146,34 +149,47 @@ def example_weights(enc, train: HyperTrainConfig) -> torch.Tensor:
 
 
 def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Tensor,
-               optimizer: torch.optim.Optimizer, train: HyperTrainConfig, step: int) -> dict:
-    """One optimisation step on examples `index`; returns its log entry (loss, ce, sparsity)."""
+               optimizer: torch.optim.Optimizer, train: HyperTrainConfig, step: int,
+               runtime: Runtime = SINGLE, planner=None) -> dict:
+    """One optimisation step on the global batch `index`; returns its log entry (loss, ce, sparsity).
+    `planner`: the module the accelerator wrapped (`runtime.prepare`), through which the
+    hypernetwork runs so that DDP sees it; by default `model` itself."""
     model.subspace.temperature = train.temperature(step)
-    context = checkpointed(target, model.config.layer % target.n_layers + 1) if train.checkpoint_target else nullcontext()
-    with context:
-        logits, labels = intervened_logits(target, model.config.layer, Inference(model, "soft"), enc, index, None)
-    A = model.last_plan[0]
-    token_weights = torch.cat([weights[i].expand(len(enc.answers[i])) for i in index]).to(logits.device)
-    ce = (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none") * token_weights).sum() \
-        / token_weights.sum()
-    sparsity, sparsity_weight = sparsity_penalty(A.float()), train.sparsity_weight(step)
-    loss = ce + sparsity_weight * sparsity
+    planner = planner if planner is not None else model
+    total = sum(float(weights[i]) * len(enc.answers[i]) for i in index)
+    sparsity_weight, parts = train.sparsity_weight(step), {"ce": [], "sparsity": []}
+
+    def part_loss(part: list[int]):
+        context = checkpointed(target, model.config.layer % target.n_layers + 1) if train.checkpoint_target \
+            else nullcontext()
+        with context:
+            logits, labels = intervened_logits(target, model.config.layer, Inference(model, "soft", planner), enc,
+                                               part, None)
+        token_weights = torch.cat([weights[i].expand(len(enc.answers[i])) for i in part]).to(logits.device)
+        ce = (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none") * token_weights).sum() / total
+        # the penalty is a batch mean: this part's share of it
+        sparsity = sparsity_penalty(model.last_plan[0].float()) * (len(part) / len(index))
+        parts["ce"].append(ce.item()), parts["sparsity"].append(sparsity.item())
+        return ce + sparsity_weight * sparsity
+
     optimizer.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip)
+    loss = weighted_step(runtime, planner, index, part_loss)
+    runtime.clip(model, train.clip)
     optimizer.step()
-    return {"step": step, "loss": loss.item(), "ce": ce.item(), "sparsity": sparsity.item(),
-            "sparsity_weight": sparsity_weight}
+    return {"step": step, "loss": loss, "ce": runtime.total(sum(parts["ce"])),
+            "sparsity": runtime.total(sum(parts["sparsity"])), "sparsity_weight": sparsity_weight}
 
 
 def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfig, out_dir: str | Path | None = None,
                    progress: bool = True, resume: bool = True, model: HyperDAS | None = None,
-                   check_memory: bool = True) -> HyperTrainResult:
+                   check_memory: bool = True, runtime: Runtime = SINGLE) -> HyperTrainResult:
     """Train one HyperDAS model on every attribute of pairs["train"] (see module doc).
 
     `model`: an already built variant to train (e.g. an ablation's, with a part swapped); its
     config must be `config`. By default a fresh `HyperDAS(target, config)`. `check_memory`: print
-    the memory estimate first and refuse a run the device cannot hold (`hyperdas.memory`)."""
+    the memory estimate first and refuse a run the device cannot hold (`hyperdas.memory`).
+    `runtime`: several processes under `accelerate launch` (`hyperdas.distributed.runtime()`);
+    the numbers equal one process's on the same global batch, only the main process writes."""
     check_layer(target.n_layers, config.layer)
     started = time.perf_counter()
     torch.manual_seed(train.seed)
@@ -192,8 +208,10 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
             keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
         val = encoded_pairs(target, pairs["val"].select(keep), config.instruction)
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
-        need = estimate_for(target, config, enc, train.batch_size, train.checkpoint_target)
-        if progress:
+        per_process = -(-train.batch_size // runtime.world)  # each process holds its share only
+        need = estimate_for(target, config, enc, min(per_process, runtime.micro_batch or per_process),
+                            train.checkpoint_target)
+        if progress and runtime.is_main:
             print(need.describe())
         check_fits(need)
     if model is not None and model.config != config:
@@ -215,31 +233,33 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
         history, best_val, best_step, best_state = saved["history"], saved["best_val"], saved["best_step"], saved["best_state"]
         first = saved["step"] + 1
     weights = example_weights(enc, train)
-    if folder is not None:
+    planner, optimizer = runtime.prepare(model, optimizer)
+    writes = folder is not None and runtime.is_main
+    if writes:
         folder.mkdir(parents=True, exist_ok=True)
-    log = open(folder / LOG, "w") if folder is not None else None
+    log = open(folder / LOG, "w") if writes else None
     if log is not None:  # a resumed run rewrites the log up to its saved step: no step is logged twice
         log.writelines(json.dumps(entry) + "\n" for entry in history)
-    bar = tqdm(range(first, train.steps + 1), desc="HyperDAS", disable=not progress)
+    bar = tqdm(range(first, train.steps + 1), desc="HyperDAS", disable=not (progress and runtime.is_main))
     try:
         for step in bar:
             index = rng.sample(range(len(enc)), min(train.batch_size, len(enc)))
-            entry = train_step(target, model, enc, index, weights, optimizer, train, step)
+            entry = train_step(target, model, enc, index, weights, optimizer, train, step, runtime, planner)
             evaluated = val is not None and (step % train.eval_every == 0 or step == train.steps)
             if evaluated:
-                entry["val"] = validate(target, model, val, train.eval_modes)
+                entry["val"] = validate(target, model, val, train.eval_modes, runtime)
                 score = entry["val"].get("soft", next(iter(entry["val"].values())))["disentangle"]
                 if best_val is None or score > best_val["disentangle"]:
                     best_val, best_step = entry["val"].get("soft", next(iter(entry["val"].values()))), step
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if folder is not None:
+                    if writes:
                         save_hyperdas(folder, model, train, {"step": step, "val": entry["val"]})
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
             history.append(entry)
             if log is not None:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
-            if folder is not None and (evaluated or step == train.steps):
+            if writes and (evaluated or step == train.steps):
                 tmp = folder / (RESUME + ".tmp")
                 torch.save({"config": config.to_dict(), "train": json.loads(json.dumps(train.to_dict())), "step": step,
                             "history": history, "weights": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -251,8 +271,9 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
             log.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    elif folder is not None:
+    elif writes:
         save_hyperdas(folder, model, train, {"step": train.steps})
+    runtime.barrier()  # the checkpoint exists for every process from here on
     model.eval()
     return HyperTrainResult(model, history, best_step, best_val, time.perf_counter() - started,
                             resumed_from=first - 1 if saved else 0)

@@ -15,6 +15,7 @@ import torch
 
 from hyperdas.cache import cache_root, convert_once, file_sha256
 from hyperdas.config import ModelConfig
+from hyperdas.distributed import local_device
 from hyperdas.tiny import TEST_MODELS, test_model_folder
 
 
@@ -254,11 +255,12 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
     config = spec if isinstance(spec, ModelConfig) else ModelConfig(spec=spec)
     config = config.replace(**overrides) if overrides else config
     where, name = _folder_for(config.spec)
-    dtype = _resolve_dtype(config.dtype, config.device)
+    device = local_device(config.device)  # under a multi-process launch, "cuda" is this process's GPU
+    dtype = _resolve_dtype(config.dtype, device)
     kwargs: dict = {"dtype": dtype}
     if config.load_in_4bit:
         kwargs.update(dtype=torch.bfloat16, quantization_config=_quantization_config(),
-                      device_map={"": config.device})
+                      device_map={"": device})
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
@@ -268,7 +270,7 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
             " (it is no local folder either; offline, pass a local folder or fill the HF cache first)")
         raise ModelLoadError(f"could not load model {config.spec!r} from {where}: {first}{hint}") from err
     if not config.load_in_4bit:
-        model.to(config.device)
+        model.to(device)
     else:
         keep_4bit_differentiable(model)
     freeze(model)

@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperdas.config import ConfigError, FrozenConfig
-from hyperdas.evaluate import check_rows, encode, evaluate, intervened_logits, source_vectors
+from hyperdas.distributed import SINGLE, Runtime, evaluate_sharded
+from hyperdas.evaluate import check_rows, encode, intervened_logits, source_vectors
 from hyperdas.hooks import check_layer
 from hyperdas.interventions import RotatedSpaceInterchange
 
@@ -124,13 +125,29 @@ def _load_resume(folder: Path, config: DASConfig) -> dict | None:
     return state
 
 
+def weighted_step(runtime: Runtime, wrapped, index: list[int], part_loss) -> float:
+    """Backward of one global batch `index`, split over the processes and micro-batches
+    (`hyperdas.distributed`); `part_loss(part)` is a part's loss already divided by the whole
+    batch's normaliser. Returns the batch's loss (summed over the processes)."""
+    parts = runtime.chunks(runtime.shard(index))
+    local = 0.0
+    for n, part in enumerate(parts):
+        with runtime.no_sync(wrapped, last=n == len(parts) - 1):
+            loss = part_loss(part)
+            (loss * runtime.world).backward()  # DDP averages over the processes: undo it
+        local += loss.item()
+    return runtime.total(local)
+
+
 def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | None = None,
-              progress: bool = True, resume: bool = True) -> TrainResult:
+              progress: bool = True, resume: bool = True, runtime: Runtime = SINGLE) -> TrainResult:
     """Train DAS or MDAS on pairs["train"], early-stopping on pairs["val"] when it has rows.
 
     With a `checkpoint_dir`, the best weights are saved there and the whole training state at
     every evaluation; a later call with the same config resumes after the last saved step and
-    gives the numbers an uninterrupted run gives.
+    gives the numbers an uninterrupted run gives. `runtime`: several processes under `accelerate
+    launch` (`hyperdas.distributed.runtime()`); the numbers equal one process's, only the main
+    process writes.
     """
     layer = check_layer(target.n_layers, config.layer)
     if config.k > target.hidden_size:
@@ -157,37 +174,45 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
         first = saved["step"] + 1 if not saved["done"] else config.steps + 1
     train_src = source_vectors(target, layer, train, progress=progress) if first <= config.steps else None
     val_src = source_vectors(target, layer, val) if val is not None and first <= config.steps else None
+    wrapped, optimizer = runtime.prepare(intervention, optimizer)
+    writes = folder is not None and runtime.is_main
 
     weights = torch.tensor([config.causal_weight if r["attribute_type"] == "causal" else config.iso_weight
                             for r in train.records])
+
+    def part_loss(total: float):
+        def loss(part: list[int]):
+            logits, labels = intervened_logits(target, layer, wrapped, train, part, train_src)
+            token_weights = torch.cat([weights[i].expand(len(train.answers[i])) for i in part]).to(logits.device)
+            losses = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+            return (losses * token_weights).sum() / total
+        return loss
+
     done = False
-    bar = tqdm(range(first, config.steps + 1), desc=f"{config.method} {config.target_attribute}", disable=not progress)
+    bar = tqdm(range(first, config.steps + 1), desc=f"{config.method} {config.target_attribute}",
+               disable=not (progress and runtime.is_main))
     for step in bar:
         index = rng.sample(range(len(train)), min(config.batch_size, len(train)))
-        logits, labels = intervened_logits(target, layer, intervention, train, index, train_src)
-        token_weights = torch.cat([weights[i].expand(len(train.answers[i])) for i in index]).to(logits.device)
-        losses = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
-        loss = (losses * token_weights).sum() / token_weights.sum()
+        total = sum(float(weights[i]) * len(train.answers[i]) for i in index)
         optimizer.zero_grad()
-        loss.backward()
+        entry = {"step": step, "loss": weighted_step(runtime, wrapped, index, part_loss(total))}
         optimizer.step()
-        entry = {"step": step, "loss": loss.item()}
         evaluated = val is not None and (step % config.eval_every == 0 or step == config.steps)
         if evaluated:
-            scores, _ = evaluate(target, layer, intervention, val, val_src)
+            scores, _ = evaluate_sharded(runtime, target, layer, intervention, val, val_src)
             entry["val"] = scores["overall"]
             score = scores["overall"]["disentangle"]
             if best_val is None or score > best_val["disentangle"]:
                 best_val, best_step, bad = scores["overall"], step, 0
                 best_state = {k: v.detach().clone() for k, v in intervention.state_dict().items()}
-                if folder is not None:
+                if writes:
                     save_checkpoint(folder, intervention, config, {"step": step, "val": best_val})
             else:
                 bad += 1
             bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
         history.append(entry)
         done = bad >= config.patience or step == config.steps
-        if folder is not None and (evaluated or done):
+        if writes and (evaluated or done):
             _save_resume(folder, {
                 "config": config.to_dict(), "step": step, "done": done, "history": history,
                 "weights": intervention.state_dict(), "optimizer": optimizer.state_dict(),
@@ -197,8 +222,9 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
             break
     if best_state is not None:
         intervention.load_state_dict(best_state)
-    elif folder is not None and saved is None:
+    elif writes and saved is None:
         save_checkpoint(folder, intervention, config, {"step": config.steps})
+    runtime.barrier()  # the checkpoint exists for every process from here on
     return TrainResult(intervention, config, history, best_step, best_val, time.perf_counter() - started,
                        resumed_from=first - 1 if saved is not None else 0)
 

@@ -87,8 +87,8 @@ def test_an_override_no_notebook_declares_is_refused(tmp_path, capsys):
 
 
 def test_overrides_are_yaml_typed():
-    assert batch.parse_overrides(["seed=3", "load_in_4bit=true", "model=a/b"]) == {
-        "seed": 3, "load_in_4bit": True, "model": "a/b"}
+    assert batch.parse_overrides(["seed=3", "load_in_4bit=true", "model=a/b", "lr=1e-4"]) == {
+        "seed": 3, "load_in_4bit": True, "model": "a/b", "lr": 1e-4}  # YAML 1.1 alone reads 1e-4 as text
     with pytest.raises(batch.ProfileError, match="key=value"):
         batch.parse_overrides(["seed"])
 

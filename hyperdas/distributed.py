@@ -1,0 +1,157 @@
+"""Multi-process training on HF Accelerate: DDP (FSDP as an option), one frozen target per process.
+
+Every process draws the same global batch (same seed) and takes its share: rank r the pairs
+r, r + world, r + 2 world, ... A share may be cut further into micro-batches whose gradients
+accumulate locally before the one synchronising backward (`micro_batch`). Each part's loss is its
+pairs' summed weighted CE over the whole global batch's weight, times the process count (DDP
+averages gradients), so a step equals the one-process step on the same global batch whatever the
+process count and micro-batch size. Validation is split the same way and its per-example records
+gathered, so every process computes the same metrics. Only the main process writes.
+
+Launch (CPU processes talk over gloo; the `--multi_gpu` launcher is torchrun's, also on CPUs):
+    accelerate launch --multi_gpu --num_processes 2 -m hyperdas.train --config configs/cpu.yaml
+A plain `python -m hyperdas.train` is one process and uses no accelerate machinery at all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from contextlib import nullcontext
+
+import torch
+
+
+class DistributedError(RuntimeError):
+    """A multi-process set-up that cannot work; the message says why and what to change."""
+
+
+def check_processes(world: int, device: str, available: int | None = None) -> None:
+    """Refuse more processes than devices: GPUs for a CUDA run, CPU cores for a CPU run."""
+    kind = torch.device(device).type
+    if available is None:
+        available = torch.cuda.device_count() if kind == "cuda" else (os.cpu_count() or 1)
+    if world > available:
+        what = "CUDA device(s)" if kind == "cuda" else "CPU core(s)"
+        raise DistributedError(f"{world} processes were launched but this machine has {available} {what}: launch "
+                               f"at most {available} (accelerate launch --num_processes {available})")
+
+
+@dataclasses.dataclass
+class Runtime:
+    """This process's part in a run; `accelerator` None: a single process, plain PyTorch."""
+
+    accelerator: object | None = None
+    micro_batch: int | None = None
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes if self.accelerator is not None else 1
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index if self.accelerator is not None else 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, index: list[int]) -> list[int]:
+        if len(index) < self.world:
+            raise DistributedError(f"a global batch of {len(index)} pairs cannot be split over {self.world} "
+                                   f"processes: raise the batch size or launch fewer processes")
+        return index[self.rank:: self.world]
+
+    def chunks(self, local: list[int]) -> list[list[int]]:
+        size = self.micro_batch or len(local)
+        return [local[i: i + size] for i in range(0, len(local), size)]
+
+    def prepare(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        """(module as the accelerator wraps it, optimizer); unchanged in a single process."""
+        if self.accelerator is None:
+            return module, optimizer
+        return self.accelerator.prepare(module, optimizer)
+
+    def no_sync(self, wrapped, last: bool):
+        """Accumulate this part's gradients locally unless it is the share's `last` part."""
+        if self.accelerator is None or last:
+            return nullcontext()
+        return self.accelerator.no_sync(wrapped)
+
+    def clip(self, module: torch.nn.Module, max_norm: float) -> None:
+        if self.accelerator is None:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+        else:
+            self.accelerator.clip_grad_norm_(module.parameters(), max_norm)
+
+    def total(self, value: float) -> float:
+        """The sum of `value` over the processes."""
+        if self.accelerator is None:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
+        return float(self.accelerator.reduce(tensor, reduction="sum").item())
+
+    def gather(self, items: list) -> list:
+        """Every process's `items`, concatenated in rank order (on every process)."""
+        if self.accelerator is None:
+            return list(items)
+        from accelerate.utils import gather_object
+
+        return gather_object(list(items))
+
+    def barrier(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+
+SINGLE = Runtime()
+
+
+def runtime(device: str = "cpu", micro_batch: int | None = None, fsdp: bool = False) -> Runtime:
+    """This process's runtime: distributed when a launcher started several (WORLD_SIZE > 1), else
+    `SINGLE`-like. `fsdp`: shard the hypernetwork's weights, gradients and optimizer state over the
+    processes (CUDA only) instead of keeping a full copy in each."""
+    if micro_batch is not None and micro_batch < 1:
+        raise DistributedError(f"micro_batch={micro_batch}: use a positive number of pairs, or None")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        if fsdp:
+            raise DistributedError("fsdp=True needs several processes: accelerate launch --num_processes N ...")
+        return Runtime(None, micro_batch)
+    check_processes(world, device)
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cpu = torch.device(device).type == "cpu"
+    kwargs = {"cpu": cpu, "kwargs_handlers": [DistributedDataParallelKwargs(find_unused_parameters=True)]}
+    if fsdp:
+        if cpu:
+            raise DistributedError("FSDP shards over CUDA devices; on CPUs use DDP (fsdp=False)")
+        from accelerate.utils import FullyShardedDataParallelPlugin
+
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+    return Runtime(Accelerator(**kwargs), micro_batch)
+
+
+def local_device(device: str) -> str:
+    """A bare "cuda" names this process's own GPU when a launcher started several processes."""
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def evaluate_sharded(runtime: Runtime, target, layer: int, method, enc, sources: torch.Tensor | None = None, **kwargs):
+    """`hyperdas.evaluate.evaluate` with the pairs split over the processes and the per-example
+    records gathered: every process returns the scores of the whole split."""
+    from hyperdas.evaluate import evaluate
+    from hyperdas.metrics import scores
+
+    if runtime.world == 1:
+        return evaluate(target, layer, method, enc, sources, **kwargs)
+    mine = list(range(runtime.rank, len(enc), runtime.world))
+    records = []
+    if mine:
+        part_sources = None if sources is None else sources[mine]
+        records = evaluate(target, layer, method, enc.subset(mine), part_sources, **kwargs)[1]
+    gathered = sorted(runtime.gather(list(zip(mine, records))), key=lambda pair: pair[0])
+    records = [record for _, record in gathered]
+    return scores(records), records
