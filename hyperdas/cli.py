@@ -5,7 +5,7 @@
     accelerate launch --multi_gpu --num_processes 2 -m hyperdas.train --config configs/cpu.yaml
 
 Under `accelerate launch` every process loads its own frozen target, the trainable module is
-wrapped by the accelerator (DDP; `--fsdp` to shard it over GPUs), the global batch stays the
+wrapped by the accelerator (DDP; FSDP with `accelerate launch --use_fsdp`), the global batch stays the
 profile's whatever the process count (`--micro-batch` cuts each process's share further, with
 gradient accumulation), and only the main process writes (`hyperdas.distributed`).
 
@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attribute", default="Country", help="DAS/MDAS: the attribute to train for")
     parser.add_argument("--micro-batch", type=int, default=None,
                         help="pairs per forward/backward in each process (gradients accumulate up to the global batch)")
-    parser.add_argument("--fsdp", action="store_true", help="shard the trainable module over the GPUs (FSDP)")
     parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
@@ -68,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         params = {**load_profile(args.config), **parse_overrides(args.overrides)}
         model_config, hyper, train = configs_from(params)
         das = das_config_from(params, args.method, args.attribute) if args.method != "hyperdas" else None
-        run = runtime(model_config.device, args.micro_batch, args.fsdp)
+        run = runtime(model_config.device, args.micro_batch, model_config.load_in_4bit)
     except (ProfileError, DistributedError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -95,6 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out / f"{args.method}_cli.json", {
             "model": target.name, "config": configs, "best_step": result.best_step, "best_val": result.best_val,
             "steps_run": len(result.history), "seconds": result.seconds, "resumed_from": result.resumed_from,
-            "processes": run.world, "micro_batch": args.micro_batch, "fsdp": args.fsdp})
+            "processes": run.world, "micro_batch": args.micro_batch, "fsdp": run.fsdp})
         print(f"best val {result.best_val} at step {result.best_step}; checkpoint in {out}")
     return 0

@@ -102,33 +102,41 @@ class Runtime:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
 
+    @property
+    def fsdp(self) -> bool:
+        return self.accelerator is not None and str(self.accelerator.distributed_type).endswith("FSDP")
+
+    def state_dict(self, wrapped, module: torch.nn.Module) -> dict:
+        """The full weights of `module`; under FSDP gathered from the shards (every process must
+        call this; the full dict is the main process's)."""
+        if self.fsdp:
+            return self.accelerator.get_state_dict(wrapped)
+        return module.state_dict()
+
 
 SINGLE = Runtime()
 
 
-def runtime(device: str = "cpu", micro_batch: int | None = None, fsdp: bool = False) -> Runtime:
+def runtime(device: str = "cpu", micro_batch: int | None = None, load_in_4bit: bool = False) -> Runtime:
     """This process's runtime: distributed when a launcher started several (WORLD_SIZE > 1), else
-    `SINGLE`-like. `fsdp`: shard the hypernetwork's weights, gradients and optimizer state over the
-    processes (CUDA only) instead of keeping a full copy in each."""
+    a single plain process. DDP by default; FSDP when the launch asks for it (`accelerate launch
+    --use_fsdp --fsdp_use_orig_params true ...`, or an accelerate config file): it shards the
+    trainable module's weights, gradients and optimizer state over the GPUs (see README: limits)."""
     if micro_batch is not None and micro_batch < 1:
         raise DistributedError(f"micro_batch={micro_batch}: use a positive number of pairs, or None")
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
     if world <= 1:
-        if fsdp:
-            raise DistributedError("fsdp=True needs several processes: accelerate launch --num_processes N ...")
         return Runtime(None, micro_batch)
     check_processes(world, device)
+    cpu = torch.device(device).type == "cpu"
+    if fsdp and (cpu or load_in_4bit):
+        raise DistributedError("FSDP shards over CUDA devices and a target in bf16/float32: "
+                               + ("on CPUs" if cpu else "with load_in_4bit") + " launch without --use_fsdp (DDP)")
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    cpu = torch.device(device).type == "cpu"
     kwargs = {"cpu": cpu, "kwargs_handlers": [DistributedDataParallelKwargs(find_unused_parameters=True)]}
-    if fsdp:
-        if cpu:
-            raise DistributedError("FSDP shards over CUDA devices; on CPUs use DDP (fsdp=False)")
-        from accelerate.utils import FullyShardedDataParallelPlugin
-
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
     return Runtime(Accelerator(**kwargs), micro_batch)
 
 

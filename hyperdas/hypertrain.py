@@ -72,12 +72,14 @@ class HyperTrainConfig(FrozenConfig):
 
 
 def save_hyperdas(folder: str | Path, model: HyperDAS, train_config: HyperTrainConfig | None = None,
-                  extra: dict | None = None) -> Path:
+                  extra: dict | None = None, state: dict | None = None) -> Path:
+    """Trainable weights (safetensors) + configs; `state`: weights gathered elsewhere (FSDP)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
+    state = state if state is not None else model.state_dict()
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / WEIGHTS))
     payload = {"model": model.config.to_dict(), "train": train_config.to_dict() if train_config else None,
                "hidden_size": model.subspace.hidden, "target": model.target_name, **(extra or {})}
     (folder / CONFIG).write_text(json.dumps(payload, indent=1, default=list))
@@ -174,7 +176,7 @@ def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Te
 
     optimizer.zero_grad()
     loss = weighted_step(runtime, planner, index, part_loss)
-    runtime.clip(model, train.clip)
+    runtime.clip(planner, train.clip)  # the wrapped module: FSDP clips over its shards
     optimizer.step()
     return {"step": step, "loss": loss, "ce": runtime.total(sum(parts["ce"])),
             "sparsity": runtime.total(sum(parts["sparsity"])), "sparsity_weight": sparsity_weight}
@@ -249,17 +251,17 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
             if evaluated:
                 entry["val"] = validate(target, model, val, train.eval_modes, runtime)
                 score = entry["val"].get("soft", next(iter(entry["val"].values())))["disentangle"]
-                if best_val is None or score > best_val["disentangle"]:
+                if best_val is None or score > best_val["disentangle"]:  # the same on every process
                     best_val, best_step = entry["val"].get("soft", next(iter(entry["val"].values()))), step
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best_state = {k: v.detach().clone() for k, v in runtime.state_dict(planner, model).items()}
                     if writes:
-                        save_hyperdas(folder, model, train, {"step": step, "val": entry["val"]})
+                        save_hyperdas(folder, model, train, {"step": step, "val": entry["val"]}, best_state)
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
             history.append(entry)
             if log is not None:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
-            if writes and (evaluated or step == train.steps):
+            if writes and not runtime.fsdp and (evaluated or step == train.steps):  # FSDP: no resume files
                 tmp = folder / (RESUME + ".tmp")
                 torch.save({"config": config.to_dict(), "train": json.loads(json.dumps(train.to_dict())), "step": step,
                             "history": history, "weights": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -269,10 +271,12 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
     finally:
         if log is not None:
             log.close()
-    if best_state is not None:
+    if best_state is not None and not runtime.fsdp:  # FSDP: the best weights are in the checkpoint
         model.load_state_dict(best_state)
-    elif writes:
-        save_hyperdas(folder, model, train, {"step": train.steps})
+    elif best_state is None and folder is not None:
+        state = runtime.state_dict(planner, model)
+        if writes:
+            save_hyperdas(folder, model, train, {"step": train.steps}, state)
     runtime.barrier()  # the checkpoint exists for every process from here on
     model.eval()
     return HyperTrainResult(model, history, best_step, best_val, time.perf_counter() - started,

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperdas.config import ConfigError, FrozenConfig
-from hyperdas.distributed import SINGLE, Runtime, evaluate_sharded
+from hyperdas.distributed import SINGLE, DistributedError, Runtime, evaluate_sharded
 from hyperdas.evaluate import check_rows, encode, intervened_logits, source_vectors
 from hyperdas.hooks import check_layer
 from hyperdas.interventions import RotatedSpaceInterchange
@@ -150,6 +150,8 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
     process writes.
     """
     layer = check_layer(target.n_layers, config.layer)
+    if runtime.fsdp:
+        raise DistributedError("DAS/MDAS train one D x k rotation, which FSDP has nothing to shard: launch with DDP")
     if config.k > target.hidden_size:
         raise ValueError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
     started = time.perf_counter()

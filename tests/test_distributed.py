@@ -39,11 +39,22 @@ def test_bad_set_ups_are_refused_with_the_fix():
     with pytest.raises(DistributedError, match="3 processes .* 2 CPU core"):
         distributed.check_processes(3, "cpu", available=2)
     distributed.check_processes(2, "cpu", available=2)
-    with pytest.raises(DistributedError, match="needs several processes"):
-        distributed.runtime("cuda", fsdp=True)
     with pytest.raises(DistributedError, match="micro_batch=0"):
         distributed.runtime("cpu", micro_batch=0)
     assert distributed.runtime("cpu").accelerator is None and distributed.local_device("cuda") == "cuda"
+
+
+def test_fsdp_launches_that_cannot_work_are_refused(monkeypatch):
+    """FSDP (accelerate launch --use_fsdp) shards over GPUs and a floating-point target only."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(DistributedError, match="on CPUs launch without --use_fsdp"):
+        distributed.runtime("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(DistributedError, match="with load_in_4bit launch without --use_fsdp"):
+        distributed.runtime("cuda", load_in_4bit=True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.local_device("cuda") == "cuda:1" and distributed.local_device("cpu") == "cpu"
 
 
 def test_micro_batches_accumulate_to_the_same_step(synthetic_target, pairs_folder):
