@@ -101,6 +101,7 @@ def _free(device: str) -> None:
 
 
 def measure(folder: Path, rows: list[dict], four_bit: bool, checkpoint: bool, args) -> dict:
+    """One run: `args` carries layer, k, n_blocks, batch_size, repeats and device."""
     device = args.device
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -175,7 +176,9 @@ def main() -> None:
     parser.add_argument("--n-blocks", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--runs", default="bf16,bf16+checkpoint,4bit+checkpoint")
+    parser.add_argument("--runs", default="bf16,bf16+checkpoint,4bit+checkpoint",
+                        help="comma list of bf16|4bit[+checkpoint][:n_blocks[:batch_size]]")
+    parser.add_argument("--tag", default="", help="suffix of the output file's name")
     parser.add_argument("--shapes", default=None, help="JSON overriding Llama3-8B's shapes (tests: tiny ones)")
     parser.add_argument("--out", default=str(repo / "results" / "gpu"))
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script itself (tiny --shapes)")
@@ -200,8 +203,10 @@ def main() -> None:
         report["build_and_save_seconds"] = time.perf_counter() - start
         for run in args.runs.split(","):
             print(f"== {run}", flush=True)
+            kind, *sizes = run.split(":")
+            sized = argparse.Namespace(**{**vars(args), **dict(zip(("n_blocks", "batch_size"), map(int, sizes)))})
             try:  # one failing run (say, 4-bit without bitsandbytes CUDA) must not lose the others
-                report["runs"][run] = measure(folder, rows, "4bit" in run, "checkpoint" in run, args)
+                report["runs"][run] = measure(folder, rows, "4bit" in kind, "checkpoint" in kind, sized)
             except Exception as err:  # noqa: BLE001  recorded, with its traceback, in the report
                 report["runs"][run] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
                 _free(args.device)
@@ -210,7 +215,7 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     name = gpu.replace("NVIDIA ", "").replace(" ", "-").lower()
-    path = write_json(Path(args.out) / f"llama3-8b-random_{name}.json", report)
+    path = write_json(Path(args.out) / f"llama3-8b-random_{name}{'_' + args.tag if args.tag else ''}.json", report)
     print("wrote", path)
 
 

@@ -210,13 +210,23 @@ def _folder_for(spec: str) -> tuple[str, str]:
     return spec, spec.rstrip("/").split("/")[-1]
 
 
-def _quantization_config():
+def _quantization_config(device: str):
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
+        import bitsandbytes.functional
     except ImportError:
         raise ModelLoadError(
             "load_in_4bit=True needs bitsandbytes: pip install 'hyperdas[quant]'"
         ) from None
+    try:  # a probe: bitsandbytes builds lack kernels for some devices (or CUDA versions)
+        bitsandbytes.functional.quantize_4bit(torch.ones(64, dtype=torch.bfloat16, device=device), quant_type="nf4")
+    except Exception as err:  # noqa: BLE001  any failure means the same: no 4-bit on this device
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelLoadError(
+            f"load_in_4bit=True: bitsandbytes {getattr(bitsandbytes, '__version__', '?')} cannot quantize on "
+            f"device {device!r} ({first}); use a device it supports (CUDA; CPU in recent versions) or "
+            f"load_in_4bit=False"
+        ) from err
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -259,7 +269,7 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
     dtype = _resolve_dtype(config.dtype, device)
     kwargs: dict = {"dtype": dtype}
     if config.load_in_4bit:
-        kwargs.update(dtype=torch.bfloat16, quantization_config=_quantization_config(),
+        kwargs.update(dtype=torch.bfloat16, quantization_config=_quantization_config(device),
                       device_map={"": device})
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)

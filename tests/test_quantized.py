@@ -74,6 +74,17 @@ def quantized_pairs(synthetic_target, synthetic_data, synthetic_known):
 
 
 @pytest.mark.skipif(bool(SKIP), reason=SKIP or "runs")
+def test_4bit_on_a_device_bitsandbytes_cannot_serve_is_refused(tiny_folders, monkeypatch):
+    import bitsandbytes.functional
+
+    def no_kernel(*args, **kwargs):
+        raise NotImplementedError("no kernel for this device\nmore detail")
+
+    monkeypatch.setattr(bitsandbytes.functional, "quantize_4bit", no_kernel)
+    with pytest.raises(ModelLoadError, match=r"cannot quantize on device 'cpu' \(no kernel for this device\).*load_in_4bit=False"):
+        load_target(str(tiny_folders["llama"]), load_in_4bit=True)
+
+
 def test_hyperdas_gradients_through_a_4bit_target_match_bf16(quantized_pairs):
     from hyperdas.editor import HyperDAS, HyperDASConfig
     from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
