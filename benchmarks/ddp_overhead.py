@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -97,15 +96,9 @@ def launch(args, processes: int, threads: int) -> dict:
               "--model", args.model, "--layer", str(args.layer), "--k", str(args.k), "--n-blocks", str(args.n_blocks),
               "--batch-size", str(args.batch_size), "--repeats", str(args.repeats), "--results", args.results]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    if processes == 1:
-        command = [sys.executable, *script]
-    else:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes",
-                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(port), *script]
+    from hyperdas.distributed import launch_command
+
+    command = [sys.executable, *script] if processes == 1 else launch_command(processes, script)
     subprocess.run(command, check=True, env=env, cwd=REPO)
     return json.loads(out.read_text())
 

@@ -140,6 +140,21 @@ def runtime(device: str = "cpu", micro_batch: int | None = None, load_in_4bit: b
     return Runtime(Accelerator(**kwargs), micro_batch)
 
 
+def launch_command(processes: int, program: list[str]) -> list[str]:
+    """`accelerate launch` of `program` (["-m", "module", ...] or [script, ...]) on this machine's
+    CPUs or GPUs, on a free port (runs may share the machine)."""
+    import socket
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes",
+            str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port), *program]
+
+
 def local_device(device: str) -> str:
     """A bare "cuda" names this process's own GPU when a launcher started several processes."""
     if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:

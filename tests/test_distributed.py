@@ -3,9 +3,7 @@
 every result and checkpoint once, and leave checkpoints a single process loads."""
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -130,13 +128,7 @@ def _loads_single_process(method, target, one: Path, two: Path) -> None:
 
 
 def _launch(args: list[str], processes: int) -> subprocess.CompletedProcess:
-    with socket.socket() as s:  # a free port: tests may run beside other distributed jobs
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launcher = Path(sys.executable).parent / "accelerate"
-    command = [str(launcher), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-               "-m", "hyperdas.train", *args]
+    command = distributed.launch_command(processes, ["-m", "hyperdas.train", *args])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
