@@ -128,7 +128,7 @@ def runtime(device: str = "cpu", micro_batch: int | None = None, load_in_4bit: b
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
     if world <= 1:
         return Runtime(None, micro_batch)
-    check_processes(world, device)
+    check_processes(int(os.environ.get("LOCAL_WORLD_SIZE", world)), device)  # this machine's processes
     cpu = torch.device(device).type == "cpu"
     if fsdp and (cpu or load_in_4bit):
         raise DistributedError("FSDP shards over CUDA devices and a target in bf16/float32: "
