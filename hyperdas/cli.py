@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.results or params.get("results_root") or "results")
     target = load_target(model_config)
     pairs = load_pairs(params.get("pairs_in") or pairs_dir(root, target.name))
+    if das is not None and args.attribute not in set(pairs["train"]["target_attribute"]):
+        found = sorted(set(pairs["train"]["target_attribute"]))
+        print(f"error: --attribute {args.attribute!r} has no training pairs; attributes present: {found}", file=sys.stderr)
+        return 2
     name = args.method if das is None else f"{args.method}-{args.attribute}"
     out = results_dir(root, target.name) / "checkpoints" / name
     if das is None:

@@ -32,3 +32,12 @@ def test_cli_names_bad_input(capsys):
     assert "no profile 'nope'" in capsys.readouterr().err
     assert main(["--config", "smoke", "--set", "subspace=pca"]) == 2
     assert "subspace='pca'" in capsys.readouterr().err
+
+
+def test_cli_names_an_attribute_without_pairs(synthetic_data, synthetic_known, synthetic_target, tmp_path, capsys):
+    pairs = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
+                        PairConfig(max_pairs={"train": 20, "val": 6, "test": 6}))
+    folder = save_pairs(pairs, tmp_path / "pairs", {})
+    code = main(["--config", "smoke", "--results", str(tmp_path), "--no-progress", "--set", f"pairs_in={folder}",
+                 "--method", "mdas", "--attribute", "Altitude"])
+    assert code == 2 and "--attribute 'Altitude' has no training pairs; attributes present: [" in capsys.readouterr().err
