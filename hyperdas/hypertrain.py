@@ -71,6 +71,11 @@ class HyperTrainConfig(FrozenConfig):
         return self.temperature_from + (self.temperature_to - self.temperature_from) * step / max(self.steps, 1)
 
 
+def checkpoint_folder(out_dir: str | Path, layer: int) -> Path:
+    """Where notebook 03 keeps its model for `layer` (and notebook 04 finds it): one per layer."""
+    return Path(out_dir) / "checkpoints" / f"hyperdas-layer{layer}"
+
+
 def save_hyperdas(folder: str | Path, model: HyperDAS, train_config: HyperTrainConfig | None = None,
                   extra: dict | None = None, state: dict | None = None) -> Path:
     """Trainable weights (safetensors) + configs; `state`: weights gathered elsewhere (FSDP)."""

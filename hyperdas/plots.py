@@ -158,6 +158,15 @@ def _sweep_frame(results: Results) -> pd.DataFrame:
                           "k": r["config"]["k"], **r["val"]} for r in sweep["runs"]]).assign(attribute=sweep["attribute"])
 
 
+def _hyperdas_layers(results: Results) -> list[dict]:
+    """HyperDAS records of every layer notebook 03 ran (hyperdas_layers.json), else its latest run."""
+    try:
+        sections = results.json("hyperdas_layers.json")
+    except Missing:
+        return results.records("hyperdas.json")
+    return [r for key, section in sections.items() if key.startswith("layer") for r in section["records"]]
+
+
 def layer_sweep(results: Results):
     """Cause / Iso / Disentangle against the intervention layer (notebook 02's sweep and layers)."""
     rows = []
@@ -168,7 +177,7 @@ def layer_sweep(results: Results):
         pass
     try:
         rows += [{"method": "HyperDAS (soft)", "layer": r["layer"], "scored on": "test", **{m: r[m] for m in METRICS}}
-                 for r in results.records("hyperdas.json") if r["mode"] == "soft"]
+                 for r in _hyperdas_layers(results) if r["mode"] == "soft"]
     except Missing:
         pass
     try:

@@ -99,3 +99,17 @@ def test_reference_numbers_carry_their_source():
     reference = json.loads((plots.REFERENCE_DIR / "llama3-8b.json").read_text())
     for entry in reference["main"] + reference["blocks_cross_attention"]:
         assert "2503.10894" in entry["source"] or "official" in entry["source"]
+
+
+def test_layer_sweep_draws_hyperdas_at_every_layer_notebook_03_ran(tmp_path):
+    """hyperdas.json keeps the latest run; hyperdas_layers.json every layer's (a layer sweep)."""
+    folder = make_results(tmp_path / "results")
+    rng = random.Random(1)
+    (folder / "hyperdas_layers.json").write_text(json.dumps({"written_at": "now", **{
+        f"layer{layer}": {"records": [{"domain": "city", "method": "hyperdas", "mode": m, "attribute": a, "layer": layer,
+                                       **_m(rng)} for m in MODES for a in ATTRIBUTES]} for layer in (1, 2)}}))
+    layers = sorted({r["layer"] for r in plots._hyperdas_layers(plots.Results(folder))})
+    assert layers == [1, 2]
+    plots.layer_sweep(plots.Results(folder))
+    (folder / "hyperdas_layers.json").unlink()
+    assert {r["layer"] for r in plots._hyperdas_layers(plots.Results(folder))} == {2}  # hyperdas.json alone
