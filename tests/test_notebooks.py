@@ -44,6 +44,9 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert {(r["mode"], r["attribute"]) for r in hyper["records"]} == \
         {(m, a) for m in ("soft", "one_to_many", "one_to_one") for a in ("Country", "Continent", "Language")}
     assert hyper["config"]["hyperdas"]["layer"] == 0 and hyper["steps_run"] == 20
+    layers = json.loads((out / "hyperdas_layers.json").read_text())
+    assert layers["layer0"]["records"] == hyper["records"]  # the layer sweep's copy of this run
+    assert (out / "checkpoints" / "hyperdas-layer0" / "hyperdas.safetensors").is_file()
     log = (out / "train_log.jsonl").read_text().splitlines()
     assert len(log) == 20 and json.loads(log[-1])["method"] == "hyperdas"
     selections = json.loads((out / "selections" / "test_examples.json").read_text())
