@@ -74,9 +74,9 @@ def timed(fn, repeats: int, device: str) -> list[float]:
 
 def _allocated(device: str) -> int:
     """Bytes held now: allocated GPU memory, or the resident set on a CPU (dry runs)."""
-    from hyperdas.memory import _in_use
+    from hyperdas.memory import in_use
 
-    return _in_use(torch.device(device))
+    return in_use(torch.device(device))
 
 
 def _reset_peak(device: str) -> None:

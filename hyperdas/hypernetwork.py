@@ -6,8 +6,9 @@ to the source's states -> cross-attention to the base's states -> MLP, each pre-
 Every weight is a copy of the target's (the cross-attentions start as copies of the block's
 self-attention: separate storage, so training one never moves another), or freshly initialised
 with ``init="scratch"``. A 4-bit target's linears are copied de-quantised (bf16), so the
-hypernetwork trains in full precision while the frozen target stays in 4-bit. The attention arithmetic is written here, from the copied projections,
-so it works for any Llama / Qwen2 / Gemma-style block (q/k/v/o projections, two norms, an MLP).
+hypernetwork trains in full precision while the frozen target stays in 4-bit. The attention
+arithmetic is written here, from the copied projections, so it works for any Llama / Qwen2 /
+Gemma-style block (q/k/v/o projections, two norms, an MLP).
 """
 from __future__ import annotations
 

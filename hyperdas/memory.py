@@ -58,7 +58,8 @@ def hypernetwork_parameters(target, config) -> int:
     return total
 
 
-def _in_use(device: torch.device) -> int:
+def in_use(device: torch.device) -> int:
+    """Bytes this process holds now: allocated GPU memory, or the resident set on a CPU."""
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device)
     status = Path("/proc/self/status")
@@ -151,7 +152,7 @@ def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: i
     else:
         edited = upper * per_block + 3 * B * T * D * dtype_bytes
     weights = sum(p.numel() * p.element_size() for p in target.model.parameters())
-    return MemoryEstimate(in_use=_in_use(target.device), target_weights=weights, hypernetwork=4 * params * dtype_bytes,
+    return MemoryEstimate(in_use=in_use(target.device), target_weights=weights, hypernetwork=4 * params * dtype_bytes,
                           read_states=read, hypernetwork_activations=hyper_acts, edited_pass=edited,
                           device=str(target.device))
 
