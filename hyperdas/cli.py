@@ -23,7 +23,8 @@ from pathlib import Path
 from hyperdas.batch import ProfileError, load_profile, parse_overrides
 
 # notebook parameter -> (config, field)
-_MODEL_FIELDS = ("layer", "k", "n_blocks", "init", "subspace", "source_ca", "base_ca", "include_suffix")
+_MODEL_FIELDS = ("layer", "k", "n_blocks", "init", "subspace", "source_ca", "base_ca", "include_suffix",
+                 "position_offsets")
 _TRAIN_FIELDS = {"hyper_steps": "steps", "hyper_batch_size": "batch_size", "hyper_lr": "lr",
                  "hyper_lr_rotation": "lr_rotation", "causal_weight": "causal_weight", "iso_weight": "iso_weight",
                  "hyper_eval_every": "eval_every", "hyper_max_val_pairs": "max_val_pairs", "seed": "seed"}

@@ -35,6 +35,7 @@ class HyperDASConfig(FrozenConfig):
     source_ca: bool = True
     base_ca: bool = True
     symmetric_features: bool = False
+    position_offsets: int = 0            # > 0: learned offset features in the selection head (our addition)
     include_suffix: bool = False         # let the hypernetwork read the prompt after the entity
     selection_heads: int = 8
     instruction: str = DEFAULT_INSTRUCTION  # str.format over the pair's fields
@@ -64,23 +65,60 @@ def _right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, t
     return ids.to(device), mask.to(device)
 
 
+def length_groups(widths: list[int], min_saving: float = 0.15) -> list[list[int]]:
+    """Row indices split in two groups by width (shortest first) where that pads at least
+    `min_saving` fewer tokens than one batch; else one group. Each extra pass costs per-call
+    overhead, so small savings are not worth it."""
+    order = sorted(range(len(widths)), key=lambda i: widths[i])
+    one = max(widths) * len(widths)
+    best, cut = one, None
+    for split in range(1, len(order)):
+        padded = widths[order[split - 1]] * split + widths[order[-1]] * (len(order) - split)
+        if padded < best:
+            best, cut = padded, split
+    if cut is None or best > (1 - min_saving) * one:
+        return [list(range(len(widths)))]
+    return [order[:cut], order[cut:]]
+
+
 @torch.no_grad()
 def read_states(target, rows: list[list[int]], last_selectable: list[int], layer: int, whole: bool = False):
     """The target's view of right-padded `rows`: (layer-L states (B, T, D), selectable mask (B, T),
     normalised states of every layer at positions <= the last selectable flattened (B, S, D), their
     mask). Rows are run up to their last selectable token only (causal attention: later tokens
     change nothing before it), unless `whole`: then T covers the whole rows, so the layer-L states
-    can start the edited run (`hyperdas.hooks.start_after`)."""
+    can start the edited run (`hyperdas.hooks.start_after`). Rows of very different widths are
+    run in two groups (`length_groups`), so the short ones are not padded to the longest; states
+    at padded positions are zero."""
+    widths = [len(r) if whole else last + 1 for r, last in zip(rows, last_selectable)]
+    cut, width = max(last_selectable) + 1, max(widths)
+    layer_l = flat = None
+    for group in length_groups(widths):
+        part_layer, part_flat = _read_group(target, [rows[i] for i in group], [last_selectable[i] for i in group],
+                                            layer, whole)
+        if layer_l is None:
+            layer_l = part_layer.new_zeros(len(rows), width, part_layer.shape[-1])
+            flat = part_flat.new_zeros(len(rows), cut, *part_flat.shape[2:])
+        index = torch.tensor(group, device=part_layer.device)
+        layer_l[index, : part_layer.shape[1]] = part_layer
+        flat[index, : part_flat.shape[1]] = part_flat
+    last = torch.tensor(last_selectable, device=layer_l.device)
+    lengths = torch.tensor([len(r) for r in rows], device=layer_l.device)
+    positions = torch.arange(width, device=layer_l.device)[None]
+    selectable = (positions <= last[:, None]) & (positions < lengths[:, None])
+    n = flat.shape[2]
+    flat_mask = selectable[:, :cut, None].expand(-1, -1, n).flatten(1)
+    return layer_l, selectable, flat.flatten(1, 2), flat_mask
+
+
+def _read_group(target, rows: list[list[int]], last_selectable: list[int], layer: int, whole: bool):
+    """One read pass: (layer-L states (b, T, D), normalised states of every layer up to the last
+    selectable position (b, cut, n+1, D))."""
     cut = max(last_selectable) + 1
     ids, mask = _right_pad([r if whole else r[:cut] for r in rows], target.tokenizer.pad_token_id or 0, target.device)
     out = target.model.get_decoder()(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
-    states = torch.stack([h[:, :cut] for h in out.hidden_states], dim=2)  # (B, cut, n+1, D)
-    last = torch.tensor(last_selectable, device=ids.device)
-    selectable = (torch.arange(ids.shape[1], device=ids.device)[None] <= last[:, None]) & mask
-    n = states.shape[2]
-    flat = nn.functional.normalize(states.float(), dim=-1).flatten(1, 2)
-    flat_mask = selectable[:, :cut, None].expand(-1, -1, n).flatten(1)
-    return out.hidden_states[layer + 1], selectable, flat, flat_mask
+    states = torch.stack([h[:, :cut] for h in out.hidden_states], dim=2)  # (b, cut, n+1, D)
+    return out.hidden_states[layer + 1], nn.functional.normalize(states.float(), dim=-1)
 
 
 class HyperDAS(nn.Module):
@@ -93,7 +131,8 @@ class HyperDAS(nn.Module):
             raise ValueError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
         self.config, self.target_name = config, target.name
         self.hypernetwork = HyperNetwork(target, config.n_blocks, config.source_ca, config.base_ca, config.init)
-        self.selection = SelectionHead(target.hidden_size, config.selection_heads, config.symmetric_features)
+        self.selection = SelectionHead(target.hidden_size, config.selection_heads, config.symmetric_features,
+                                       config.position_offsets)
         self.subspace = Subspace(config.subspace, target.hidden_size, config.k)
 
     def forward(self, instruction, base_view, source_view, mode: str = "soft"):

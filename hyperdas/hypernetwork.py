@@ -110,13 +110,13 @@ class Attention(nn.Module):
         if rope is not None:
             cos, sin = (t.unsqueeze(1) for t in rope)
             q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-        if self.n_kv_heads != self.n_heads:
-            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
         mask = kv_mask[:, None, None, :].expand(B, 1, T, S)
         if causal:
             mask = mask & torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
-        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
+        # grouped-query heads shared inside the kernel: repeating k/v over ~30 layers' states
+        # cost about 0.07 s of a SmolLM2 step (copies forward, sums backward)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling,
+                                                         enable_gqa=self.n_kv_heads != self.n_heads)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 

@@ -4,6 +4,13 @@ For every (source i, base j) pair a feature ``Linear([h_base_j ; h_source_i])`` 
 "keep base" row per base position whose feature is h_base_j; the instruction's state z attends over
 them (scores averaged over heads). A softmax over the Ts+1 rows of each base column gives
 A (B, Ts+1, Tb): row i < Ts is source token i, the last row is "keep the base vector".
+
+`offsets` > 0 (our addition, off by default): each pair feature also gets a learned vector for how
+far the source token, and one for how far the base token, sits before its prompt's last selectable
+token (the entity's last token unless the suffix is read), bucketed at `offsets`. They start at zero,
+so training starts from the paper's head. Token states alone do not always say where a prompt's
+entity ends: on held-out templates the paper's head can prefer a template word whose state it never
+saw (measured on the synthetic world, see tests/test_hyperdas_known_answers.py).
 """
 from __future__ import annotations
 
@@ -15,25 +22,47 @@ BIDDING_FLOOR = 0.1
 
 
 class SelectionHead(nn.Module):
-    def __init__(self, hidden: int, n_heads: int, symmetric: bool = False):
+    def __init__(self, hidden: int, n_heads: int, symmetric: bool = False, offsets: int = 0):
         super().__init__()
         if hidden % n_heads:
             raise ValueError(f"hidden size {hidden} is not divisible by {n_heads} selection heads")
+        if offsets < 0:
+            raise ValueError(f"offsets={offsets}: the number of position-offset buckets must be >= 0")
         self.n_heads, self.symmetric = n_heads, symmetric
         self.pair = nn.Linear(2 * hidden, hidden)
         self.query = nn.Linear(hidden, hidden)
         self.key = nn.Linear(hidden, hidden)
+        self.offsets = offsets
+        if offsets:
+            self.base_offset = nn.Parameter(torch.zeros(offsets, hidden))
+            self.source_offset = nn.Parameter(torch.zeros(offsets, hidden))
 
-    def pair_features(self, base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """(B, Ts+1, Tb, D): Linear([h_base_j ; h_source_i]) for every pair, then the keep-base row."""
+    def offset_features(self, mask: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(B, T, D): the learned vector of each position's distance before its row's last
+        selectable position (`mask` is True on a prefix of each row), the last bucket shared by all
+        farther ones; zero where unselectable."""
+        last = mask.long().sum(dim=1, keepdim=True) - 1
+        distance = (last - torch.arange(mask.shape[1], device=mask.device)[None]).clamp(0, self.offsets - 1)
+        return table[distance] * mask[..., None]
+
+    def pair_features(self, base: torch.Tensor, source: torch.Tensor, base_mask: torch.Tensor | None = None,
+                      source_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Ts+1, Tb, D): Linear([h_base_j ; h_source_i]) for every pair (plus the offset vectors
+        when the head has them; the masks say where each row's selectable prefix ends), then the
+        keep-base row."""
         D = base.shape[-1]
         w_base, w_source = self.pair.weight[:, :D], self.pair.weight[:, D:]
         if self.symmetric:  # the same map on both sides: the feature cannot tell base from source
             w_source = w_base
-        feats = (base @ w_base.T)[:, None, :, :] + (source @ w_source.T)[:, :, None, :] + self.pair.bias
+        base_part, source_part = base @ w_base.T, source @ w_source.T
+        if self.offsets:
+            base_part = base_part + self.offset_features(base_mask, self.base_offset)
+            source_part = source_part + self.offset_features(source_mask, self.source_offset)
+        feats = base_part[:, None, :, :] + source_part[:, :, None, :] + self.pair.bias
         return torch.cat([feats, base[:, None]], dim=1)
 
-    def scores(self, z: torch.Tensor, base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    def scores(self, z: torch.Tensor, base: torch.Tensor, source: torch.Tensor, base_mask: torch.Tensor | None = None,
+               source_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, Ts+1, Tb) head-summed scores of z against key(pair_features(...)), unscaled.
 
         Key and pair map are linear, so a pair's key is key_b(h_base_j) + key_s(h_source_i) + c:
@@ -47,6 +76,9 @@ class SelectionHead(nn.Module):
         kq = q @ self.key.weight                                            # q·(K x) = (Kᵀq)·x
         base_term = base @ (w_base.T @ kq[:, :, None])                      # (B, Tb, 1)
         source_term = source @ (w_source.T @ kq[:, :, None])                # (B, Ts, 1)
+        if self.offsets:  # the offset vectors enter the pair feature, hence the key, linearly too
+            base_term = base_term + self.offset_features(base_mask, self.base_offset) @ kq[:, :, None]
+            source_term = source_term + self.offset_features(source_mask, self.source_offset) @ kq[:, :, None]
         constant = (q * (self.pair.bias @ self.key.weight.T + self.key.bias)).sum(-1)
         pairs = base_term.transpose(1, 2) + source_term + constant[:, None, None]
         keep = (base @ kq[:, :, None]).transpose(1, 2) + (q * self.key.bias).sum(-1)[:, None, None]
@@ -56,7 +88,7 @@ class SelectionHead(nn.Module):
                 source_mask: torch.Tensor) -> torch.Tensor:
         """Soft selection A (B, Ts+1, Tb); masked sources get 0, unselectable base columns keep base."""
         B, Tb, D = base.shape
-        scores = self.scores(z, base, source) / ((D // self.n_heads) ** 0.5 * self.n_heads)
+        scores = self.scores(z, base, source, base_mask, source_mask) / ((D // self.n_heads) ** 0.5 * self.n_heads)
         allowed = torch.cat([source_mask, torch.ones_like(source_mask[:, :1])], dim=1)[:, :, None].expand(-1, -1, Tb)
         allowed = allowed & base_mask[:, None, :] | _keep_row(B, source.shape[1] + 1, Tb, base.device) & ~base_mask[:, None, :]
         return scores.masked_fill(~allowed, float("-inf")).softmax(dim=1)

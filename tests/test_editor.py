@@ -79,6 +79,34 @@ def test_edited_run_started_from_the_read_pass_equals_the_full_run(synthetic_tar
     torch.testing.assert_close(started, full)
 
 
+def test_length_groups_split_only_when_it_saves_padding():
+    from hyperdas.editor import length_groups
+
+    assert length_groups([5, 20, 6, 19]) == [[0, 2], [3, 1]]          # 80 padded tokens -> 12 + 40
+    assert length_groups([10, 11, 12, 12]) == [[0, 1, 2, 3]]          # saves under 15%: one pass
+    assert length_groups([7]) == [[0]]
+
+
+def test_read_passes_in_groups_equal_one_padded_pass(synthetic_target, enc, monkeypatch):
+    """Rows read in groups (here interleaved, so the scatter back into batch order is checked) give
+    the states, selection and logits of one padded pass."""
+    import hyperdas.editor as editor_module
+
+    torch.manual_seed(0)
+    model = HyperDAS(synthetic_target, CONFIG.replace(position_offsets=4)).eval()
+    torch.nn.init.normal_(model.selection.base_offset), torch.nn.init.normal_(model.selection.source_offset)
+    index = list(range(12))
+    with torch.no_grad():
+        monkeypatch.setattr(editor_module, "length_groups", lambda widths: [list(range(len(widths)))])
+        single, _ = intervened_logits(synthetic_target, 0, Inference(model), enc, index, None)
+        A_single = model.last_plan[0]
+        monkeypatch.setattr(editor_module, "length_groups",
+                            lambda widths: [list(range(1, len(widths), 2)), list(range(0, len(widths), 2))])
+        grouped, _ = intervened_logits(synthetic_target, 0, Inference(model), enc, index, None)
+    torch.testing.assert_close(grouped, single, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model.last_plan[0], A_single, atol=1e-5, rtol=1e-4)
+
+
 def test_selection_never_reads_past_the_entity(synthetic_target, model, enc):
     with torch.no_grad():
         intervened_logits(synthetic_target, 0, Inference(model), enc, list(range(8)), None)

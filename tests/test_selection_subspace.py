@@ -33,17 +33,40 @@ def test_symmetric_pair_features_do_not_tell_base_from_source():
     assert torch.allclose(head.pair_features(a, b)[0, 0, 0], head.pair_features(b, a)[0, 0, 0])
 
 
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_split_scores_equal_the_pair_by_pair_attention(symmetric):
+@pytest.mark.parametrize("symmetric,offsets", [(False, 0), (True, 0), (False, 3)])
+def test_split_scores_equal_the_pair_by_pair_attention(symmetric, offsets):
     torch.manual_seed(0)
-    z, base, _, source, _ = _inputs()
-    head = SelectionHead(16, 4, symmetric)
+    z, base, base_mask, source, source_mask = _inputs()
+    head = SelectionHead(16, 4, symmetric, offsets)
+    if offsets:  # trained offset vectors (they start at zero)
+        torch.nn.init.normal_(head.base_offset), torch.nn.init.normal_(head.source_offset)
     B, Tb, D = base.shape
-    feats = head.pair_features(base, source)                             # (B, Ts+1, Tb, D)
+    feats = head.pair_features(base, source, base_mask, source_mask)    # (B, Ts+1, Tb, D)
     q = head.query(z).view(B, 4, D // 4)
     k = head.key(feats).view(B, feats.shape[1], Tb, 4, D // 4)
     reference = torch.einsum("bhd,bijhd->bij", q, k)                     # every pair, every head
-    assert torch.allclose(head.scores(z, base, source), reference, atol=1e-4)
+    assert torch.allclose(head.scores(z, base, source, base_mask, source_mask), reference, atol=1e-4)
+
+
+def test_offset_features_count_back_from_the_last_selectable_token():
+    head = SelectionHead(4, 1, offsets=3)
+    with torch.no_grad():
+        head.source_offset.copy_(torch.arange(3.0)[:, None].expand(3, 4))  # bucket b -> the vector (b, b, b, b)
+    mask = torch.tensor([[True, True, True, True, True, False], [True, True, False, False, False, False]])
+    distance = head.offset_features(mask, head.source_offset)[..., 0]
+    # the last selectable token is 0 back, farther ones share the last bucket, unselectable ones get 0
+    assert distance.tolist() == [[2, 2, 2, 1, 0, 0], [1, 0, 0, 0, 0, 0]]
+
+
+def test_offset_head_starts_as_the_papers_head():
+    z, base, base_mask, source, source_mask = _inputs()
+    torch.manual_seed(0)
+    paper = SelectionHead(16, 4)
+    torch.manual_seed(0)
+    with_offsets = SelectionHead(16, 4, offsets=8)
+    assert torch.equal(paper(z, base, base_mask, source, source_mask), with_offsets(z, base, base_mask, source, source_mask))
+    with pytest.raises(ValueError, match="offsets=-1"):
+        SelectionHead(16, 4, offsets=-1)
 
 
 def test_hard_modes():
