@@ -246,14 +246,19 @@ def sparsity(runner: AblationRunner, settings=None) -> list[dict]:
     return records
 
 
-def symmetric(runner: AblationRunner) -> list[dict]:
-    """3. Symmetric vs asymmetric pair features: which entity sub-token is picked, per attribute."""
+def symmetric(runner: AblationRunner, offsets: int = 8) -> list[dict]:
+    """3. Symmetric vs asymmetric pair features: which entity sub-token is picked, per attribute.
+    A third variant toggles our position-offset features on the asymmetric head (`offsets`
+    buckets when the configuration has none, none when it has them)."""
+    own = runner.config.position_offsets
+    toggled = 0 if own else offsets
+    variants = [("asymmetric", False, own), ("symmetric", True, own),
+                (f"asymmetric, offsets {toggled}" if toggled else "asymmetric, no offsets", False, toggled)]
     records = []
-    for sym in (False, True):
-        config = runner.config.replace(symmetric_features=sym)
+    for name, sym, n in variants:
+        config = runner.config.replace(symmetric_features=sym, position_offsets=n)
         model = runner.trained(config).model
-        records.append(runner.record("symmetric", "symmetric" if sym else "asymmetric",
-                                     runner.score(Inference(model, runner.settings.mode)), config,
+        records.append(runner.record("symmetric", name, runner.score(Inference(model, runner.settings.mode)), config,
                                      picks=subtoken_picks(runner, model)))
     return records
 

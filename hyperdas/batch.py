@@ -100,6 +100,25 @@ def run_notebook(book: Path, params: dict, out_dir: Path, profile: str) -> RunRe
     return RunRecord(profile, book.name, status, time.perf_counter() - start, output, error)
 
 
+def notebook_defaults(book: str | Path, skip: tuple[str, ...] = ("results_root", "pairs_in")) -> dict:
+    """A notebook's `parameters` cell as values (literals only), so that code outside the notebook
+    (the CLI) starts from the same defaults; `skip`: paths that are relative to notebooks/."""
+    import ast
+
+    import papermill
+
+    book = Path(book) if Path(book).suffix else NOTEBOOKS / f"{book}.ipynb"
+    values = {}
+    for name, spec in papermill.inspect_notebook(str(book)).items():
+        if name in skip:
+            continue
+        try:
+            values[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError) as err:
+            raise ProfileError(f"{book.name}: parameter {name} = {spec['default']} is not a literal") from err
+    return values
+
+
 def declared_parameters(books: list[Path]) -> set[str]:
     import papermill
 

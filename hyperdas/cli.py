@@ -9,6 +9,8 @@ wrapped by the accelerator (DDP; FSDP with `accelerate launch --use_fsdp`), the 
 profile's whatever the process count (`--micro-batch` cuts each process's share further, with
 gradient accumulation), and only the main process writes (`hyperdas.distributed`).
 
+Unset parameters take the defaults of the notebook that trains the method (HyperDAS: notebook 03,
+DAS/MDAS: notebook 02), so the CLI and `make reproduce` train the same thing from the same profile.
 Overrides are YAML-typed (`true`/`false`, numbers, lists), so every switch can be turned off.
 Writes the checkpoint, its log and `<method>_cli.json` (configs, best val, timings, process count)
 under ``<results>/<model>/checkpoints/<method>`` (DAS/MDAS: ``<method>-<attribute>``).
@@ -20,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from hyperdas.batch import ProfileError, load_profile, parse_overrides
+from hyperdas.batch import ProfileError, load_profile, notebook_defaults, parse_overrides
 
 # notebook parameter -> (config, field)
 _MODEL_FIELDS = ("layer", "k", "n_blocks", "init", "subspace", "source_ca", "base_ca", "include_suffix",
@@ -42,6 +44,7 @@ def configs_from(params: dict):
     return model, hyper, train
 
 
+TRAINING_NOTEBOOK = {"hyperdas": "03_train_hyperdas", "das": "02_baselines", "mdas": "02_baselines"}
 _DAS_FIELDS = ("layer", "k", "lr", "batch_size", "steps", "eval_every", "patience", "max_val_pairs", "seed")
 
 
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from hyperdas.distributed import DistributedError, runtime
 
     try:
-        params = {**load_profile(args.config), **parse_overrides(args.overrides)}
+        params = {**notebook_defaults(TRAINING_NOTEBOOK[args.method]), **load_profile(args.config),
+                  **parse_overrides(args.overrides)}
         model_config, hyper, train = configs_from(params)
         das = das_config_from(params, args.method, args.attribute) if args.method != "hyperdas" else None
         run = runtime(model_config.device, args.micro_batch, model_config.load_in_4bit)

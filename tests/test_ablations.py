@@ -73,7 +73,10 @@ def test_a_lookup_table_run_alone_equals_the_same_run_after_others(synthetic_tar
 
 
 def test_symmetric_picks_are_distributions(runner):
-    for r in ablations.symmetric(runner):
+    records = ablations.symmetric(runner)
+    assert [(r["variant"], r["config"]["position_offsets"]) for r in records] == [
+        ("asymmetric", 0), ("symmetric", 0), ("asymmetric, offsets 8", 8)]
+    for r in records:
         for sides in r["picks"].values():
             for roles in sides.values():
                 assert sum(roles.values()) == pytest.approx(1.0)

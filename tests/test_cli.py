@@ -13,6 +13,18 @@ def test_profile_parameters_map_onto_the_configs():
     assert train.steps == 7 and train.lr == 0.01 and train.seed == 3  # `steps` is notebook 02's, not ours
 
 
+def test_cli_starts_from_the_training_notebooks_defaults():
+    """Before, unset fields fell back to the dataclass defaults (e.g. max_val_pairs 200; notebook 03: 60)."""
+    from hyperdas.batch import notebook_defaults
+    from hyperdas.cli import das_config_from
+
+    _, hyper, train = configs_from({**notebook_defaults("03_train_hyperdas"), "hyper_steps": 5})
+    assert (train.lr, train.lr_rotation, train.max_val_pairs, train.steps, hyper.k) == (1e-4, 1e-3, 60, 5, 32)
+    das = das_config_from(notebook_defaults("02_baselines"), "mdas", "Country")
+    assert (das.lr, das.steps, das.layer) == (3e-3, 60, 15)
+    assert "results_root" not in notebook_defaults("02_baselines")  # relative to notebooks/
+
+
 def test_cli_trains_and_writes(synthetic_data, synthetic_known, synthetic_target, tmp_path, capsys):
     pairs = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
                         PairConfig(max_pairs={"train": 40, "val": 12, "test": 12}))
