@@ -44,8 +44,8 @@ class HyperDASConfig(FrozenConfig):
         for field, value, allowed in (("init", self.init, INITS), ("subspace", self.subspace, KINDS)):
             if value not in allowed:
                 raise ConfigError(f"HyperDASConfig.{field}={value!r}: use one of {allowed}")
-        if self.n_blocks < 0 or self.k < 1:
-            raise ConfigError("HyperDASConfig: n_blocks must be >= 0 and k >= 1")
+        if self.n_blocks < 0 or self.k < 1 or self.position_offsets < 0:
+            raise ConfigError("HyperDASConfig: n_blocks and position_offsets must be >= 0 and k >= 1")
 
 
 def instruction_text(row, template: str = DEFAULT_INSTRUCTION) -> str:

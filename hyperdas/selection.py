@@ -41,6 +41,8 @@ class SelectionHead(nn.Module):
         """(B, T, D): the learned vector of each position's distance before its row's last
         selectable position (`mask` is True on a prefix of each row), the last bucket shared by all
         farther ones; zero where unselectable."""
+        if mask is None:
+            raise ValueError("a selection head with position offsets needs the base and source masks")
         last = mask.long().sum(dim=1, keepdim=True) - 1
         distance = (last - torch.arange(mask.shape[1], device=mask.device)[None]).clamp(0, self.offsets - 1)
         return table[distance] * mask[..., None]

@@ -67,6 +67,8 @@ def test_offset_head_starts_as_the_papers_head():
     assert torch.equal(paper(z, base, base_mask, source, source_mask), with_offsets(z, base, base_mask, source, source_mask))
     with pytest.raises(ValueError, match="offsets=-1"):
         SelectionHead(16, 4, offsets=-1)
+    with pytest.raises(ValueError, match="needs the base and source masks"):
+        with_offsets.scores(z, base, source)
 
 
 def test_hard_modes():
