@@ -1,0 +1,60 @@
+"""HyperDAS trained with another instruction template, e.g. without entity names, to see how much
+of its test score the names carry (notebook 04's conflict and blanked controls say they matter).
+
+Notebook 03's defaults (its `parameters` cell, as the CLI uses them), the given template in training
+and test, test scores in all three inference modes.
+    python benchmarks/hyperdas_instruction.py --name attribute_only --instruction "{target_attribute}"
+Writes the named section of results/<model>/instruction_runs.json.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from hyperdas.batch import notebook_defaults
+from hyperdas.cli import configs_from
+from hyperdas.data.dataset import load_pairs, pairs_dir
+from hyperdas.editor import Inference
+from hyperdas.evaluate import evaluate
+from hyperdas.hypertrain import encoded_pairs, train_hyperdas
+from hyperdas.models import load_target
+from hyperdas.results import results_dir, write_section
+from hyperdas.selection import MODES
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True, help="section name in instruction_runs.json")
+    parser.add_argument("--instruction", required=True, help="str.format template over the pair's fields")
+    parser.add_argument("--steps", type=int, default=None, help="default: notebook 03's hyper_steps")
+    parser.add_argument("--results", default=str(Path(__file__).resolve().parent.parent / "results"))
+    args = parser.parse_args()
+    params = notebook_defaults("03_train_hyperdas")
+    if args.steps:
+        params["hyper_steps"] = args.steps
+    model_config, config, train = configs_from(params)
+    config = config.replace(instruction=args.instruction)
+    torch.manual_seed(train.seed)
+    target = load_target(model_config)
+    pairs = load_pairs(pairs_dir(args.results, target.name))
+    result = train_hyperdas(target, pairs, config, train)
+    test = encoded_pairs(target, pairs["test"], config.instruction)
+    start, scores = time.perf_counter(), {}
+    for mode in MODES:
+        s = evaluate(target, config.layer, Inference(result.model, mode), test)[0]
+        scores[mode] = {"overall": s["overall"], "per_attribute": s["per_attribute"]}
+        print(mode, {k: round(v, 3) for k, v in s["overall"].items() if isinstance(v, float)}, flush=True)
+    section = {"model": target.name, "hyperdas": config.to_dict(), "train": train.to_dict(), "seed": train.seed,
+               "best_step": result.best_step, "best_val": result.best_val, "train_seconds": result.seconds,
+               "test_seconds": time.perf_counter() - start, "test": scores,
+               "val": [{"step": e["step"], **e["val"]} for e in result.history if "val" in e]}
+    path = results_dir(args.results, target.name) / "instruction_runs.json"
+    write_section(path, args.name, section)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
