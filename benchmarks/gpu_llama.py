@@ -192,13 +192,7 @@ def main() -> None:
     parser.add_argument("--shapes", default=None, help="JSON overriding Llama3-8B's shapes (tests: tiny ones)")
     parser.add_argument("--out", default=str(repo / "results" / "gpu"))
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script itself (tiny --shapes)")
-    parser.add_argument("--one-read-pass", action="store_true",
-                        help="read all rows in one padded pass (no length groups), to measure what grouping does")
     args = parser.parse_args()
-    if args.one_read_pass:
-        import hyperdas.editor
-
-        hyperdas.editor.length_groups = lambda widths: [list(range(len(widths)))]
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_llama.py measures a GPU and none is visible (torch.cuda.is_available() is False)")
     rows = json.loads(Path(args.rows).read_text()) if args.rows else default_rows(repo / "results")
@@ -211,7 +205,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if cuda else "cpu"
     report = {"what": "Llama3-8B architecture, random weights", "shapes": shapes, "device": gpu,
               "device_memory_gib": torch.cuda.get_device_properties(0).total_memory / GIB if cuda else None,
-              "environment": environment(), "one_read_pass": args.one_read_pass, "runs": {}}
+              "environment": environment(), "runs": {}}
     workdir = Path(tempfile.mkdtemp(prefix="llama-random-"))
     try:
         start = time.perf_counter()

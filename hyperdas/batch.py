@@ -13,6 +13,7 @@ each run's status, wall time and headline numbers; the exit status is non-zero w
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -101,21 +102,28 @@ def run_notebook(book: Path, params: dict, out_dir: Path, profile: str) -> RunRe
 
 
 def notebook_defaults(book: str | Path, skip: tuple[str, ...] = ("results_root", "pairs_in")) -> dict:
-    """A notebook's `parameters` cell as values (literals only), so that code outside the notebook
-    (the CLI) starts from the same defaults; `skip`: paths that are relative to notebooks/."""
+    """A notebook's `parameters` cell as values (literal assignments), so that code outside the
+    notebook (the CLI) starts from the same defaults; `skip`: paths relative to notebooks/. Read
+    from the notebook's JSON, so the CLI needs no notebook packages (papermill is an extra)."""
     import ast
 
-    import papermill
-
     book = Path(book) if Path(book).suffix else NOTEBOOKS / f"{book}.ipynb"
+    if not book.is_file():
+        raise ProfileError(f"no notebook {book}: the CLI takes its defaults from the repository's notebooks/")
+    cells = [c for c in json.loads(book.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ProfileError(f"{book.name} has {len(cells)} cells tagged 'parameters'; expected exactly one")
     values = {}
-    for name, spec in papermill.inspect_notebook(str(book)).items():
+    for node in ast.parse("".join(cells[0]["source"])).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
         if name in skip:
             continue
         try:
-            values[name] = ast.literal_eval(spec["default"])
-        except (ValueError, SyntaxError) as err:
-            raise ProfileError(f"{book.name}: parameter {name} = {spec['default']} is not a literal") from err
+            values[name] = ast.literal_eval(node.value)
+        except ValueError as err:
+            raise ProfileError(f"{book.name}: parameter {name} = {ast.unparse(node.value)} is not a literal") from err
     return values
 
 

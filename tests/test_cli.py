@@ -25,6 +25,25 @@ def test_cli_starts_from_the_training_notebooks_defaults():
     assert "results_root" not in notebook_defaults("02_baselines")  # relative to notebooks/
 
 
+def test_notebook_defaults_need_no_notebook_packages_and_name_a_non_literal(tmp_path, monkeypatch):
+    import json as json_module
+    import sys
+
+    import pytest
+
+    from hyperdas.batch import ProfileError, notebook_defaults
+
+    monkeypatch.setitem(sys.modules, "papermill", None)  # the CLI may run where only core deps are installed
+    assert notebook_defaults("03_train_hyperdas")["hyper_steps"] == 600
+    book = tmp_path / "nb.ipynb"
+    book.write_text(json_module.dumps({"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]},
+                                                  "source": ["steps = 3\n", "lr = 2 ** -3\n"]}]}))
+    with pytest.raises(ProfileError, match=r"nb.ipynb: parameter lr = .* is not a literal"):
+        notebook_defaults(book)
+    with pytest.raises(ProfileError, match="no notebook"):
+        notebook_defaults(tmp_path / "missing.ipynb")
+
+
 def test_cli_trains_and_writes(synthetic_data, synthetic_known, synthetic_target, tmp_path, capsys):
     pairs = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
                         PairConfig(max_pairs={"train": 40, "val": 12, "test": 12}))
