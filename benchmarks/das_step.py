@@ -20,17 +20,17 @@ from pathlib import Path
 import torch
 
 from hyperdas.data.dataset import load_pairs, pairs_dir
-from hyperdas.evaluate import encode, evaluate, intervened_logits, source_vectors
-from hyperdas.hooks import edit_residual
-from hyperdas.interventions import RotatedSpaceInterchange
-from hyperdas.models import load_target
-from hyperdas.results import results_dir, write_section
-from hyperdas.train import DASConfig, select_rows
+from hyperdas.target.evaluate import encode, evaluate, intervened_logits, source_vectors
+from hyperdas.target.hooks import edit_residual
+from hyperdas.das.interventions import RotatedSpaceInterchange
+from hyperdas.target.models import load_target
+from hyperdas.core.results import results_dir, write_section
+from hyperdas.das.training import DASConfig, select_rows
 
 
 def bare_step(target, layer, enc, index) -> None:
     """Frozen forward+backward of the same base rows, the gradient stopping at the layer's output."""
-    from hyperdas.data.scoring import answer_logits
+    from hyperdas.core.scoring import answer_logits
 
     rows = [enc.base[i] for i in index]
     wanted = [(r, enc.first[i] + t) for r, i in enumerate(index) for t in range(len(enc.answers[i]))]

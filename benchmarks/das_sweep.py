@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from hyperdas.data.dataset import load_pairs, pairs_dir
-from hyperdas.evaluate import encode, evaluate
-from hyperdas.interventions import FullInterchange
-from hyperdas.models import load_target
-from hyperdas.results import results_dir, write_json
-from hyperdas.train import DASConfig, select_rows, train_das
+from hyperdas.target.evaluate import encode, evaluate
+from hyperdas.das.interventions import FullInterchange
+from hyperdas.target.models import load_target
+from hyperdas.core.results import results_dir, write_json
+from hyperdas.das.training import DASConfig, select_rows, train_das
 
 
 def main() -> None:

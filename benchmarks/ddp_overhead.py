@@ -27,13 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def worker(args) -> None:
     from hyperdas.data.dataset import load_pairs, pairs_dir
-    from hyperdas.distributed import runtime
-    from hyperdas.editor import HyperDAS, HyperDASConfig
-    from hyperdas.evaluate import encode, intervened_logits, source_vectors
-    from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
-    from hyperdas.interventions import RotatedSpaceInterchange
-    from hyperdas.models import load_target
-    from hyperdas.train import DASConfig, select_rows, weighted_step
+    from hyperdas.target.distributed import runtime
+    from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+    from hyperdas.target.evaluate import encode, intervened_logits, source_vectors
+    from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+    from hyperdas.das.interventions import RotatedSpaceInterchange
+    from hyperdas.target.models import load_target
+    from hyperdas.das.training import DASConfig, select_rows
+    from hyperdas.target.distributed import weighted_step
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -96,7 +97,7 @@ def launch(args, processes: int, threads: int) -> dict:
               "--model", args.model, "--layer", str(args.layer), "--k", str(args.k), "--n-blocks", str(args.n_blocks),
               "--batch-size", str(args.batch_size), "--repeats", str(args.repeats), "--results", args.results]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    from hyperdas.distributed import launch_command
+    from hyperdas.target.distributed import launch_command
 
     command = [sys.executable, *script] if processes == 1 else launch_command(processes, script)
     subprocess.run(command, check=True, env=env, cwd=REPO)
@@ -118,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    from hyperdas.results import environment, results_dir, write_section
+    from hyperdas.core.results import environment, results_dir, write_section
 
     runs = {"1x2": launch(args, 1, 2), "2x1": launch(args, 2, 1)}
     section = {"model": args.model, "batch_size": args.batch_size, "layer": args.layer, "k": args.k,

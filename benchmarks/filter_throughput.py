@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from hyperdas.data.ravel import load_domain
-from hyperdas.data.scoring import check_answers
-from hyperdas.models import load_target
-from hyperdas.results import results_dir, write_section
+from hyperdas.core.scoring import check_answers
+from hyperdas.target.models import load_target
+from hyperdas.core.results import results_dir, write_section
 
 ATTRIBUTES = ("Country", "Continent", "Language")
 

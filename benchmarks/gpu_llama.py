@@ -3,10 +3,10 @@ Llama3-8B's architecture, loaded in bf16 and in 4-bit NF4 (issue 9).
 
 The weights are random (Llama3-8B's shapes, random init; offline lent machines reach no hub): step
 time and memory depend on the shapes, not on the values. The model is saved as a HF folder and
-loaded through `hyperdas.models.load_target`, the same path the paper profiles use. For each
+loaded through `hyperdas.target.models.load_target`, the same path the paper profiles use. For each
 loading: one HyperDAS training step (layer 15, k=128, 8 copied blocks, batch 16, paper optimiser)
 against one bare frozen forward+backward on the same rows, one MDAS step, peak allocated/reserved
-GPU memory against `hyperdas.memory`'s estimate, and the losses of a few steps on one batch.
+GPU memory against `hyperdas.hyper.memory`'s estimate, and the losses of a few steps on one batch.
     python benchmarks/gpu_llama.py --rows rows.json --tokenizer FOLDER [--out results/gpu]
 `--rows`: a JSON list of pair rows (as notebook 01 builds them); default: the embedded model's
 training pairs under results/. Writes <out>/llama3-8b-random_<gpu>.json.
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from hyperdas.editor import HyperDAS, HyperDASConfig
-from hyperdas.evaluate import encode, source_vectors
-from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
-from hyperdas.interventions import RotatedSpaceInterchange
-from hyperdas.memory import GIB, estimate_for
-from hyperdas.models import load_target
-from hyperdas.results import environment, write_json
+from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+from hyperdas.target.evaluate import encode, source_vectors
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+from hyperdas.das.interventions import RotatedSpaceInterchange
+from hyperdas.hyper.memory import GIB, estimate_for
+from hyperdas.target.models import load_target
+from hyperdas.core.results import environment, write_json
 
 from das_step import bare_step, das_step  # noqa: E402  same folder
 
@@ -74,7 +74,7 @@ def timed(fn, repeats: int, device: str) -> list[float]:
 
 def _allocated(device: str) -> int:
     """Bytes held now: allocated GPU memory, or the resident set on a CPU (dry runs)."""
-    from hyperdas.memory import in_use
+    from hyperdas.hyper.memory import in_use
 
     return in_use(torch.device(device))
 
@@ -197,7 +197,7 @@ def main() -> None:
         raise SystemExit("gpu_llama.py measures a GPU and none is visible (torch.cuda.is_available() is False)")
     rows = json.loads(Path(args.rows).read_text()) if args.rows else default_rows(repo / "results")
     if args.tokenizer is None:
-        from hyperdas.models import embedded_folder
+        from hyperdas.target.models import embedded_folder
 
         args.tokenizer = str(embedded_folder("smollm2-135m"))
     shapes = {**LLAMA3_8B, **json.loads(args.shapes or "{}")}

@@ -17,12 +17,12 @@ import torch
 from hyperdas.batch import notebook_defaults
 from hyperdas.cli import configs_from
 from hyperdas.data.dataset import load_pairs, pairs_dir
-from hyperdas.editor import Inference
-from hyperdas.evaluate import evaluate
-from hyperdas.hypertrain import encoded_pairs, train_hyperdas
-from hyperdas.models import load_target
-from hyperdas.results import results_dir, write_section
-from hyperdas.selection import MODES
+from hyperdas.hyper.model import Inference
+from hyperdas.target.evaluate import evaluate
+from hyperdas.hyper.training import encoded_pairs, train_hyperdas
+from hyperdas.target.models import load_target
+from hyperdas.core.results import results_dir, write_section
+from hyperdas.hyper.selection import MODES
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """HyperDAS training-step overhead, peak memory and evaluation throughput on the embedded model.
 
-One HyperDAS training step (`hyperdas.hypertrain.train_step`: read passes of base and source
+One HyperDAS training step (`hyperdas.hyper.training.train_step`: read passes of base and source
 without gradients, hypernetwork, selection, subspace, the edited base run, weighted CE +
 sparsity, backward, clipping, AdamW) against one bare frozen forward+backward of the target on
 the same base rows (gradient to the residual stream after the same layer; see das_step.py).
 Interleaved after warm-up; medians reported. Goal: ratio <= 2.0. Also the memory estimate that
-training prints (`hyperdas.memory`) against the peak resident set (goal: within 15%).
+training prints (`hyperdas.hyper.memory`) against the peak resident set (goal: within 15%).
     python benchmarks/hyperdas_step.py [--model smollm2-135m] [--layer 15] [--k 32] [--n-blocks 2]
 Writes the section "hyperdas_step" of results/<model>/benchmarks.json.
 """
@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from hyperdas.data.dataset import load_pairs, pairs_dir
-from hyperdas.editor import HyperDAS, HyperDASConfig, Inference
-from hyperdas.evaluate import evaluate
-from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
-from hyperdas.memory import estimate_for
-from hyperdas.models import load_target
-from hyperdas.results import results_dir, write_section
+from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference
+from hyperdas.target.evaluate import evaluate
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+from hyperdas.hyper.memory import estimate_for
+from hyperdas.target.models import load_target
+from hyperdas.core.results import results_dir, write_section
 
 from das_step import bare_step, timed  # noqa: E402  same folder: the shared reference step
 

@@ -14,12 +14,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hyperdas.results import results_dir, write_section
+from hyperdas.core.results import results_dir, write_section
 
 CHILD = """
 import json, resource, sys, time
 start = time.perf_counter()
-from hyperdas.models import load_target
+from hyperdas.target.models import load_target
 import transformers.models.auto.modeling_auto, transformers.models.auto.tokenization_auto
 imported = time.perf_counter()
 target = load_target(sys.argv[1])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from hyperdas.results import model_dir_name, read_json, write_json
+from hyperdas.core.results import model_dir_name, read_json, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"

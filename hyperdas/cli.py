@@ -1,13 +1,13 @@
 """Command line training of HyperDAS, DAS or MDAS from a profile (the notebooks' parameter names), e.g.
 
-    python -m hyperdas.train --config configs/cpu.yaml --set hyper_steps=50 --set source_ca=false
-    python -m hyperdas.train --config configs/cpu.yaml --method mdas --attribute Country
-    accelerate launch --multi_gpu --num_processes 2 -m hyperdas.train --config configs/cpu.yaml
+    python -m hyperdas.cli --config configs/cpu.yaml --set hyper_steps=50 --set source_ca=false
+    python -m hyperdas.cli --config configs/cpu.yaml --method mdas --attribute Country
+    accelerate launch --multi_gpu --num_processes 2 -m hyperdas.cli --config configs/cpu.yaml
 
 Under `accelerate launch` every process loads its own frozen target, the trainable module is
 wrapped by the accelerator (DDP; FSDP with `accelerate launch --use_fsdp`), the global batch stays the
 profile's whatever the process count (`--micro-batch` cuts each process's share further, with
-gradient accumulation), and only the main process writes (`hyperdas.distributed`).
+gradient accumulation), and only the main process writes (`hyperdas.target.distributed`).
 
 Unset parameters take the defaults of the notebook that trains the method (HyperDAS: notebook 03,
 DAS/MDAS: notebook 02), so the CLI and `make reproduce` train the same thing from the same profile.
@@ -33,9 +33,9 @@ _TRAIN_FIELDS = {"hyper_steps": "steps", "hyper_batch_size": "batch_size", "hype
 
 
 def configs_from(params: dict):
-    from hyperdas.config import ModelConfig
-    from hyperdas.editor import HyperDASConfig
-    from hyperdas.hypertrain import HyperTrainConfig
+    from hyperdas.core.config import ModelConfig
+    from hyperdas.hyper.model import HyperDASConfig
+    from hyperdas.hyper.training import HyperTrainConfig
 
     model = ModelConfig(spec=params.get("model", "smollm2-135m"), dtype=params.get("dtype", "auto"),
                         device=params.get("device", "cpu"), load_in_4bit=bool(params.get("load_in_4bit", False)))
@@ -49,7 +49,7 @@ _DAS_FIELDS = ("layer", "k", "lr", "batch_size", "steps", "eval_every", "patienc
 
 
 def das_config_from(params: dict, method: str, attribute: str):
-    from hyperdas.train import DASConfig
+    from hyperdas.das.training import DASConfig
 
     return DASConfig(method=method, target_attribute=attribute, **{f: params[f] for f in _DAS_FIELDS if f in params})
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
-    from hyperdas.distributed import DistributedError, runtime
+    from hyperdas.target.distributed import DistributedError, runtime
 
     try:
         params = {**notebook_defaults(TRAINING_NOTEBOOK[args.method]), **load_profile(args.config),
@@ -77,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from hyperdas.data.dataset import load_pairs, pairs_dir
-    from hyperdas.hypertrain import train_hyperdas
-    from hyperdas.models import load_target
-    from hyperdas.results import results_dir, write_json
-    from hyperdas.train import train_das
+    from hyperdas.hyper.training import train_hyperdas
+    from hyperdas.target.models import load_target
+    from hyperdas.core.results import results_dir, write_json
+    from hyperdas.das.training import train_das
 
     root = Path(args.results or params.get("results_root") or "results")
     target = load_target(model_config)
@@ -106,3 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "processes": run.world, "micro_batch": args.micro_batch, "fsdp": run.fsdp})
         print(f"best val {result.best_val} at step {result.best_step}; checkpoint in {out}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-from hyperdas.models import load_target
-from hyperdas.tiny import make_tiny_model
+from hyperdas.target.models import load_target
+from hyperdas.target.tiny import make_tiny_model
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -3,14 +3,14 @@ control tells a faithful intervention from a leaky one, and bad requests fail by
 import pytest
 import torch
 
-from hyperdas import ablations
-from hyperdas.ablations import AblationConfig, AblationRunner, entity_span, token_role
-from hyperdas.config import ConfigError
+from hyperdas.experiments import ablations
+from hyperdas.experiments.ablations import AblationConfig, AblationRunner, entity_span, token_role
+from hyperdas.core.config import ConfigError
 from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.editor import HyperDASConfig
-from hyperdas.hypertrain import HyperTrainConfig, save_hyperdas
-from hyperdas.interventions import FullInterchange
-from hyperdas.leakage import (FixedSelection, InstructionLeak, LookupTable, conflict_outcomes, conflict_rows,
+from hyperdas.hyper.model import HyperDASConfig
+from hyperdas.hyper.training import HyperTrainConfig, save_hyperdas
+from hyperdas.das.interventions import FullInterchange
+from hyperdas.experiments.leakage import (FixedSelection, InstructionLeak, LookupTable, conflict_outcomes, conflict_rows,
                               entity_vectors, swapped)
 
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)

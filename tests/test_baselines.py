@@ -1,10 +1,10 @@
 """run_baselines: one record per (method, attribute, layer), the same evaluation for all; named errors."""
 import pytest
 
-from hyperdas.baselines import run_baselines, table, target_attributes
+from hyperdas.das.baselines import run_baselines, table, target_attributes
 from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.hooks import LayerIndexError
-from hyperdas.train import DASConfig
+from hyperdas.target.hooks import LayerIndexError
+from hyperdas.das.training import DASConfig
 
 BASE = DASConfig(layer=1, k=8, batch_size=8, steps=4, eval_every=2, max_val_pairs=24)
 

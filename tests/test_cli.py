@@ -1,4 +1,4 @@
-"""python -m hyperdas.train: profile + YAML-typed overrides; switches can be turned off."""
+"""hyperdas-train (hyperdas.cli): profile + YAML-typed overrides; switches can be turned off."""
 import json
 
 from hyperdas.cli import configs_from, main

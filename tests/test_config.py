@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from hyperdas.config import ConfigError, ModelConfig
+from hyperdas.core.config import ConfigError, ModelConfig
 
 
 def test_round_trip(tmp_path):

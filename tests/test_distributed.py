@@ -1,4 +1,4 @@
-"""Multi-process training (hyperdas.distributed): two CPU processes over gloo, launched by
+"""Multi-process training (hyperdas.target.distributed): two CPU processes over gloo, launched by
 `accelerate launch`, give the loss trajectory of one process on the same global batch, write
 every result and checkpoint once, and leave checkpoints a single process loads."""
 import json
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hyperdas import distributed
+from hyperdas.target import distributed
 from hyperdas.cli import main
 from hyperdas.data.dataset import save_pairs
 from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.distributed import DistributedError, Runtime
+from hyperdas.target.distributed import DistributedError, Runtime
 
 # relative, per logged loss. Only the order of float sums differs between the runs (shards, thread
 # counts), but AdamW turns a gradient coordinate near zero into a full-size step of either sign, so
@@ -58,8 +58,8 @@ def test_fsdp_launches_that_cannot_work_are_refused(monkeypatch):
 def test_micro_batches_accumulate_to_the_same_step(synthetic_target, pairs_folder):
     """Gradient accumulation in one process: the step equals the whole batch's."""
     from hyperdas.data.dataset import load_pairs
-    from hyperdas.editor import HyperDASConfig
-    from hyperdas.hypertrain import HyperTrainConfig, train_hyperdas
+    from hyperdas.hyper.model import HyperDASConfig
+    from hyperdas.hyper.training import HyperTrainConfig, train_hyperdas
 
     pairs = load_pairs(pairs_folder)
     config = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4)
@@ -110,12 +110,12 @@ def _loads_single_process(method, target, one: Path, two: Path) -> None:
     `original` and rotations within the subspace are directions the loss does not see, where
     AdamW's steps follow float noise."""
     if method == "hyperdas":
-        from hyperdas.hypertrain import load_hyperdas
+        from hyperdas.hyper.training import load_hyperdas
 
         models = [load_hyperdas(d, target)[0] for d in (one, two)]
         rotations = [m.subspace.rotation.weight for m in models]
     else:
-        from hyperdas.train import load_checkpoint
+        from hyperdas.das.training import load_checkpoint
 
         models = [load_checkpoint(d, target.hidden_size)[0] for d in (one, two)]
         rotations = [m.rotation.weight for m in models]
@@ -128,7 +128,7 @@ def _loads_single_process(method, target, one: Path, two: Path) -> None:
 
 
 def _launch(args: list[str], processes: int) -> subprocess.CompletedProcess:
-    command = distributed.launch_command(processes, ["-m", "hyperdas.train", *args])
+    command = distributed.launch_command(processes, ["-m", "hyperdas.das.training", *args])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from hyperdas.config import ConfigError
+from hyperdas.core.config import ConfigError
 from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.editor import HyperDAS, HyperDASConfig, Inference, add_instructions, instruction_text
-from hyperdas.evaluate import encode, evaluate, generated_answers, intervened_logits
+from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference, add_instructions, instruction_text
+from hyperdas.target.evaluate import encode, evaluate, generated_answers, intervened_logits
 
 CONFIG = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
 
@@ -47,8 +47,8 @@ def test_an_example_does_not_depend_on_its_batch(synthetic_target, model, enc, m
 
 @pytest.mark.parametrize("mode", ["soft", "one_to_one"])
 def test_an_example_does_not_depend_on_padding_side(synthetic_target, model, enc, mode):
-    from hyperdas.evaluate import make_edit
-    from hyperdas.hooks import edit_residual
+    from hyperdas.target.evaluate import make_edit
+    from hyperdas.target.hooks import edit_residual
 
     method, index = Inference(model, mode), list(range(10))
     rows = [enc.base[i] for i in index]
@@ -69,7 +69,7 @@ def test_an_example_does_not_depend_on_padding_side(synthetic_target, model, enc
 
 
 def test_edited_run_started_from_the_read_pass_equals_the_full_run(synthetic_target, model, enc, monkeypatch):
-    import hyperdas.evaluate as evaluate_module
+    import hyperdas.target.evaluate as evaluate_module
 
     index = list(range(12))
     with torch.no_grad():
@@ -80,7 +80,7 @@ def test_edited_run_started_from_the_read_pass_equals_the_full_run(synthetic_tar
 
 
 def test_length_groups_split_only_when_it_saves_padding():
-    from hyperdas.editor import length_groups
+    from hyperdas.hyper.model import length_groups
 
     assert length_groups([5, 20, 6, 19]) == [[0, 2], [3, 1]]          # 80 padded tokens -> 12 + 40
     assert length_groups([10, 11, 12, 12]) == [[0, 1, 2, 3]]          # saves under 15%: one pass
@@ -90,7 +90,7 @@ def test_length_groups_split_only_when_it_saves_padding():
 def test_read_passes_in_groups_equal_one_padded_pass(synthetic_target, enc, monkeypatch):
     """Rows read in groups (here interleaved, so the scatter back into batch order is checked) give
     the states, selection and logits of one padded pass."""
-    import hyperdas.editor as editor_module
+    import hyperdas.hyper.model as editor_module
 
     torch.manual_seed(0)
     model = HyperDAS(synthetic_target, CONFIG.replace(position_offsets=4)).eval()

@@ -3,9 +3,9 @@ import time
 
 import pytest
 
-from hyperdas import models
-from hyperdas.hooks import record_residual
-from hyperdas.models import greedy_complete, load_target
+from hyperdas.target import models
+from hyperdas.target.hooks import record_residual
+from hyperdas.target.models import greedy_complete, load_target
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_residual_stream_of_real_model(embedded):
 def test_filter_rule_on_real_city_prompts(embedded):
     """Prefix reuse changes nothing on real RAVEL templates; a fact the model knows passes."""
     from hyperdas.data.ravel import load_domain
-    from hyperdas.data.scoring import check_answers
+    from hyperdas.core.scoring import check_answers
 
     target = embedded[1]
     data = load_domain("city")

@@ -48,7 +48,7 @@ def test_python_version_is_supported():
 
 
 def test_embedded_wheel_is_the_one_models_expects():
-    from hyperdas.models import KNOWN_MODELS
+    from hyperdas.target.models import KNOWN_MODELS
 
     name, version = _make_var("EMBEDDED_WHEEL").split("==")
     smol = KNOWN_MODELS["smollm2-135m"]

@@ -79,7 +79,7 @@ def test_model_fingerprint_follows_the_weights_not_the_path(tiny_folders, tmp_pa
     import torch
 
     from hyperdas.data.filter import model_fingerprint
-    from hyperdas.models import load_target
+    from hyperdas.target.models import load_target
 
     moved = shutil.copytree(tiny_folders["llama"], tmp_path / "llama")
     original, copy = load_target(str(tiny_folders["llama"])), load_target(str(moved))

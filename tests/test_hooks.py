@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from hyperdas.hooks import (LayerIndexError, edit_residual, patch_residual, record_residual, replace_at,
+from hyperdas.target.hooks import (LayerIndexError, edit_residual, patch_residual, record_residual, replace_at,
                             start_after)
-from hyperdas.models import greedy_complete
+from hyperdas.target.models import greedy_complete
 
 from conftest import hook_ids
 
@@ -165,7 +165,7 @@ def test_tuple_outputs_are_read_and_edited():
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
 def test_start_after_continues_from_the_given_stream_and_restores_the_blocks(tiny_folders, arch):
-    from hyperdas.models import load_target
+    from hyperdas.target.models import load_target
 
     target = load_target(str(tiny_folders[arch]))
     batch, blocks = _batch(target), list(target.layers)
@@ -200,7 +200,7 @@ def test_start_after_returns_tuples_where_blocks_do():
 def test_checkpointed_blocks_give_the_same_gradient_and_are_restored(tiny_llama):
     from contextlib import nullcontext
 
-    from hyperdas.hooks import checkpointed
+    from hyperdas.target.hooks import checkpointed
 
     batch = tiny_llama.tokenizer(["The capital of France is", "Rome is in"], return_tensors="pt", padding=True)
 

@@ -16,9 +16,9 @@ import torch
 
 from hyperdas.data.filter import FilterConfig, filter_domain
 from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.editor import HyperDASConfig, Inference
-from hyperdas.evaluate import evaluate, intervened_logits
-from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, train_hyperdas
+from hyperdas.hyper.model import HyperDASConfig, Inference
+from hyperdas.target.evaluate import evaluate, intervened_logits
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, train_hyperdas
 
 ATTRIBUTES = ("Country", "Climate")
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4, position_offsets=8)
@@ -65,8 +65,8 @@ def test_the_papers_head_misplaces_country_on_a_held_out_template(synthetic_targ
 
 
 def test_mdas_at_the_last_entity_token_cannot_swap_climate(synthetic_target, pairs):
-    from hyperdas.evaluate import encode
-    from hyperdas.train import DASConfig, select_rows, train_das
+    from hyperdas.target.evaluate import encode
+    from hyperdas.das.training import DASConfig, select_rows, train_das
 
     config = DASConfig(method="mdas", target_attribute="Climate", layer=0, k=8, lr=1e-2, steps=100, eval_every=50)
     result = train_das(synthetic_target, pairs, config, progress=False)

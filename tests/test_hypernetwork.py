@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from hyperdas.hypernetwork import HyperNetwork, StructureError
-from hyperdas.models import load_target
+from hyperdas.hyper.hypernetwork import HyperNetwork, StructureError
+from hyperdas.target.models import load_target
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2", "gemma"])

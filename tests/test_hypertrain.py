@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-from hyperdas.config import ConfigError
+from hyperdas.core.config import ConfigError
 from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.editor import HyperDASConfig, Inference
-from hyperdas.evaluate import evaluate
-from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
+from hyperdas.hyper.model import HyperDASConfig, Inference
+from hyperdas.target.evaluate import evaluate
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
 
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
 TRAIN = HyperTrainConfig(steps=6, batch_size=8, lr=1e-3, eval_every=3, max_val_pairs=16)
@@ -51,7 +51,7 @@ def test_checkpoint_reloads_to_identical_outputs_and_log_has_every_step(syntheti
 
 
 def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tmp_path, monkeypatch, interrupt):
-    import hyperdas.hypertrain as module
+    import hyperdas.hyper.training as module
 
     whole = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, progress=False)
     restore = interrupt(monkeypatch, module, "intervened_logits", 5)
@@ -70,9 +70,9 @@ def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tm
 
 
 def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_path):
-    from hyperdas.editor import HyperDAS
-    from hyperdas.hooks import LayerIndexError
-    from hyperdas.hypertrain import save_hyperdas
+    from hyperdas.hyper.model import HyperDAS
+    from hyperdas.target.hooks import LayerIndexError
+    from hyperdas.hyper.training import save_hyperdas
 
     with pytest.raises(FileNotFoundError, match="no HyperDAS checkpoint"):
         load_hyperdas(tmp_path, synthetic_target)
@@ -89,7 +89,7 @@ def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_
 
 
 def test_a_run_the_device_cannot_hold_is_refused_before_training(synthetic_target, pairs, monkeypatch, capsys):
-    from hyperdas import memory
+    from hyperdas.hyper import memory
 
     monkeypatch.setattr(memory, "available", lambda device: 1024)  # 1 KiB free
     with pytest.raises(MemoryError, match="HyperDAS training needs about"):

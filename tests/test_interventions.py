@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hyperdas.interventions import FullInterchange, RotatedSpaceInterchange, make_intervention
+from hyperdas.das.interventions import FullInterchange, RotatedSpaceInterchange, make_intervention
 
 
 def test_rotation_rows_stay_orthonormal_after_a_step():

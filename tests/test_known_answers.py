@@ -3,9 +3,9 @@ about the entity reaches the question through the entity token's residual after 
 import pytest
 
 from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.evaluate import encode, evaluate
-from hyperdas.interventions import FullInterchange
-from hyperdas.train import DASConfig, select_rows, train_das
+from hyperdas.target.evaluate import encode, evaluate
+from hyperdas.das.interventions import FullInterchange
+from hyperdas.das.training import DASConfig, select_rows, train_das
 
 COUNTRY = DASConfig(target_attribute="Country", layer=0, k=8, lr=1e-2, batch_size=16, steps=300, eval_every=50,
                     patience=3)
@@ -64,8 +64,8 @@ def _greedy_by_rerunning(target, layer, intervention, enc, index, sources, steps
     """Reference decoding: the whole right-padded sequence re-run for every new token."""
     import torch
 
-    from hyperdas.data.scoring import answer_logits
-    from hyperdas.hooks import edit_residual, replace_at
+    from hyperdas.core.scoring import answer_logits
+    from hyperdas.target.hooks import edit_residual, replace_at
 
     rows = [enc.base[i][: enc.first[i] + 1] for i in index]
     pos, src = torch.tensor([enc.base_pos[i] for i in index]), sources[index]
@@ -81,8 +81,8 @@ def _greedy_by_rerunning(target, layer, intervention, enc, index, sources, steps
 def test_cached_left_padded_generation_equals_rerunning_the_sequence(synthetic_target, country_test):
     import torch
 
-    from hyperdas.evaluate import generated_answers, source_vectors
-    from hyperdas.interventions import RotatedSpaceInterchange
+    from hyperdas.target.evaluate import generated_answers, source_vectors
+    from hyperdas.das.interventions import RotatedSpaceInterchange
 
     torch.manual_seed(0)
     index = list(range(min(24, len(country_test))))

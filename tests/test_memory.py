@@ -2,8 +2,8 @@
 and a clear refusal when the device cannot hold the run."""
 import pytest
 
-from hyperdas import memory
-from hyperdas.editor import HyperDAS, HyperDASConfig
+from hyperdas.hyper import memory
+from hyperdas.hyper.model import HyperDAS, HyperDASConfig
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
@@ -13,7 +13,7 @@ from hyperdas.editor import HyperDAS, HyperDASConfig
                                     HyperDASConfig(layer=1, k=4, n_blocks=0, selection_heads=4, subspace="none")],
                          ids=["householder", "mask-no-source-ca", "none-N0"])
 def test_parameter_count_is_exact_without_building(tiny_folders, arch, config):
-    from hyperdas.models import load_target
+    from hyperdas.target.models import load_target
 
     target = load_target(str(tiny_folders[arch]))
     built = sum(p.numel() for p in HyperDAS(target, config).parameters())

@@ -1,7 +1,7 @@
 """RAVEL metrics on hand-made rows: exact match, macro-averaging order, Disentangle."""
 import pytest
 
-from hyperdas.metrics import disentangle, exact_match, scores
+from hyperdas.core.metrics import disentangle, exact_match, scores
 
 
 def test_exact_match_reads_the_first_three_answer_tokens():
@@ -58,7 +58,7 @@ def test_disentangle_of_missing_parts_and_bad_kind():
 
 
 def test_generation_match_needs_the_whole_value_at_the_start():
-    from hyperdas.evaluate import generation_match
+    from hyperdas.target.evaluate import generation_match
 
     assert generation_match(" North  Zent and more", "North Zent")
     assert not generation_match(" North Tavia", "North Zent")

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hyperdas import models
-from hyperdas.cache import convert_once
-from hyperdas.models import EmbeddedModel, ModelLoadError, decoder_layers, greedy_complete, load_target
+from hyperdas.target import models
+from hyperdas.core.cache import convert_once
+from hyperdas.target.models import EmbeddedModel, ModelLoadError, decoder_layers, greedy_complete, load_target
 
 
 @pytest.mark.parametrize("arch,cls", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM"),

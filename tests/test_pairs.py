@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from hyperdas.config import ConfigError
+from hyperdas.core.config import ConfigError
 from hyperdas.data.filter import FilterConfig, filter_domain
 from hyperdas.data.pairs import (PAIR_FIELDS, PairConfig, _pick_by_value, build_pairs, pair_counts,
                                  source_label_counts, split_at_entity)

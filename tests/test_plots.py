@@ -1,4 +1,4 @@
-"""Notebook 05 and hyperdas.plots on a fixture results folder: every figure is written from files
+"""Notebook 05 and hyperdas.experiments.plots on a fixture results folder: every figure is written from files
 alone, a missing input skips its figure with the reason, an old-schema file fails by name."""
 import json
 import random
@@ -6,7 +6,8 @@ import random
 import papermill
 import pytest
 
-from hyperdas import batch, plots
+from hyperdas import batch
+from hyperdas.experiments import plots
 
 ATTRIBUTES = ("Country", "Continent", "Language")
 MODES = ("soft", "one_to_many", "one_to_one")

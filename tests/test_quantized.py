@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from hyperdas.hooks import edit_residual
-from hyperdas.models import ModelLoadError, load_target
+from hyperdas.target.hooks import edit_residual
+from hyperdas.target.models import ModelLoadError, load_target
 
 
 def _bnb_4bit_runs_here() -> str:
@@ -86,8 +86,8 @@ def test_4bit_on_a_device_bitsandbytes_cannot_serve_is_refused(tiny_folders, mon
 
 
 def test_hyperdas_gradients_through_a_4bit_target_match_bf16(quantized_pairs):
-    from hyperdas.editor import HyperDAS, HyperDASConfig
-    from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+    from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+    from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
 
     bf16, quantized = load_target("synthetic-llama", dtype="bfloat16"), load_target("synthetic-llama", load_in_4bit=True)
     with torch.no_grad():  # an eval-mode pass without gradients first: bitsandbytes' CPU repacking must stay off
@@ -109,8 +109,8 @@ def test_hyperdas_gradients_through_a_4bit_target_match_bf16(quantized_pairs):
 
 @pytest.mark.skipif(bool(SKIP), reason=SKIP or "runs")
 def test_hyperdas_trains_with_a_4bit_target_and_a_full_precision_hypernetwork(quantized_pairs):
-    from hyperdas.editor import HyperDAS, HyperDASConfig
-    from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+    from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+    from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
 
     quantized = load_target("synthetic-llama", load_in_4bit=True)
     enc = encoded_pairs(quantized, quantized_pairs["train"])
@@ -126,8 +126,8 @@ def test_hyperdas_trains_with_a_4bit_target_and_a_full_precision_hypernetwork(qu
 
 @pytest.mark.skipif(bool(SKIP), reason=SKIP or "runs")
 def test_memory_estimate_counts_a_4bit_targets_copied_blocks_de_quantised(tiny_folders):
-    from hyperdas import memory
-    from hyperdas.editor import HyperDAS, HyperDASConfig
+    from hyperdas.hyper import memory
+    from hyperdas.hyper.model import HyperDAS, HyperDASConfig
 
     quantized = load_target(str(tiny_folders["llama"]), load_in_4bit=True)
     config = HyperDASConfig(layer=1, k=4, n_blocks=2, selection_heads=4)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hyperdas.data.scoring import answer_ids, answer_text, check_answers
+from hyperdas.core.scoring import answer_ids, answer_text, check_answers
 
 
 @pytest.mark.parametrize("prompt, joined", [

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from hyperdas.selection import SelectionHead, harden, sparsity_penalty
-from hyperdas.subspace import Subspace, interchange
+from hyperdas.hyper.selection import SelectionHead, harden, sparsity_penalty
+from hyperdas.hyper.subspace import Subspace, interchange
 
 
 def _inputs(B=3, Tb=5, Ts=4, D=16, seed=0):

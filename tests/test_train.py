@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.evaluate import encode, evaluate
-from hyperdas.hooks import LayerIndexError
-from hyperdas.train import DASConfig, load_checkpoint, select_rows, train_das
+from hyperdas.target.evaluate import encode, evaluate
+from hyperdas.target.hooks import LayerIndexError
+from hyperdas.das.training import DASConfig, load_checkpoint, select_rows, train_das
 
 SHORT = DASConfig(target_attribute="Country", layer=1, k=8, batch_size=8, steps=6, eval_every=3, max_val_pairs=24)
 
@@ -56,7 +56,7 @@ def test_bad_input_is_named(synthetic_target, pairs, tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tmp_path, monkeypatch, interrupt):
-    import hyperdas.train as train_module
+    import hyperdas.das.training as train_module
 
     config = SHORT.replace(method="mdas", steps=9, eval_every=3, patience=9)
     whole = train_das(synthetic_target, pairs, config, progress=False)

@@ -1,1 +1,2 @@
-"""RAVEL data: official files, model-specific filtering, base/source pairs, a synthetic world."""
+"""Layer 1, data: RAVEL's files, what a target knows of them, base/source pairs, a synthetic world.
+Imports only `hyperdas.core`."""

@@ -13,7 +13,7 @@ PAIRS_FOLDER = "datasets/ravel_pairs"
 
 def pairs_dir(results_root: str | Path, model_name: str) -> Path:
     """Where notebook 01 saves the pairs and later notebooks read them."""
-    from hyperdas.results import results_dir
+    from hyperdas.core.results import results_dir
 
     return results_dir(results_root, model_name) / PAIRS_FOLDER
 

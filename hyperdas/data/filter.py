@@ -16,10 +16,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from hyperdas.cache import cache_root
-from hyperdas.config import FrozenConfig
+from hyperdas.core.cache import cache_root
+from hyperdas.core.config import FrozenConfig
 from hyperdas.data.ravel import SPLITS, RavelDataError, RavelDomain
-from hyperdas.data.scoring import check_answers
+from hyperdas.core.scoring import check_answers
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,10 +14,10 @@ import dataclasses
 import random
 from collections import Counter
 
-from hyperdas.config import ConfigError, FrozenConfig
+from hyperdas.core.config import ConfigError, FrozenConfig
 from hyperdas.data.filter import FilterResult
 from hyperdas.data.ravel import SPLITS, RavelDataError, RavelDomain
-from hyperdas.data.scoring import answer_ids
+from hyperdas.core.scoring import answer_ids
 
 ENTITY_SPLITS = ("ravel", "both")
 PAIR_FIELDS = (

@@ -14,7 +14,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from hyperdas.cache import cache_root, convert_once, file_sha256
+from hyperdas.core.cache import cache_root, convert_once, file_sha256
 
 DOMAINS = ("city", "nobel_prize_winner", "occupation", "physical_object", "verb")
 SPLITS = ("train", "val", "test")

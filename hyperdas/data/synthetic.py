@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.cache import cache_root, convert_once
+from hyperdas.core.cache import cache_root, convert_once
 
 WORLD_VERSION = "v3"  # v3: Climate, spelled by the first word of every city name
 MODEL_VERSION = "v3"  # bump when the training recipe changes (v2: fact cards, v3: local first block)
@@ -145,7 +145,7 @@ def _strings(obj):
 
 def _examples(world: Path, tokenizer, domain: str) -> list[tuple[list[int], list[int], str]]:
     """(prompt ids, answer ids, group): group is the queried attribute, or "card" (see below)."""
-    from hyperdas.data.scoring import answer_ids
+    from hyperdas.core.scoring import answer_ids
 
     values = json.loads((world / f"ravel_{domain}_entity_attributes.json").read_text())
     prompts = json.loads((world / f"ravel_{domain}_attribute_to_prompts.json").read_text())

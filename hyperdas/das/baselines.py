@@ -2,7 +2,7 @@
 
 `run_baselines` trains DAS / MDAS for each instructed attribute and layer, evaluates every
 trained intervention and plain activation patching ("full") on the same test pairs through
-`hyperdas.evaluate.evaluate`, and returns one flat list of records that `baselines.json` holds
+`hyperdas.target.evaluate.evaluate`, and returns one flat list of records that `baselines.json` holds
 and the figures read. Source vectors of the test pairs are computed once per (attribute, layer).
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from hyperdas.evaluate import encode, evaluate, source_vectors
-from hyperdas.hooks import check_layer
-from hyperdas.interventions import FullInterchange
-from hyperdas.train import METHODS, DASConfig, select_rows, train_das
+from hyperdas.target.evaluate import encode, evaluate, source_vectors
+from hyperdas.target.hooks import check_layer
+from hyperdas.das.interventions import FullInterchange
+from hyperdas.das.training import METHODS, DASConfig, select_rows, train_das
 
 FULL = "full"
 

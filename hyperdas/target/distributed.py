@@ -9,8 +9,8 @@ process count and micro-batch size. Validation is split the same way and its per
 gathered, so every process computes the same metrics. Only the main process writes.
 
 Launch (CPU processes talk over gloo; the `--multi_gpu` launcher is torchrun's, also on CPUs):
-    accelerate launch --multi_gpu --num_processes 2 -m hyperdas.train --config configs/cpu.yaml
-A plain `python -m hyperdas.train` is one process and uses no accelerate machinery at all.
+    accelerate launch --multi_gpu --num_processes 2 -m hyperdas.cli --config configs/cpu.yaml
+A plain `python -m hyperdas.cli` is one process and uses no accelerate machinery at all.
 """
 from __future__ import annotations
 
@@ -162,19 +162,15 @@ def local_device(device: str) -> str:
     return device
 
 
-def evaluate_sharded(runtime: Runtime, target, layer: int, method, enc, sources: torch.Tensor | None = None, **kwargs):
-    """`hyperdas.evaluate.evaluate` with the pairs split over the processes and the per-example
-    records gathered: every process returns the scores of the whole split."""
-    from hyperdas.evaluate import evaluate
-    from hyperdas.metrics import scores
-
-    if runtime.world == 1:
-        return evaluate(target, layer, method, enc, sources, **kwargs)
-    mine = list(range(runtime.rank, len(enc), runtime.world))
-    records = []
-    if mine:
-        part_sources = None if sources is None else sources[mine]
-        records = evaluate(target, layer, method, enc.subset(mine), part_sources, **kwargs)[1]
-    gathered = sorted(runtime.gather(list(zip(mine, records))), key=lambda pair: pair[0])
-    records = [record for _, record in gathered]
-    return scores(records), records
+def weighted_step(runtime: Runtime, wrapped, index: list[int], part_loss) -> float:
+    """Backward of one global batch `index`, split over the processes and micro-batches
+    (`hyperdas.target.distributed`); `part_loss(part)` is a part's loss already divided by the whole
+    batch's normaliser. Returns the batch's loss (summed over the processes)."""
+    parts = runtime.chunks(runtime.shard(index))
+    local = 0.0
+    for n, part in enumerate(parts):
+        with runtime.no_sync(wrapped, last=n == len(parts) - 1):
+            loss = part_loss(part)
+            (loss * runtime.world).backward()  # DDP averages over the processes: undo it
+        local += loss.item()
+    return runtime.total(local)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from hyperdas.cache import cache_root, convert_once, file_sha256
-from hyperdas.config import ModelConfig
-from hyperdas.distributed import local_device
-from hyperdas.tiny import TEST_MODELS, test_model_folder
+from hyperdas.core.cache import cache_root, convert_once, file_sha256
+from hyperdas.core.config import ModelConfig
+from hyperdas.target.distributed import local_device
+from hyperdas.target.tiny import TEST_MODELS, test_model_folder
 
 
 class ModelLoadError(RuntimeError):

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from hyperdas.models import Target, decoder_layers
+from hyperdas.target.models import Target, decoder_layers
 
 EditFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -13,9 +13,10 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.data.scoring import MAX_ANSWER_TOKENS, answer_ids, answer_logits
-from hyperdas.hooks import can_start_after, check_layer, edit_residual, replace_at, start_after
-from hyperdas.metrics import exact_match, scores
+from hyperdas.core.scoring import MAX_ANSWER_TOKENS, answer_ids, answer_logits
+from hyperdas.target.hooks import can_start_after, check_layer, edit_residual, replace_at, start_after
+from hyperdas.core.metrics import exact_match, scores
+from hyperdas.target.distributed import Runtime
 
 REQUIRED_FIELDS = ("input_prefix", "input_suffix", "counterfactual_input_prefix", "counterfactual_input_suffix",
                    "target", "counterfactual_target", "attribute_type", "domain", "attribute", "target_attribute",
@@ -72,7 +73,7 @@ def encode(tokenizer, rows) -> Encoded:
         enc.base_pos.append(row["base_entity_position"])
         enc.source.append(tokenizer(row["counterfactual_input_prefix"] + row["counterfactual_input_suffix"])["input_ids"])
         enc.source_pos.append(row["source_entity_position"])
-        # the instructed source entity too: leakage controls key on it (hyperdas.leakage)
+        # the instructed source entity too: leakage controls key on it (hyperdas.experiments.leakage)
         enc.records.append({**{f: row[f] for f in RECORD_FIELDS}, "counterfactual_entity": row.get("counterfactual_entity")})
         enc.expected.append(expected_output(row))
         enc.expected_len.append(len(full))
@@ -157,7 +158,7 @@ def generated_answers(target, layer: int, method, enc: Encoded, index: list[int]
     padding never shifts positions) carries the edit; the answer tokens then reuse its
     key/value cache, as decoding does.
     """
-    from hyperdas.data.scoring import _cache_kwarg
+    from hyperdas.core.scoring import _cache_kwarg
 
     prompts = [enc.base[i][: enc.first[i] + 1] for i in index]
     width, device = max(len(p) for p in prompts), target.device
@@ -216,4 +217,19 @@ def evaluate(target, layer: int, method, enc: Encoded, sources: torch.Tensor | N
             n = len(enc.answers[i])
             records.append({**enc.records[i], "correct": exact_match(predicted[:n], enc.answers[i])})
             predicted = predicted[n:]
+    return scores(records), records
+
+
+def evaluate_sharded(runtime: Runtime, target, layer: int, method, enc, sources: torch.Tensor | None = None, **kwargs):
+    """`hyperdas.target.evaluate.evaluate` with the pairs split over the processes and the per-example
+    records gathered: every process returns the scores of the whole split."""
+    if runtime.world == 1:
+        return evaluate(target, layer, method, enc, sources, **kwargs)
+    mine = list(range(runtime.rank, len(enc), runtime.world))
+    records = []
+    if mine:
+        part_sources = None if sources is None else sources[mine]
+        records = evaluate(target, layer, method, enc.subset(mine), part_sources, **kwargs)[1]
+    gathered = sorted(runtime.gather(list(zip(mine, records))), key=lambda pair: pair[0])
+    records = [record for _, record in gathered]
     return scores(records), records

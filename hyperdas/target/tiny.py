@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from hyperdas.cache import cache_root, convert_once
+from hyperdas.core.cache import cache_root, convert_once
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 ARCHS = ("llama", "qwen2", "gemma")

@@ -4,7 +4,7 @@ One model serves every attribute of the dataset. Loss: teacher-forced CE on the 
 answer tokens, causal rows weighted 3.5 and isolate rows 0.5 (official), plus the selection's
 sparsity penalty, off for the first half of training, then rising linearly 0.15 -> 1.5. AdamW
 with its own learning rate for the shared rotation R; gradient clipping. Every `eval_every` steps
-the val pairs are scored in each inference mode through `hyperdas.evaluate.evaluate`; the best
+the val pairs are scored in each inference mode through `hyperdas.target.evaluate.evaluate`; the best
 soft Disentangle is kept. A JSONL log (one line per step) feeds the convergence figure.
 Checkpoints hold the trainable weights only (safetensors) plus both configs; `resume.pt` adds the
 optimizer and RNG state so an interrupted run continues where it stopped.
@@ -21,14 +21,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.config import ConfigError, FrozenConfig
-from hyperdas.distributed import SINGLE, Runtime, evaluate_sharded
-from hyperdas.editor import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
-from hyperdas.evaluate import check_rows, encode, intervened_logits
-from hyperdas.hooks import check_layer, checkpointed
-from hyperdas.memory import check_fits, estimate_for
-from hyperdas.selection import MODES, sparsity_penalty
-from hyperdas.train import weighted_step
+from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
+from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
+from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits
+from hyperdas.target.hooks import check_layer, checkpointed
+from hyperdas.hyper.memory import check_fits, estimate_for
+from hyperdas.hyper.selection import MODES, sparsity_penalty
 
 WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
 
@@ -194,8 +193,8 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
 
     `model`: an already built variant to train (e.g. an ablation's, with a part swapped); its
     config must be `config`. By default a fresh `HyperDAS(target, config)`. `check_memory`: print
-    the memory estimate first and refuse a run the device cannot hold (`hyperdas.memory`).
-    `runtime`: several processes under `accelerate launch` (`hyperdas.distributed.runtime()`);
+    the memory estimate first and refuse a run the device cannot hold (`hyperdas.hyper.memory`).
+    `runtime`: several processes under `accelerate launch` (`hyperdas.target.distributed.runtime()`);
     the numbers equal one process's on the same global batch, only the main process writes."""
     check_layer(target.n_layers, config.layer)
     started = time.perf_counter()

@@ -10,8 +10,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 _PACKAGES = ("hyperdas", "torch", "transformers", "datasets", "accelerate", "bitsandbytes", "gguf")
 
 
@@ -39,6 +37,8 @@ def _cpu_name() -> str:
 
 def environment() -> dict[str, Any]:
     """Package versions and the machine, recorded with every result."""
+    import torch  # here, so the command lines' --help imports no torch
+
     versions = {}
     for name in _PACKAGES:
         try:
@@ -61,7 +61,7 @@ def _jsonable(value: Any) -> Any:
         return value.to_dict()
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "tolist"):  # tensors and arrays
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 

@@ -3,7 +3,7 @@
 Every function takes an `AblationRunner` (target, pairs, the base HyperDAS configuration, the
 ablation settings) and returns records for `ablations.json`: ``{"ablation", "variant", "overall":
 {cause, iso, disentangle}, "per_attribute": {attribute: {...}}, "seed", "config", ...}``, scored on
-the same test pairs through `hyperdas.evaluate.evaluate`. Variants that train are trained by the
+the same test pairs through `hyperdas.target.evaluate.evaluate`. Variants that train are trained by the
 runner once per configuration (shared between ablations, checkpointed and resumable under its
 folder) for `steps` steps each; `inference_mode` and `controls` score a given trained model
 (notebook 04: notebook 03's). `run(name, runner, ...)` runs one by name; `describe(name, records)`
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from hyperdas.config import ConfigError, FrozenConfig
-from hyperdas.editor import HyperDAS, HyperDASConfig, Inference, selection_matrices, selection_record
-from hyperdas.evaluate import evaluate
-from hyperdas.hypertrain import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
-from hyperdas.leakage import (BLANKED_INSTRUCTION, LOOKUP_INSTRUCTION, FixedSelection, FixedSubspace, LookupTable,
+from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference, selection_matrices, selection_record
+from hyperdas.target.evaluate import evaluate
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
+from hyperdas.experiments.leakage import (BLANKED_INSTRUCTION, LOOKUP_INSTRUCTION, FixedSelection, FixedSubspace, LookupTable,
                               conflict_outcomes, conflict_rows, random_orthonormal, swapped)
-from hyperdas.selection import MODES
+from hyperdas.hyper.selection import MODES
 
 CROSS_ATTENTION = {"both": (True, True), "no_source": (False, True), "no_base": (True, False), "neither": (False, False)}
 SPARSITY = ("default", "off", "strong")
@@ -320,7 +320,7 @@ def inference_mode(runner: AblationRunner, model: HyperDAS | None = None) -> lis
 
 
 def controls(runner: AblationRunner, model: HyperDAS | None = None, which=None) -> list[dict]:
-    """7. Leakage controls on one trained model (see `hyperdas.leakage`): (a) conflict, (b) blanked
+    """7. Leakage controls on one trained model (see `hyperdas.experiments.leakage`): (a) conflict, (b) blanked
     entity names, (c) random subspace, (d) fixed positions; plus the unchanged model as reference."""
     which = list(which if which is not None else runner.settings.controls)
     unknown = [w for w in which if w not in CONTROLS]

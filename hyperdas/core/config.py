@@ -53,7 +53,7 @@ class FrozenConfig:
 class ModelConfig(FrozenConfig):
     """Which target model to load and how.
 
-    spec: an embedded name (see `hyperdas.models.KNOWN_MODELS`), a HF hub id or a local folder.
+    spec: an embedded name (see `hyperdas.target.models.KNOWN_MODELS`), a HF hub id or a local folder.
     dtype: "auto" picks float32 on CPU and bfloat16 on CUDA.
     """
 

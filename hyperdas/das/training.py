@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.config import ConfigError, FrozenConfig
-from hyperdas.distributed import SINGLE, DistributedError, Runtime, evaluate_sharded
-from hyperdas.evaluate import check_rows, encode, intervened_logits, source_vectors
-from hyperdas.hooks import check_layer
-from hyperdas.interventions import RotatedSpaceInterchange
+from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.target.distributed import SINGLE, DistributedError, Runtime, weighted_step
+from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits, source_vectors
+from hyperdas.target.hooks import check_layer
+from hyperdas.das.interventions import RotatedSpaceInterchange
 
 METHODS = ("das", "mdas")
 
@@ -125,20 +125,6 @@ def _load_resume(folder: Path, config: DASConfig) -> dict | None:
     return state
 
 
-def weighted_step(runtime: Runtime, wrapped, index: list[int], part_loss) -> float:
-    """Backward of one global batch `index`, split over the processes and micro-batches
-    (`hyperdas.distributed`); `part_loss(part)` is a part's loss already divided by the whole
-    batch's normaliser. Returns the batch's loss (summed over the processes)."""
-    parts = runtime.chunks(runtime.shard(index))
-    local = 0.0
-    for n, part in enumerate(parts):
-        with runtime.no_sync(wrapped, last=n == len(parts) - 1):
-            loss = part_loss(part)
-            (loss * runtime.world).backward()  # DDP averages over the processes: undo it
-        local += loss.item()
-    return runtime.total(local)
-
-
 def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | None = None,
               progress: bool = True, resume: bool = True, runtime: Runtime = SINGLE) -> TrainResult:
     """Train DAS or MDAS on pairs["train"], early-stopping on pairs["val"] when it has rows.
@@ -146,7 +132,7 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
     With a `checkpoint_dir`, the best weights are saved there and the whole training state at
     every evaluation; a later call with the same config resumes after the last saved step and
     gives the numbers an uninterrupted run gives. `runtime`: several processes under `accelerate
-    launch` (`hyperdas.distributed.runtime()`); the numbers equal one process's, only the main
+    launch` (`hyperdas.target.distributed.runtime()`); the numbers equal one process's, only the main
     process writes.
     """
     layer = check_layer(target.n_layers, config.layer)
@@ -230,10 +216,3 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
     return TrainResult(intervention, config, history, best_step, best_val, time.perf_counter() - started,
                        resumed_from=first - 1 if saved is not None else 0)
 
-
-if __name__ == "__main__":  # python -m hyperdas.train --config ...: HyperDAS training (see hyperdas.cli)
-    import sys
-
-    from hyperdas.cli import main
-
-    sys.exit(main())

@@ -19,8 +19,8 @@ import random
 import torch
 from torch import nn
 
-from hyperdas.evaluate import encode, evaluate, source_vectors
-from hyperdas.hooks import replace_at
+from hyperdas.target.evaluate import encode, evaluate, source_vectors
+from hyperdas.target.hooks import replace_at
 
 BLANKED_INSTRUCTION = "_ ; _ - {target_attribute}"
 LOOKUP_INSTRUCTION = "{counterfactual_entity} - {target_attribute}"  # the lookup table's key

@@ -7,7 +7,7 @@
 3. The selection head gives A (which source token, or none, feeds each base token) from z and the
    layer-L states; the subspace module gives W from z.
 4. The base run is edited after layer L at every base position: h' = h + W Wᵀ (s − h), s the
-   A-weighted mix of real source and base activations (`hyperdas.subspace.interchange`).
+   A-weighted mix of real source and base activations (`hyperdas.hyper.subspace.interchange`).
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import dataclasses
 import torch
 from torch import nn
 
-from hyperdas.config import ConfigError, FrozenConfig
-from hyperdas.hooks import check_layer
-from hyperdas.hypernetwork import INITS, HyperNetwork
-from hyperdas.selection import MODES, SelectionHead, harden
-from hyperdas.subspace import KINDS, Subspace, interchange
+from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.target.hooks import check_layer
+from hyperdas.hyper.hypernetwork import INITS, HyperNetwork
+from hyperdas.hyper.selection import MODES, SelectionHead, harden
+from hyperdas.hyper.subspace import KINDS, Subspace, interchange
 
 DEFAULT_INSTRUCTION = "{entity} ; {counterfactual_entity} - {target_attribute}"  # the official format
 
@@ -89,7 +89,7 @@ def read_states(target, rows: list[list[int]], last_selectable: list[int], layer
     normalised states of every layer at positions <= the last selectable flattened (B, S, D), their
     mask). Rows are run up to their last selectable token only (causal attention: later tokens
     change nothing before it), unless `whole`: then T covers the whole rows, so the layer-L states
-    can start the edited run (`hyperdas.hooks.start_after`). On a CPU, rows of very different
+    can start the edited run (`hyperdas.target.hooks.start_after`). On a CPU, rows of very different
     widths are run in two groups (`length_groups`), so the short ones are not padded to the
     longest; states at padded positions are zero."""
     widths = [len(r) if whole else last + 1 for r, last in zip(rows, last_selectable)]
@@ -161,12 +161,12 @@ class HyperDAS(nn.Module):
     def edit_for(self, target, layer: int, enc, index: list[int], rows: list[list[int]], offsets: list[int],
                  mode: str = "soft", planner=None):
         """The residual edit for examples `index` laid out as `rows` after `offsets` pad tokens
-        (see `hyperdas.evaluate.make_edit`); also kept as `self.last_plan` = (A, W) for inspection.
+        (see `hyperdas.target.evaluate.make_edit`); also kept as `self.last_plan` = (A, W) for inspection.
         `planner`: this model as an accelerator wrapped it (training under DDP); default: itself."""
         if layer % target.n_layers != self.config.layer % target.n_layers:
             raise ValueError(f"this HyperDAS model intervenes after layer {self.config.layer}, not {layer}")
         if not enc.instructions:
-            raise ValueError("the encoded pairs carry no instructions: call hyperdas.editor.add_instructions first")
+            raise ValueError("the encoded pairs carry no instructions: call hyperdas.hyper.model.add_instructions first")
         suffix = self.config.include_suffix
         device = target.device
         base_last = [enc.first[i] if suffix else enc.base_pos[i] for i in index]
