@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from hyperdas.batch import notebook_defaults
-from hyperdas.cli import configs_from
+from hyperdas.experiments import params as P
 from hyperdas.data.dataset import load_pairs, pairs_dir
 from hyperdas.hyper.model import Inference
 from hyperdas.target.evaluate import evaluate
@@ -29,13 +28,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True, help="section name in instruction_runs.json")
     parser.add_argument("--instruction", required=True, help="str.format template over the pair's fields")
-    parser.add_argument("--steps", type=int, default=None, help="default: notebook 03's hyper_steps")
+    parser.add_argument("--steps", type=int, default=None, help="default: HyperTrainConfig.steps (notebook 03's)")
     parser.add_argument("--results", default=str(Path(__file__).resolve().parent.parent / "results"))
     args = parser.parse_args()
-    params = notebook_defaults("03_train_hyperdas")
-    if args.steps:
-        params["hyper_steps"] = args.steps
-    model_config, config, train = configs_from(params)
+    params = {"hyper_steps": args.steps} if args.steps else {}
+    model_config, (config, train) = P.model_config(params), P.hyperdas_configs(params)
     config = config.replace(instruction=args.instruction)
     torch.manual_seed(train.seed)
     target = load_target(model_config)

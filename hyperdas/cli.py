@@ -1,7 +1,7 @@
 """Command line training of HyperDAS, DAS or MDAS from a profile (the notebooks' parameter names), e.g.
 
-    python -m hyperdas.cli --config configs/cpu.yaml --set hyper_steps=50 --set source_ca=false
-    python -m hyperdas.cli --config configs/cpu.yaml --method mdas --attribute Country
+    hyperdas-train --config configs/cpu.yaml --set hyper_steps=50 --set source_ca=false
+    hyperdas-train --config configs/cpu.yaml --method mdas --attribute Country
     accelerate launch --multi_gpu --num_processes 2 -m hyperdas.cli --config configs/cpu.yaml
 
 Under `accelerate launch` every process loads its own frozen target, the trainable module is
@@ -9,8 +9,9 @@ wrapped by the accelerator (DDP; FSDP with `accelerate launch --use_fsdp`), the 
 profile's whatever the process count (`--micro-batch` cuts each process's share further, with
 gradient accumulation), and only the main process writes (`hyperdas.target.distributed`).
 
-Unset parameters take the defaults of the notebook that trains the method (HyperDAS: notebook 03,
-DAS/MDAS: notebook 02), so the CLI and `make reproduce` train the same thing from the same profile.
+Unset parameters take the configs' defaults, which the training notebooks (HyperDAS: 03, DAS/MDAS:
+02) repeat, so the CLI and `make reproduce` train the same thing from the same profile
+(`hyperdas.experiments.params`).
 Overrides are YAML-typed (`true`/`false`, numbers, lists), so every switch can be turned off.
 Writes the checkpoint, its log and `<method>_cli.json` (configs, best val, timings, process count)
 under ``<results>/<model>/checkpoints/<method>`` (DAS/MDAS: ``<method>-<attribute>``).
@@ -22,36 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from hyperdas.batch import ProfileError, load_profile, notebook_defaults, parse_overrides
-
-# notebook parameter -> (config, field)
-_MODEL_FIELDS = ("layer", "k", "n_blocks", "init", "subspace", "source_ca", "base_ca", "include_suffix",
-                 "position_offsets")
-_TRAIN_FIELDS = {"hyper_steps": "steps", "hyper_batch_size": "batch_size", "hyper_lr": "lr",
-                 "hyper_lr_rotation": "lr_rotation", "causal_weight": "causal_weight", "iso_weight": "iso_weight",
-                 "hyper_eval_every": "eval_every", "hyper_max_val_pairs": "max_val_pairs", "seed": "seed"}
-
-
-def configs_from(params: dict):
-    from hyperdas.core.config import ModelConfig
-    from hyperdas.hyper.model import HyperDASConfig
-    from hyperdas.hyper.training import HyperTrainConfig
-
-    model = ModelConfig(spec=params.get("model", "smollm2-135m"), dtype=params.get("dtype", "auto"),
-                        device=params.get("device", "cpu"), load_in_4bit=bool(params.get("load_in_4bit", False)))
-    hyper = HyperDASConfig(**{f: params[f] for f in _MODEL_FIELDS if f in params})
-    train = HyperTrainConfig(**{field: params[p] for p, field in _TRAIN_FIELDS.items() if p in params})
-    return model, hyper, train
-
-
-TRAINING_NOTEBOOK = {"hyperdas": "03_train_hyperdas", "das": "02_baselines", "mdas": "02_baselines"}
-_DAS_FIELDS = ("layer", "k", "lr", "batch_size", "steps", "eval_every", "patience", "max_val_pairs", "seed")
-
-
-def das_config_from(params: dict, method: str, attribute: str):
-    from hyperdas.das.training import DASConfig
-
-    return DASConfig(method=method, target_attribute=attribute, **{f: params[f] for f in _DAS_FIELDS if f in params})
+from hyperdas.batch import ProfileError, load_profile, parse_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,13 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
+    from hyperdas.experiments import params as P
     from hyperdas.target.distributed import DistributedError, runtime
 
     try:
-        params = {**notebook_defaults(TRAINING_NOTEBOOK[args.method]), **load_profile(args.config),
-                  **parse_overrides(args.overrides)}
-        model_config, hyper, train = configs_from(params)
-        das = das_config_from(params, args.method, args.attribute) if args.method != "hyperdas" else None
+        params = {**load_profile(args.config), **parse_overrides(args.overrides)}
+        model_config = P.model_config(params)
+        hyper, train = P.hyperdas_configs(params)
+        das = P.das_config(params, method=args.method, target_attribute=args.attribute) if args.method != "hyperdas" else None
         run = runtime(model_config.device, args.micro_batch, model_config.load_in_4bit)
     except (ProfileError, DistributedError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,28 +1,20 @@
 """hyperdas-train (hyperdas.cli): profile + YAML-typed overrides; switches can be turned off."""
 import json
 
-from hyperdas.cli import configs_from, main
+from hyperdas.cli import main
 from hyperdas.data.dataset import save_pairs
 from hyperdas.data.pairs import PairConfig, build_pairs
+from hyperdas.experiments import params as P
 
 
 def test_profile_parameters_map_onto_the_configs():
-    model, hyper, train = configs_from({"model": "synthetic-llama", "layer": 0, "k": 8, "source_ca": False,
-                                        "hyper_steps": 7, "hyper_lr": 0.01, "seed": 3, "steps": 999})
+    params = {"model": "synthetic-llama", "layer": 0, "k": 8, "source_ca": False, "hyper_steps": 7, "hyper_lr": 0.01,
+              "seed": 3, "steps": 999}
+    model, (hyper, train) = P.model_config(params), P.hyperdas_configs(params)
     assert model.spec == "synthetic-llama" and hyper.layer == 0 and hyper.k == 8 and hyper.source_ca is False
     assert train.steps == 7 and train.lr == 0.01 and train.seed == 3  # `steps` is notebook 02's, not ours
-
-
-def test_cli_starts_from_the_training_notebooks_defaults():
-    """Before, unset fields fell back to the dataclass defaults (e.g. max_val_pairs 200; notebook 03: 60)."""
-    from hyperdas.batch import notebook_defaults
-    from hyperdas.cli import das_config_from
-
-    _, hyper, train = configs_from({**notebook_defaults("03_train_hyperdas"), "hyper_steps": 5})
-    assert (train.lr, train.lr_rotation, train.max_val_pairs, train.steps, hyper.k) == (1e-4, 1e-3, 60, 5, 32)
-    das = das_config_from(notebook_defaults("02_baselines"), "mdas", "Country")
-    assert (das.lr, das.steps, das.layer) == (3e-3, 60, 15)
-    assert "results_root" not in notebook_defaults("02_baselines")  # relative to notebooks/
+    das = P.das_config(params, method="mdas", target_attribute="Language")
+    assert (das.steps, das.layer, das.method, das.target_attribute, das.seed) == (999, 0, "mdas", "Language", 3)
 
 
 def test_notebook_defaults_need_no_notebook_packages_and_name_a_non_literal(tmp_path, monkeypatch):

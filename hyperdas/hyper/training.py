@@ -34,7 +34,8 @@ WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt
 
 @dataclasses.dataclass(frozen=True)
 class HyperTrainConfig(FrozenConfig):
-    steps: int = 300
+    # the CPU defaults of the embedded model; notebook 03 repeats them (600 steps: ~4.8 epochs of 2,000 pairs)
+    steps: int = 600
     batch_size: int = 16
     lr: float = 1e-4                 # hypernetwork, selection head, subspace head
     lr_rotation: float = 1e-3        # the shared R
@@ -48,7 +49,7 @@ class HyperTrainConfig(FrozenConfig):
     temperature_from: float = 50.0   # the mask subspace's sigmoid temperature, annealed
     temperature_to: float = 0.1
     eval_every: int = 100
-    max_val_pairs: int | None = 200
+    max_val_pairs: int | None = 60
     eval_modes: tuple[str, ...] = MODES
     seed: int = 0
     checkpoint_target: bool = False  # gradient checkpointing of the target's blocks above the layer

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "hyperdas"
+PACKAGE = Path(__file__).resolve().parents[1] / "hyperdas"
 # lower rank = lower layer; a module may import its own layer (acyclically) and any lower rank
 LAYERS = {"core": 0, "data": 1, "target": 2, "das": 3, "hyper": 3, "experiments": 4, "": 5}
 

@@ -1,0 +1,44 @@
+"""The notebooks' parameter names, mapped to the configs once: notebooks 02-04 and the training CLI
+all build their configs here, and a parameter left out takes the config's own default.
+
+The configs' defaults are the one source of defaults. A notebook's `parameters` cell repeats them
+as literals (papermill needs literals), and a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from hyperdas.core.config import ModelConfig
+from hyperdas.das.training import DASConfig
+from hyperdas.hyper.model import HyperDASConfig
+from hyperdas.hyper.training import HyperTrainConfig
+
+# notebook parameter -> config field
+MODEL = {"model": "spec", "dtype": "dtype", "device": "device", "load_in_4bit": "load_in_4bit"}
+HYPERDAS = {name: name for name in ("layer", "k", "n_blocks", "init", "subspace", "source_ca", "base_ca",
+                                    "include_suffix", "position_offsets")}
+HYPER_TRAIN = {"hyper_steps": "steps", "hyper_batch_size": "batch_size", "hyper_lr": "lr",
+               "hyper_lr_rotation": "lr_rotation", "causal_weight": "causal_weight", "iso_weight": "iso_weight",
+               "hyper_eval_every": "eval_every", "hyper_max_val_pairs": "max_val_pairs", "seed": "seed",
+               "checkpoint_target": "checkpoint_target"}
+DAS = {name: name for name in ("layer", "k", "lr", "steps", "batch_size", "eval_every", "patience", "max_val_pairs",
+                               "iso_weight", "seed")}
+
+
+def _fields(params: Mapping, mapping: dict[str, str]) -> dict:
+    return {field: params[name] for name, field in mapping.items() if name in params}
+
+
+def model_config(params: Mapping) -> ModelConfig:
+    return ModelConfig(**_fields(params, MODEL))
+
+
+def hyperdas_configs(params: Mapping) -> tuple[HyperDASConfig, HyperTrainConfig]:
+    """HyperDAS's model and training configs from notebook 03/04 parameters (e.g. a notebook's globals())."""
+    return HyperDASConfig(**_fields(params, HYPERDAS)), HyperTrainConfig(**_fields(params, HYPER_TRAIN))
+
+
+def das_config(params: Mapping, **fixed) -> DASConfig:
+    """A DAS/MDAS config from notebook 02 parameters; `fixed` sets fields directly (method, target_attribute)."""
+    return DASConfig(**{**_fields(params, DAS), **fixed})
