@@ -1,5 +1,5 @@
 # Two commands do everything:  make reproduce   (all notebooks, embedded model, CPU)
-#                               make test        (the test suite)
+#                               make test        (ruff, then the test suite)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +13,7 @@ PROFILE ?= cpu
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.hyperdas-installed
 
-.PHONY: setup reproduce test test-fast figures install-qwen benchmarks das-sweep gpu-checks
+.PHONY: setup reproduce test test-fast lint figures install-qwen benchmarks das-sweep gpu-checks
 
 setup: $(STAMP)
 
@@ -33,11 +33,15 @@ reproduce: setup
 figures: setup
 	$(PY) -m hyperdas.batch --profile $(PROFILE) --notebooks 05
 
-test: setup
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 benchmarks: setup
 	$(PY) benchmarks/model_load.py

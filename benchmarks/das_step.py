@@ -8,6 +8,7 @@ Goal: ratio <= 1.3. Also evaluation examples/s (teacher-forced and generation) a
     python benchmarks/das_step.py [--model smollm2-135m] [--layer 15] [--k 32] [--batch-size 16]
 Writes the section "das_step" of results/<model>/benchmarks.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,13 @@ from pathlib import Path
 
 import torch
 
+from hyperdas.core.results import results_dir, write_section
+from hyperdas.das.interventions import RotatedSpaceInterchange
+from hyperdas.das.training import DASConfig, select_rows
 from hyperdas.data.dataset import load_pairs, pairs_dir
 from hyperdas.target.evaluate import encode, evaluate, intervened_logits, source_vectors
 from hyperdas.target.hooks import edit_residual
-from hyperdas.das.interventions import RotatedSpaceInterchange
 from hyperdas.target.models import load_target
-from hyperdas.core.results import results_dir, write_section
-from hyperdas.das.training import DASConfig, select_rows
 
 
 def bare_step(target, layer, enc, index) -> None:
@@ -102,18 +103,29 @@ def main() -> None:
         throughput[mode] = len(test) / (time.perf_counter() - start)
     lengths = [len(train.base[i]) for i in index]
     section = {
-        "model": target.name, "layer": args.layer, "k": args.k, "batch_size": args.batch_size,
-        "torch_threads": torch.get_num_threads(), "base_tokens": {"min": min(lengths), "max": max(lengths)},
+        "model": target.name,
+        "layer": args.layer,
+        "k": args.k,
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "base_tokens": {"min": min(lengths), "max": max(lengths)},
         "das_step_seconds": {"median": statistics.median(das), "all": das},
         "bare_forward_backward_seconds": {"median": statistics.median(bare), "all": bare},
-        "ratio": statistics.median(das) / statistics.median(bare), "goal_ratio": 1.3,
+        "ratio": statistics.median(das) / statistics.median(bare),
+        "goal_ratio": 1.3,
         "source_vectors_per_second": len(train) / source_seconds,
-        "eval_examples_per_second": throughput, "eval_pairs": len(test),
+        "eval_examples_per_second": throughput,
+        "eval_pairs": len(test),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     path = results_dir(args.results, target.name) / "benchmarks.json"
     write_section(path, "das_step", section)
-    print(json.dumps({k: v for k, v in section.items() if k not in ("das_step_seconds", "bare_forward_backward_seconds")}, indent=2))
+    print(
+        json.dumps(
+            {k: v for k, v in section.items() if k not in ("das_step_seconds", "bare_forward_backward_seconds")},
+            indent=2,
+        )
+    )
     print("wrote", path)
 
 

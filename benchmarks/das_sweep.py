@@ -5,6 +5,7 @@ layers, then k and lr at the best layer. Test pairs are never read.
     python benchmarks/das_sweep.py [--model smollm2-135m] [--attribute Country] [--steps 100]
 Writes results/<model>/das_sweep.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import torch
 
+from hyperdas.core.results import results_dir, write_json
+from hyperdas.das.interventions import FullInterchange
+from hyperdas.das.training import DASConfig, select_rows, train_das
 from hyperdas.data.dataset import load_pairs, pairs_dir
 from hyperdas.target.evaluate import encode, evaluate
-from hyperdas.das.interventions import FullInterchange
 from hyperdas.target.models import load_target
-from hyperdas.core.results import results_dir, write_json
-from hyperdas.das.training import DASConfig, select_rows, train_das
 
 
 def main() -> None:
@@ -40,8 +41,15 @@ def main() -> None:
     runs = []
 
     def record(kind, config, scores, seconds, best_step=None):
-        runs.append({"kind": kind, "config": config.to_dict(), "val": scores["overall"],
-                     "best_step": best_step, "seconds": round(seconds, 1)})
+        runs.append(
+            {
+                "kind": kind,
+                "config": config.to_dict(),
+                "val": scores["overall"],
+                "best_step": best_step,
+                "seconds": round(seconds, 1),
+            }
+        )
         print(kind, config.layer, config.k, config.lr, scores["overall"], f"{seconds:.0f}s", flush=True)
 
     for layer in args.layers:
@@ -66,8 +74,17 @@ def main() -> None:
     das = base.replace(method="das", layer=best_layer, k=best_k)
     train(das)
     out = results_dir(args.results, target.name) / "das_sweep.json"
-    write_json(out, {"model": target.name, "attribute": args.attribute, "scored_on": "val",
-                     "best_layer": best_layer, "best_k": best_k, "runs": runs})
+    write_json(
+        out,
+        {
+            "model": target.name,
+            "attribute": args.attribute,
+            "scored_on": "val",
+            "best_layer": best_layer,
+            "best_k": best_k,
+            "runs": runs,
+        },
+    )
     print("wrote", out)
 
 

@@ -8,6 +8,7 @@ Overhead = median step time with 2 processes / with 1 process - 1; goal <= 0.15.
     python benchmarks/ddp_overhead.py [--model smollm2-135m] [--batch-size 16]
 Writes the section "ddp_overhead" of results/<model>/benchmarks.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def worker(args) -> None:
-    from hyperdas.data.dataset import load_pairs, pairs_dir
-    from hyperdas.target.distributed import runtime
-    from hyperdas.hyper.model import HyperDAS, HyperDASConfig
-    from hyperdas.target.evaluate import encode, intervened_logits, source_vectors
-    from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
     from hyperdas.das.interventions import RotatedSpaceInterchange
-    from hyperdas.target.models import load_target
     from hyperdas.das.training import DASConfig, select_rows
-    from hyperdas.target.distributed import weighted_step
+    from hyperdas.data.dataset import load_pairs, pairs_dir
+    from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+    from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+    from hyperdas.target.distributed import runtime, weighted_step
+    from hyperdas.target.evaluate import encode, intervened_logits, source_vectors
+    from hyperdas.target.models import load_target
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -86,16 +86,42 @@ def worker(args) -> None:
     total = sum(len(das_enc.answers[i]) for i in index)
     das = timed(das_step)
     if run.is_main:
-        Path(args.worker_out).write_text(json.dumps({
-            "processes": run.world, "threads_per_process": torch.get_num_threads(),
-            "hyperdas_step_seconds": hyper, "mdas_step_seconds": das}))
+        Path(args.worker_out).write_text(
+            json.dumps(
+                {
+                    "processes": run.world,
+                    "threads_per_process": torch.get_num_threads(),
+                    "hyperdas_step_seconds": hyper,
+                    "mdas_step_seconds": das,
+                }
+            )
+        )
 
 
 def launch(args, processes: int, threads: int) -> dict:
     out = Path(tempfile.mkdtemp()) / "timings.json"
-    script = [str(Path(__file__).resolve()), "--worker", "--worker-out", str(out), "--threads", str(threads),
-              "--model", args.model, "--layer", str(args.layer), "--k", str(args.k), "--n-blocks", str(args.n_blocks),
-              "--batch-size", str(args.batch_size), "--repeats", str(args.repeats), "--results", args.results]
+    script = [
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--worker-out",
+        str(out),
+        "--threads",
+        str(threads),
+        "--model",
+        args.model,
+        "--layer",
+        str(args.layer),
+        "--k",
+        str(args.k),
+        "--n-blocks",
+        str(args.n_blocks),
+        "--batch-size",
+        str(args.batch_size),
+        "--repeats",
+        str(args.repeats),
+        "--results",
+        args.results,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     from hyperdas.target.distributed import launch_command
 
@@ -122,13 +148,24 @@ def main() -> None:
     from hyperdas.core.results import environment, results_dir, write_section
 
     runs = {"1x2": launch(args, 1, 2), "2x1": launch(args, 2, 1)}
-    section = {"model": args.model, "batch_size": args.batch_size, "layer": args.layer, "k": args.k,
-               "n_blocks": args.n_blocks, "goal_overhead": 0.15, "cpu_count": os.cpu_count(), "runs": runs,
-               "environment": environment()}
+    section = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "layer": args.layer,
+        "k": args.k,
+        "n_blocks": args.n_blocks,
+        "goal_overhead": 0.15,
+        "cpu_count": os.cpu_count(),
+        "runs": runs,
+        "environment": environment(),
+    }
     for method in ("hyperdas", "mdas"):
         one, two = (statistics.median(runs[r][f"{method}_step_seconds"]) for r in ("1x2", "2x1"))
-        section[method] = {"one_process_two_threads_seconds": one, "two_processes_one_thread_seconds": two,
-                           "overhead": two / one - 1}
+        section[method] = {
+            "one_process_two_threads_seconds": one,
+            "two_processes_one_thread_seconds": two,
+            "overhead": two / one - 1,
+        }
     path = write_section(results_dir(args.results, args.model) / "benchmarks.json", "ddp_overhead", section)
     print(json.dumps({m: section[m] for m in ("hyperdas", "mdas")}, indent=2))
     print("wrote", path)

@@ -11,6 +11,7 @@ GPU memory against `hyperdas.hyper.memory`'s estimate, and the losses of a few s
 `--rows`: a JSON list of pair rows (as notebook 01 builds them); default: the embedded model's
 training pairs under results/. Writes <out>/llama3-8b-random_<gpu>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,20 +25,28 @@ import traceback
 from pathlib import Path
 
 import torch
-
-from hyperdas.hyper.model import HyperDAS, HyperDASConfig
-from hyperdas.target.evaluate import encode, source_vectors
-from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
-from hyperdas.das.interventions import RotatedSpaceInterchange
-from hyperdas.hyper.memory import GIB, estimate_for
-from hyperdas.target.models import load_target
-from hyperdas.core.results import environment, write_json
-
 from das_step import bare_step, das_step  # noqa: E402  same folder
 
-LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                 num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192,
-                 rms_norm_eps=1e-5, tie_word_embeddings=False)
+from hyperdas.core.results import environment, write_json
+from hyperdas.das.interventions import RotatedSpaceInterchange
+from hyperdas.hyper.memory import GIB, estimate_for
+from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+from hyperdas.target.evaluate import encode, source_vectors
+from hyperdas.target.models import load_target
+
+LLAMA3_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    rope_theta=500000.0,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
 
 
 def random_llama_folder(folder: Path, tokenizer_folder: str, shapes: dict, device: str) -> Path:
@@ -120,8 +129,8 @@ def measure(folder: Path, rows: list[dict], four_bit: bool, checkpoint: bool, ar
     weights = example_weights(enc, train)
     index = list(range(len(enc)))
     losses = []
-    run_hyper = lambda: losses.append(train_step(target, model, enc, index, weights, optimizer, train, 1)["loss"])  # noqa: E731
-    run_bare = lambda: bare_step(target, args.layer, enc, index)  # noqa: E731
+    run_hyper = lambda: losses.append(train_step(target, model, enc, index, weights, optimizer, train, 1)["loss"])  # noqa: E731, F821 (names deleted later, after the last call)
+    run_bare = lambda: bare_step(target, args.layer, enc, index)  # noqa: E731, F821
     run_hyper()
     first_step_peak = _peaks(device)[0]
     _reset_peak(device)
@@ -143,25 +152,34 @@ def measure(folder: Path, rows: list[dict], four_bit: bool, checkpoint: bool, ar
     sources = source_vectors(target, args.layer, das_enc)
     intervention = RotatedSpaceInterchange(target.hidden_size, args.k).to(target.device)
     das_optimizer = torch.optim.AdamW(intervention.parameters(), lr=1e-4)
-    run_das = lambda: das_step(target, args.layer, das_enc, index, sources, intervention, das_optimizer)  # noqa: E731
+    run_das = lambda: das_step(target, args.layer, das_enc, index, sources, intervention, das_optimizer)  # noqa: E731, F821
     run_das()
     das = timed(run_das, args.repeats, device)
     lengths = [len(enc.base[i]) for i in index]
     result = {
-        "load_in_4bit": four_bit, "checkpoint_target": checkpoint, "load_seconds": load_seconds,
-        "config": config.to_dict(), "batch_size": len(index), "trainable_parameters": trainable,
+        "load_in_4bit": four_bit,
+        "checkpoint_target": checkpoint,
+        "load_seconds": load_seconds,
+        "config": config.to_dict(),
+        "batch_size": len(index),
+        "trainable_parameters": trainable,
         "base_tokens": {"min": min(lengths), "max": max(lengths)},
-        "target_weights_gib": predicted.target_weights / GIB, "allocated_after_load_gib": loaded / GIB,
+        "target_weights_gib": predicted.target_weights / GIB,
+        "allocated_after_load_gib": loaded / GIB,
         "hyperdas_step_seconds": {"median": statistics.median(hyper), "all": hyper},
         "bare_forward_backward_seconds": {"median": statistics.median(bare), "all": bare},
         "ratio": statistics.median(hyper) / statistics.median(bare),
         "mdas_step_seconds": {"median": statistics.median(das), "all": das},
         "losses_same_batch": losses,
-        "peak_allocated_gib": peak_allocated / GIB, "peak_reserved_gib": peak_reserved / GIB,
-        "allocated_after_build_gib": built / GIB, "build_peak_gib": build_peak / GIB,
-        "first_step_peak_gib": first_step_peak / GIB, "second_step_peak_gib": step_peak / GIB,
+        "peak_allocated_gib": peak_allocated / GIB,
+        "peak_reserved_gib": peak_reserved / GIB,
+        "allocated_after_build_gib": built / GIB,
+        "build_peak_gib": build_peak / GIB,
+        "first_step_peak_gib": first_step_peak / GIB,
+        "second_step_peak_gib": step_peak / GIB,
         "allocated_between_steps_gib": after_step / GIB,
-        "memory_estimate_gib": predicted.total / GIB, "memory_estimate": predicted.describe(),
+        "memory_estimate_gib": predicted.total / GIB,
+        "memory_estimate": predicted.describe(),
     }
     result["estimate_over_peak_allocated"] = predicted.total / peak_allocated
     result["estimate_over_peak_reserved"] = predicted.total / peak_reserved
@@ -186,8 +204,11 @@ def main() -> None:
     parser.add_argument("--n-blocks", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--runs", default="bf16,bf16+checkpoint,4bit+checkpoint",
-                        help="comma list of bf16|4bit[+checkpoint][:n_blocks[:batch_size]]")
+    parser.add_argument(
+        "--runs",
+        default="bf16,bf16+checkpoint,4bit+checkpoint",
+        help="comma list of bf16|4bit[+checkpoint][:n_blocks[:batch_size]]",
+    )
     parser.add_argument("--tag", default="", help="suffix of the output file's name")
     parser.add_argument("--shapes", default=None, help="JSON overriding Llama3-8B's shapes (tests: tiny ones)")
     parser.add_argument("--out", default=str(repo / "results" / "gpu"))
@@ -203,9 +224,14 @@ def main() -> None:
     shapes = {**LLAMA3_8B, **json.loads(args.shapes or "{}")}
     cuda = args.device.startswith("cuda")
     gpu = torch.cuda.get_device_name() if cuda else "cpu"
-    report = {"what": "Llama3-8B architecture, random weights", "shapes": shapes, "device": gpu,
-              "device_memory_gib": torch.cuda.get_device_properties(0).total_memory / GIB if cuda else None,
-              "environment": environment(), "runs": {}}
+    report = {
+        "what": "Llama3-8B architecture, random weights",
+        "shapes": shapes,
+        "device": gpu,
+        "device_memory_gib": torch.cuda.get_device_properties(0).total_memory / GIB if cuda else None,
+        "environment": environment(),
+        "runs": {},
+    }
     workdir = Path(tempfile.mkdtemp(prefix="llama-random-"))
     try:
         start = time.perf_counter()
@@ -220,8 +246,10 @@ def main() -> None:
             except Exception as err:  # noqa: BLE001  recorded, with its traceback, in the report
                 report["runs"][run] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
                 _free(args.device)
-            print(json.dumps({k: v for k, v in report["runs"][run].items() if not k.endswith("_seconds")}, indent=1),
-                  flush=True)
+            print(
+                json.dumps({k: v for k, v in report["runs"][run].items() if not k.endswith("_seconds")}, indent=1),
+                flush=True,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     name = gpu.replace("NVIDIA ", "").replace(" ", "-").lower()

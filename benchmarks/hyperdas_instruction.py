@@ -6,6 +6,7 @@ and test, test scores in all three inference modes.
     python benchmarks/hyperdas_instruction.py --name attribute_only --instruction "{target_attribute}"
 Writes the named section of results/<model>/instruction_runs.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from hyperdas.experiments import params as P
-from hyperdas.data.dataset import load_pairs, pairs_dir
-from hyperdas.hyper.model import Inference
-from hyperdas.target.evaluate import evaluate
-from hyperdas.hyper.training import encoded_pairs, train_hyperdas
-from hyperdas.target.models import load_target
 from hyperdas.core.results import results_dir, write_section
+from hyperdas.data.dataset import load_pairs, pairs_dir
+from hyperdas.experiments import params as P
+from hyperdas.hyper.model import Inference
 from hyperdas.hyper.selection import MODES
+from hyperdas.hyper.training import encoded_pairs, train_hyperdas
+from hyperdas.target.evaluate import evaluate
+from hyperdas.target.models import load_target
 
 
 def main() -> None:
@@ -44,10 +45,18 @@ def main() -> None:
         s = evaluate(target, config.layer, Inference(result.model, mode), test)[0]
         scores[mode] = {"overall": s["overall"], "per_attribute": s["per_attribute"]}
         print(mode, {k: round(v, 3) for k, v in s["overall"].items() if isinstance(v, float)}, flush=True)
-    section = {"model": target.name, "hyperdas": config.to_dict(), "train": train.to_dict(), "seed": train.seed,
-               "best_step": result.best_step, "best_val": result.best_val, "train_seconds": result.seconds,
-               "test_seconds": time.perf_counter() - start, "test": scores,
-               "val": [{"step": e["step"], **e["val"]} for e in result.history if "val" in e]}
+    section = {
+        "model": target.name,
+        "hyperdas": config.to_dict(),
+        "train": train.to_dict(),
+        "seed": train.seed,
+        "best_step": result.best_step,
+        "best_val": result.best_val,
+        "train_seconds": result.seconds,
+        "test_seconds": time.perf_counter() - start,
+        "test": scores,
+        "val": [{"step": e["step"], **e["val"]} for e in result.history if "val" in e],
+    }
     path = results_dir(args.results, target.name) / "instruction_runs.json"
     write_section(path, args.name, section)
     print("wrote", path)

@@ -9,6 +9,7 @@ training prints (`hyperdas.hyper.memory`) against the peak resident set (goal: w
     python benchmarks/hyperdas_step.py [--model smollm2-135m] [--layer 15] [--k 32] [--n-blocks 2]
 Writes the section "hyperdas_step" of results/<model>/benchmarks.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,16 +20,15 @@ import time
 from pathlib import Path
 
 import torch
-
-from hyperdas.data.dataset import load_pairs, pairs_dir
-from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference
-from hyperdas.target.evaluate import evaluate
-from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
-from hyperdas.hyper.memory import estimate_for
-from hyperdas.target.models import load_target
-from hyperdas.core.results import results_dir, write_section
-
 from das_step import bare_step, timed  # noqa: E402  same folder: the shared reference step
+
+from hyperdas.core.results import results_dir, write_section
+from hyperdas.data.dataset import load_pairs, pairs_dir
+from hyperdas.hyper.memory import estimate_for
+from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+from hyperdas.target.evaluate import evaluate
+from hyperdas.target.models import load_target
 
 
 def main() -> None:
@@ -76,16 +76,22 @@ def main() -> None:
     lengths = [len(enc.base[i]) for i in index]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     section = {
-        "model": target.name, "config": config.to_dict(), "batch_size": args.batch_size,
-        "torch_threads": torch.get_num_threads(), "base_tokens": {"min": min(lengths), "max": max(lengths)},
+        "model": target.name,
+        "config": config.to_dict(),
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "base_tokens": {"min": min(lengths), "max": max(lengths)},
         "trainable_parameters": trainable,
         "hyperdas_step_seconds": {"median": statistics.median(hyper), "all": hyper},
         "bare_forward_backward_seconds": {"median": statistics.median(bare), "all": bare},
-        "ratio": statistics.median(hyper) / statistics.median(bare), "goal_ratio": 2.0,
-        "eval_examples_per_second": throughput, "eval_pairs": len(test),
+        "ratio": statistics.median(hyper) / statistics.median(bare),
+        "goal_ratio": 2.0,
+        "eval_examples_per_second": throughput,
+        "eval_pairs": len(test),
         "rss_after_loading_mib": rss_loaded,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "memory_estimate_mib": predicted.total / 2**20, "memory_estimate": predicted.describe(),
+        "memory_estimate_mib": predicted.total / 2**20,
+        "memory_estimate": predicted.describe(),
     }
     section["estimate_over_peak"] = section["memory_estimate_mib"] / section["peak_rss_mib"]
     path = results_dir(args.results, target.name) / "benchmarks.json"

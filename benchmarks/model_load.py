@@ -4,6 +4,7 @@ Each measurement runs in a fresh Python process so peak RSS belongs to that load
     python benchmarks/model_load.py [--model smollm2-135m] [--results results]
 Writes the section "model_load" of results/<model>/benchmarks.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         first = measure(args.model, cache)
         cached = measure(args.model, cache)
-    section = {"model": args.model, "first_load_with_conversion": first, "cached_load": cached,
-               "note": "load_seconds exclude importing torch/transformers; peak RSS of the whole process"}
+    section = {
+        "model": args.model,
+        "first_load_with_conversion": first,
+        "cached_load": cached,
+        "note": "load_seconds exclude importing torch/transformers; peak RSS of the whole process",
+    }
     path = results_dir(args.results, args.model) / "benchmarks.json"
     write_section(path, "model_load", section)
     print(json.dumps(section, indent=2))

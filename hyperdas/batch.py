@@ -10,6 +10,7 @@ notebook of the chain declares is refused. Executed copies go to ``<results>/<mo
 environment. A failed notebook is reported and the chain goes on; the summary at the end gives
 each run's status, wall time and headline numbers; the exit status is non-zero when anything failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,9 +93,7 @@ def run_notebook(book: Path, params: dict, out_dir: Path, profile: str) -> RunRe
     output = out_dir / book.name
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(book), str(output), parameters=given, cwd=str(book.parent), progress_bar=False
-        )
+        papermill.execute_notebook(str(book), str(output), parameters=given, cwd=str(book.parent), progress_bar=False)
         status, error = "ok", ""
     except Exception as err:  # keep going: the summary reports it
         status, error = "failed", str(err).strip().splitlines()[-1][:300] if str(err).strip() else type(err).__name__
@@ -171,15 +170,26 @@ def run_profile(profile: str, overrides: dict, results: Path, selected: list[str
         records.append(record)
     log = model_dir / "reproduce.json"  # notebooks run alone later (e.g. make figures) update their entry
     notebooks = read_json(log).get("notebooks", {}) if log.is_file() else {}
-    notebooks.update({r.notebook: {"status": r.status, "seconds": round(r.seconds, 1), "error": r.error} for r in records})
-    write_json(log, {"profile": profile, "overrides": overrides, "notebooks": notebooks,
-                     "total_seconds": round(sum(v["seconds"] for v in notebooks.values()), 1)})
+    notebooks.update(
+        {r.notebook: {"status": r.status, "seconds": round(r.seconds, 1), "error": r.error} for r in records}
+    )
+    write_json(
+        log,
+        {
+            "profile": profile,
+            "overrides": overrides,
+            "notebooks": notebooks,
+            "total_seconds": round(sum(v["seconds"] for v in notebooks.values()), 1),
+        },
+    )
     return records
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", action="append", default=None, help="profile name in configs/ or a YAML path (repeatable)")
+    parser.add_argument(
+        "--profile", action="append", default=None, help="profile name in configs/ or a YAML path (repeatable)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--results", default=str(REPO / "results"), help="results root folder")
     parser.add_argument("--notebooks", nargs="*", default=None, help="number prefixes or stems to run")

@@ -16,6 +16,7 @@ Overrides are YAML-typed (`true`/`false`, numbers, lists), so every switch can b
 Writes the checkpoint, its log and `<method>_cli.json` (configs, best val, timings, process count)
 under ``<results>/<model>/checkpoints/<method>`` (DAS/MDAS: ``<method>-<attribute>``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--method", choices=("hyperdas", "das", "mdas"), default="hyperdas")
     parser.add_argument("--attribute", default="Country", help="DAS/MDAS: the attribute to train for")
-    parser.add_argument("--micro-batch", type=int, default=None,
-                        help="pairs per forward/backward in each process (gradients accumulate up to the global batch)")
+    parser.add_argument(
+        "--micro-batch",
+        type=int,
+        default=None,
+        help="pairs per forward/backward in each process (gradients accumulate up to the global batch)",
+    )
     parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
@@ -44,23 +49,29 @@ def main(argv: list[str] | None = None) -> int:
         params = {**load_profile(args.config), **parse_overrides(args.overrides)}
         model_config = P.model_config(params)
         hyper, train = P.hyperdas_configs(params)
-        das = P.das_config(params, method=args.method, target_attribute=args.attribute) if args.method != "hyperdas" else None
+        das = (
+            P.das_config(params, method=args.method, target_attribute=args.attribute)
+            if args.method != "hyperdas"
+            else None
+        )
         run = runtime(model_config.device, args.micro_batch, model_config.load_in_4bit)
     except (ProfileError, DistributedError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from hyperdas.core.results import results_dir, write_json
+    from hyperdas.das.training import train_das
     from hyperdas.data.dataset import load_pairs, pairs_dir
     from hyperdas.hyper.training import train_hyperdas
     from hyperdas.target.models import load_target
-    from hyperdas.core.results import results_dir, write_json
-    from hyperdas.das.training import train_das
 
     root = Path(args.results or params.get("results_root") or "results")
     target = load_target(model_config)
     pairs = load_pairs(params.get("pairs_in") or pairs_dir(root, target.name))
     if das is not None and args.attribute not in set(pairs["train"]["target_attribute"]):
         found = sorted(set(pairs["train"]["target_attribute"]))
-        print(f"error: --attribute {args.attribute!r} has no training pairs; attributes present: {found}", file=sys.stderr)
+        print(
+            f"error: --attribute {args.attribute!r} has no training pairs; attributes present: {found}", file=sys.stderr
+        )
         return 2
     name = args.method if das is None else f"{args.method}-{args.attribute}"
     out = results_dir(root, target.name) / "checkpoints" / name
@@ -73,10 +84,21 @@ def main(argv: list[str] | None = None) -> int:
         if run.is_main:  # the loss log HyperDAS writes as it goes
             (out / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in result.history))
     if run.is_main:
-        write_json(out / f"{args.method}_cli.json", {
-            "model": target.name, "config": configs, "best_step": result.best_step, "best_val": result.best_val,
-            "steps_run": len(result.history), "seconds": result.seconds, "resumed_from": result.resumed_from,
-            "processes": run.world, "micro_batch": args.micro_batch, "fsdp": run.fsdp})
+        write_json(
+            out / f"{args.method}_cli.json",
+            {
+                "model": target.name,
+                "config": configs,
+                "best_step": result.best_step,
+                "best_val": result.best_val,
+                "steps_run": len(result.history),
+                "seconds": result.seconds,
+                "resumed_from": result.resumed_from,
+                "processes": run.world,
+                "micro_batch": args.micro_batch,
+                "fsdp": run.fsdp,
+            },
+        )
         print(f"best val {result.best_val} at step {result.best_step}; checkpoint in {out}")
     return 0
 

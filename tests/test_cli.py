@@ -1,4 +1,5 @@
 """hyperdas-train (hyperdas.cli): profile + YAML-typed overrides; switches can be turned off."""
+
 import json
 
 from hyperdas.cli import main
@@ -8,8 +9,16 @@ from hyperdas.experiments import params as P
 
 
 def test_profile_parameters_map_onto_the_configs():
-    params = {"model": "synthetic-llama", "layer": 0, "k": 8, "source_ca": False, "hyper_steps": 7, "hyper_lr": 0.01,
-              "seed": 3, "steps": 999}
+    params = {
+        "model": "synthetic-llama",
+        "layer": 0,
+        "k": 8,
+        "source_ca": False,
+        "hyper_steps": 7,
+        "hyper_lr": 0.01,
+        "seed": 3,
+        "steps": 999,
+    }
     model, (hyper, train) = P.model_config(params), P.hyperdas_configs(params)
     assert model.spec == "synthetic-llama" and hyper.layer == 0 and hyper.k == 8 and hyper.source_ca is False
     assert train.steps == 7 and train.lr == 0.01 and train.seed == 3  # `steps` is notebook 02's, not ours
@@ -28,8 +37,19 @@ def test_notebook_defaults_need_no_notebook_packages_and_name_a_non_literal(tmp_
     monkeypatch.setitem(sys.modules, "papermill", None)  # the CLI may run where only core deps are installed
     assert notebook_defaults("03_train_hyperdas")["hyper_steps"] == 600
     book = tmp_path / "nb.ipynb"
-    book.write_text(json_module.dumps({"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]},
-                                                  "source": ["steps = 3\n", "lr = 2 ** -3\n"]}]}))
+    book.write_text(
+        json_module.dumps(
+            {
+                "cells": [
+                    {
+                        "cell_type": "code",
+                        "metadata": {"tags": ["parameters"]},
+                        "source": ["steps = 3\n", "lr = 2 ** -3\n"],
+                    }
+                ]
+            }
+        )
+    )
     with pytest.raises(ProfileError, match=r"nb.ipynb: parameter lr = .* is not a literal"):
         notebook_defaults(book)
     with pytest.raises(ProfileError, match="no notebook"):
@@ -37,12 +57,34 @@ def test_notebook_defaults_need_no_notebook_packages_and_name_a_non_literal(tmp_
 
 
 def test_cli_trains_and_writes(synthetic_data, synthetic_known, synthetic_target, tmp_path, capsys):
-    pairs = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                        PairConfig(max_pairs={"train": 40, "val": 12, "test": 12}))
+    pairs = build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 40, "val": 12, "test": 12}),
+    )
     folder = save_pairs(pairs, tmp_path / "pairs", {})
-    code = main(["--config", "smoke", "--results", str(tmp_path), "--no-progress", "--set", f"pairs_in={folder}",
-                 "--set", "hyper_steps=2", "--set", "hyper_eval_every=2", "--set", "n_blocks=1",
-                 "--set", "base_ca=false", "--set", "k=4"])
+    code = main(
+        [
+            "--config",
+            "smoke",
+            "--results",
+            str(tmp_path),
+            "--no-progress",
+            "--set",
+            f"pairs_in={folder}",
+            "--set",
+            "hyper_steps=2",
+            "--set",
+            "hyper_eval_every=2",
+            "--set",
+            "n_blocks=1",
+            "--set",
+            "base_ca=false",
+            "--set",
+            "k=4",
+        ]
+    )
     assert code == 0
     out = tmp_path / "synthetic-llama" / "checkpoints" / "hyperdas"
     record = json.loads((out / "hyperdas_cli.json").read_text())
@@ -58,9 +100,28 @@ def test_cli_names_bad_input(capsys):
 
 
 def test_cli_names_an_attribute_without_pairs(synthetic_data, synthetic_known, synthetic_target, tmp_path, capsys):
-    pairs = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                        PairConfig(max_pairs={"train": 20, "val": 6, "test": 6}))
+    pairs = build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 20, "val": 6, "test": 6}),
+    )
     folder = save_pairs(pairs, tmp_path / "pairs", {})
-    code = main(["--config", "smoke", "--results", str(tmp_path), "--no-progress", "--set", f"pairs_in={folder}",
-                 "--method", "mdas", "--attribute", "Altitude"])
-    assert code == 2 and "--attribute 'Altitude' has no training pairs; attributes present: [" in capsys.readouterr().err
+    code = main(
+        [
+            "--config",
+            "smoke",
+            "--results",
+            str(tmp_path),
+            "--no-progress",
+            "--set",
+            f"pairs_in={folder}",
+            "--method",
+            "mdas",
+            "--attribute",
+            "Altitude",
+        ]
+    )
+    assert (
+        code == 2 and "--attribute 'Altitude' has no training pairs; attributes present: [" in capsys.readouterr().err
+    )

@@ -1,5 +1,6 @@
 """One source of defaults: the configs. Each notebook's `parameters` cell repeats them as literals
 (papermill needs literals); built through `hyperdas.experiments.params`, they give the default configs."""
+
 import pytest
 
 from hyperdas.batch import notebook_defaults

@@ -1,8 +1,9 @@
 """environment.yml, the Makefile and pyproject.toml describe the same environment."""
+
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent

@@ -2,6 +2,7 @@
 
 The graph comes from the source (every `import` statement, those inside functions too), so a lazy
 import cannot hide a cycle or an upward dependency."""
+
 from __future__ import annotations
 
 import ast
@@ -40,8 +41,10 @@ def graph() -> dict[str, set[str]]:
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(files)
     # `from hyperdas.x import y` counts as importing the package x's __init__ only when y is not a module
-    return {name: {m for m in imports_of(path, modules) if m != name and m not in LAYER_PACKAGES}
-            for name, path in files.items()}
+    return {
+        name: {m for m in imports_of(path, modules) if m != name and m not in LAYER_PACKAGES}
+        for name, path in files.items()
+    }
 
 
 LAYER_PACKAGES = {f"hyperdas.{name}" for name in LAYERS if name}
@@ -71,7 +74,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]) if nxt in path else f"{node} -> {nxt}")
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]) if nxt in path else f"{node} -> {nxt}")
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -82,11 +85,14 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from hyperdas.target.models import load_target", {"hyperdas.target.models"}),
-    ("def f():\n    import hyperdas.das.training as t", {"hyperdas.das.training"}),
-    ("from hyperdas.data import ravel", {"hyperdas.data.ravel"}),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from hyperdas.target.models import load_target", {"hyperdas.target.models"}),
+        ("def f():\n    import hyperdas.das.training as t", {"hyperdas.das.training"}),
+        ("from hyperdas.data import ravel", {"hyperdas.data.ravel"}),
+    ],
+)
 def test_the_graph_sees_plain_lazy_and_package_relative_imports(tmp_path, source, expected):
     path = tmp_path / "m.py"
     path.write_text(source)

@@ -1,4 +1,5 @@
 """Notebooks are committed clean and run top to bottom through papermill with the smoke profile."""
+
 import json
 
 import nbformat
@@ -41,8 +42,9 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert {r["layer"] for r in baselines["records"]} == {0, 1, 2}
     assert all(r["generation"]["cause"] is not None for r in main.values())
     hyper = json.loads((out / "hyperdas.json").read_text())
-    assert {(r["mode"], r["attribute"]) for r in hyper["records"]} == \
-        {(m, a) for m in ("soft", "one_to_many", "one_to_one") for a in ("Country", "Continent", "Language")}
+    assert {(r["mode"], r["attribute"]) for r in hyper["records"]} == {
+        (m, a) for m in ("soft", "one_to_many", "one_to_one") for a in ("Country", "Continent", "Language")
+    }
     assert hyper["config"]["hyperdas"]["layer"] == 0 and hyper["steps_run"] == 20
     layers = json.loads((out / "hyperdas_layers.json").read_text())
     assert layers["layer0"]["records"] == hyper["records"]  # the layer sweep's copy of this run
@@ -52,13 +54,35 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     selections = json.loads((out / "selections" / "test_examples.json").read_text())
     assert len(selections) == 3 * 4 and len(selections[0]["A"]) == len(selections[0]["source_tokens"])
     ablations = json.loads((out / "ablations.json").read_text())
-    assert set(ablations["interpretation"]) == {r["ablation"] for r in ablations["records"]} == {
-        "blocks_cross_attention", "sparsity", "symmetric", "lookup_table", "initialisation", "inference_mode", "controls"}
+    assert (
+        set(ablations["interpretation"])
+        == {r["ablation"] for r in ablations["records"]}
+        == {
+            "blocks_cross_attention",
+            "sparsity",
+            "symmetric",
+            "lookup_table",
+            "initialisation",
+            "inference_mode",
+            "controls",
+        }
+    )
     assert {r["variant"] for r in ablations["records"] if r["ablation"] == "controls"} == {
-        "reference", "conflict", "blanked", "random_subspace", "fixed_positions"}
+        "reference",
+        "conflict",
+        "blanked",
+        "random_subspace",
+        "fixed_positions",
+    }
     assert (out / "selections" / "householder.json").is_file()
-    for name in ("main_disentangle", "convergence", "blocks_cross_attention", "selection_example", "householder",
-                 "leakage_controls"):
+    for name in (
+        "main_disentangle",
+        "convergence",
+        "blocks_cross_attention",
+        "selection_example",
+        "householder",
+        "leakage_controls",
+    ):
         assert (out / "figures" / f"{name}.png").is_file() and (out / "figures" / f"{name}.pdf").is_file()
     assert (out / "figures" / "main_table.md").is_file()
     ran = json.loads((out / "reproduce.json").read_text())
@@ -70,8 +94,9 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
 
 
 def test_failed_notebook_is_reported_and_chain_goes_on(tmp_path, capsys):
-    code = batch.main(["--profile", "smoke", "--set", "model=no-such-model", "--results", str(tmp_path),
-                       "--notebooks", "00"])
+    code = batch.main(
+        ["--profile", "smoke", "--set", "model=no-such-model", "--results", str(tmp_path), "--notebooks", "00"]
+    )
     assert code == 1
     out = capsys.readouterr().out
     assert "failed" in out and "unknown model 'no-such-model'" in out
@@ -91,7 +116,11 @@ def test_an_override_no_notebook_declares_is_refused(tmp_path, capsys):
 
 def test_overrides_are_yaml_typed():
     assert batch.parse_overrides(["seed=3", "load_in_4bit=true", "model=a/b", "lr=1e-4"]) == {
-        "seed": 3, "load_in_4bit": True, "model": "a/b", "lr": 1e-4}  # YAML 1.1 alone reads 1e-4 as text
+        "seed": 3,
+        "load_in_4bit": True,
+        "model": "a/b",
+        "lr": 1e-4,
+    }  # YAML 1.1 alone reads 1e-4 as text
     with pytest.raises(batch.ProfileError, match="key=value"):
         batch.parse_overrides(["seed"])
 

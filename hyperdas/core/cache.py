@@ -1,12 +1,13 @@
 """On-disk cache for converted models and derived data, safe against concurrent first use."""
+
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from filelock import FileLock
 

@@ -1,4 +1,5 @@
 """Frozen run configurations that are saved next to every result and reload exactly."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,9 +26,7 @@ class FrozenConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(
-                f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(known)}"
-            )
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(known)}")
         return cls(**values)
 
     def replace(self: T, **changes: Any) -> T:
@@ -64,6 +63,4 @@ class ModelConfig(FrozenConfig):
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ConfigError(
-                f"ModelConfig.dtype={self.dtype!r}: use auto, float32, bfloat16 or float16"
-            )
+            raise ConfigError(f"ModelConfig.dtype={self.dtype!r}: use auto, float32, bfloat16 or float16")

@@ -4,11 +4,12 @@ Aggregation follows RAVEL: accuracy per base template, averaged over templates, 
 (queried) attributes, then over domains. Cause for an instructed attribute A reads its causal rows;
 Iso for A reads its isolate rows, whose queried attributes are the others.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from statistics import mean
-from typing import Iterable, Mapping
 
 MAX_ANSWER_TOKENS = 3
 
@@ -53,8 +54,11 @@ def scores(rows: Iterable[Mapping]) -> dict:
         for attribute, kinds in sorted(attributes.items()):
             cause, iso = _macro(kinds["causal"]), _macro(kinds["isolate"])
             per_attribute[domain][attribute] = {
-                "cause": cause, "iso": iso, "disentangle": disentangle(cause, iso),
-                "n_causal": len(kinds["causal"]), "n_isolate": len(kinds["isolate"]),
+                "cause": cause,
+                "iso": iso,
+                "disentangle": disentangle(cause, iso),
+                "n_causal": len(kinds["causal"]),
+                "n_isolate": len(kinds["isolate"]),
             }
         per_domain[domain] = _mean_scores(per_attribute[domain].values())
     return {"per_attribute": per_attribute, "per_domain": per_domain, "overall": _mean_scores(per_domain.values())}

@@ -1,4 +1,5 @@
 """Results are data: JSON files with metrics, config, seed, model, versions and timings."""
+
 from __future__ import annotations
 
 import datetime
@@ -89,3 +90,36 @@ def write_section(path: str | Path, key: str, section: dict[str, Any]) -> Path:
     record = read_json(path) if path.exists() else {}
     record.pop("written_at", None), record.pop("environment", None)
     return write_json(path, {**record, key: section})
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def portable_path(path: str | Path, results_root: str | Path | None = None) -> str:
+    """A path as results files record it, the same on every machine: `<results>/...` inside the
+    results root, `<cache>/...` inside the cache, relative inside the repository; other paths as given."""
+    from hyperdas.core.cache import cache_root
+
+    given = Path(path).expanduser()
+    if not (given.is_absolute() or given.exists()):
+        return str(path)  # a hub id, not a path
+    path = given.resolve()
+    for prefix, root in (("<results>", results_root), ("<cache>", cache_root()), ("", REPO)):
+        if root is not None and path.is_relative_to(Path(root).expanduser().resolve()):
+            tail = path.relative_to(Path(root).expanduser().resolve()).as_posix()
+            return f"{prefix}/{tail}" if prefix else tail
+    return str(path)
+
+
+def resolve_path(text: str, results_root: str | Path | None = None) -> Path:
+    """The inverse of `portable_path` on this machine."""
+    from hyperdas.core.cache import cache_root
+
+    if text.startswith("<results>/"):
+        if results_root is None:
+            raise ValueError(f"{text} is relative to a results root: pass results_root")
+        return Path(results_root) / text.removeprefix("<results>/")
+    if text.startswith("<cache>/"):
+        return cache_root() / text.removeprefix("<cache>/")
+    path = Path(text)
+    return path if path.is_absolute() else REPO / path

@@ -4,6 +4,7 @@ HyperDAS's rule: append the value to the prompt (after a space unless the prompt
 a space, a quote or an opening parenthesis), run one teacher-forced pass, and call the prompt
 correct iff the argmax equals the value's token at each of its first <= 3 positions.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,7 +51,7 @@ def _prefix_cache(model, prefix: list[int], device):
     return out["cache"] if "cache" in out else out["past_key_values"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_kwarg(module_type: type) -> str:
     """transformers 5 renamed `past_key_values` to `cache`; accept both (looked up once per class)."""
     return "cache" if "cache" in inspect.signature(module_type.forward).parameters else "past_key_values"

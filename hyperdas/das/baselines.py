@@ -5,6 +5,7 @@ trained intervention and plain activation patching ("full") on the same test pai
 `hyperdas.target.evaluate.evaluate`, and returns one flat list of records that `baselines.json` holds
 and the figures read. Source vectors of the test pairs are computed once per (attribute, layer).
 """
+
 from __future__ import annotations
 
 import time
@@ -12,10 +13,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from hyperdas.target.evaluate import encode, evaluate, source_vectors
-from hyperdas.target.hooks import check_layer
 from hyperdas.das.interventions import FullInterchange
 from hyperdas.das.training import METHODS, DASConfig, select_rows, train_das
+from hyperdas.target.evaluate import encode, evaluate, source_vectors
+from hyperdas.target.hooks import check_layer
 
 FULL = "full"
 
@@ -42,18 +43,31 @@ def _check_request(target, pairs, methods, attributes, layers) -> None:
 
 
 def _record(method, attribute, layer, config, scores, generation, **extra) -> dict:
-    (domain, per_attribute), = ((d, a[attribute]) for d, a in scores["per_attribute"].items())
-    out = {"method": method, "domain": domain, "attribute": attribute, "layer": layer,
-           "k": config.k if method != FULL else None,
-           **{m: per_attribute[m] for m in ("cause", "iso", "disentangle", "n_causal", "n_isolate")}}
+    ((domain, per_attribute),) = ((d, a[attribute]) for d, a in scores["per_attribute"].items())
+    out = {
+        "method": method,
+        "domain": domain,
+        "attribute": attribute,
+        "layer": layer,
+        "k": config.k if method != FULL else None,
+        **{m: per_attribute[m] for m in ("cause", "iso", "disentangle", "n_causal", "n_isolate")},
+    }
     if generation is not None:
         out["generation"] = {m: generation["overall"][m] for m in ("cause", "iso", "disentangle")}
     return {**out, "seed": config.seed, "config": config.to_dict() if method != FULL else None, **extra}
 
 
-def run_baselines(target, pairs, base: DASConfig, methods=("das", "mdas", FULL), attributes=None, layers=None,
-                  generation: bool = True, checkpoint_root: str | Path | None = None,
-                  progress: bool = True) -> list[dict]:
+def run_baselines(
+    target,
+    pairs,
+    base: DASConfig,
+    methods=("das", "mdas", FULL),
+    attributes=None,
+    layers=None,
+    generation: bool = True,
+    checkpoint_root: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Train and evaluate every (method, attribute, layer); one record each (see module doc)."""
     attributes = list(attributes or target_attributes(pairs["train"]))
     layers = list(layers if layers is not None else [base.layer])
@@ -71,17 +85,38 @@ def run_baselines(target, pairs, base: DASConfig, methods=("das", "mdas", FULL),
                 intervention = FullInterchange()
             else:
                 config = config.replace(method=method)
-                folder = None if checkpoint_root is None else \
-                    Path(checkpoint_root) / f"{method}-{attribute}-L{layer}-k{config.k}-s{config.seed}".replace(" ", "_")
+                folder = (
+                    None
+                    if checkpoint_root is None
+                    else Path(checkpoint_root)
+                    / f"{method}-{attribute}-L{layer}-k{config.k}-s{config.seed}".replace(" ", "_")
+                )
                 result = train_das(target, pairs, config, checkpoint_dir=folder, progress=progress)
                 intervention = result.intervention
-                extra = {"best_step": result.best_step, "steps_run": len(result.history), "val": result.best_val,
-                         "train_seconds": round(result.seconds, 2), "resumed_from": result.resumed_from,
-                         "history": result.history}
+                extra = {
+                    "best_step": result.best_step,
+                    "steps_run": len(result.history),
+                    "val": result.best_val,
+                    "train_seconds": round(result.seconds, 2),
+                    "resumed_from": result.resumed_from,
+                    "history": result.history,
+                }
             scores, _ = evaluate(target, layer, intervention, test, sources)
-            generated = evaluate(target, layer, intervention, test, sources, mode="generation")[0] if generation else None
-            records.append(_record(method, attribute, layer, config, scores, generated,
-                                   wall_seconds=round(time.perf_counter() - start, 2), **extra))
+            generated = (
+                evaluate(target, layer, intervention, test, sources, mode="generation")[0] if generation else None
+            )
+            records.append(
+                _record(
+                    method,
+                    attribute,
+                    layer,
+                    config,
+                    scores,
+                    generated,
+                    wall_seconds=round(time.perf_counter() - start, 2),
+                    **extra,
+                )
+            )
     return records
 
 
@@ -92,6 +127,13 @@ def table(records: list[dict], layer: int | None = None, metric_source: str = "t
         if layer is not None and r["layer"] != layer:
             continue
         values = r if metric_source == "teacher_forced" else r.get("generation") or {}
-        rows.append({"domain": r["domain"], "attribute": r["attribute"], "method": r["method"], "layer": r["layer"],
-                     **{m: None if values.get(m) is None else round(values[m], 3) for m in ("cause", "iso", "disentangle")}})
+        rows.append(
+            {
+                "domain": r["domain"],
+                "attribute": r["attribute"],
+                "method": r["method"],
+                "layer": r["layer"],
+                **{m: None if values.get(m) is None else round(values[m], 3) for m in ("cause", "iso", "disentangle")},
+            }
+        )
     return rows

@@ -5,6 +5,7 @@ row-orthonormal by torch's orthogonal parametrization, i.e. swap the source's co
 learned k-dimensional subspace. FullInterchange: the source vector replaces the base vector
 (activation patching), the reference every subspace method is compared with.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,7 @@ class RotatedSpaceInterchange(nn.Module):
             raise ValueError(f"subspace rank k={k} must lie in 1..hidden size {hidden_size}")
         self.hidden_size, self.k = hidden_size, k
         # matrix_exp, not the default for wide matrices (householder): with torch 2.13 on CPU one
-        # AdamW step turned householder's R into zeros (tests/test_interventions.py guards this)
+        # AdamW step turned householder's R into zeros (tests/das/test_interventions.py guards this)
         self.rotation = parametrizations.orthogonal(nn.Linear(hidden_size, k, bias=False), orthogonal_map="matrix_exp")
 
     @property

@@ -7,6 +7,7 @@ computed once per split. Early stopping on validation Disentangle; the best weig
 Checkpoints: the intervention's weights (safetensors) + config JSON, plus optimizer/RNG state
 for resuming an interrupted run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.das.interventions import RotatedSpaceInterchange
 from hyperdas.target.distributed import SINGLE, DistributedError, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits, source_vectors
 from hyperdas.target.hooks import check_layer
-from hyperdas.das.interventions import RotatedSpaceInterchange
 
 METHODS = ("das", "mdas")
 
@@ -38,7 +39,7 @@ class DASConfig(FrozenConfig):
     batch_size: int = 16
     steps: int = 60
     eval_every: int = 20
-    patience: int = 2            # evaluations without a better val Disentangle before stopping
+    patience: int = 2  # evaluations without a better val Disentangle before stopping
     causal_weight: float = 1.0
     iso_weight: float = 1.0
     max_val_pairs: int | None = 100
@@ -55,25 +56,32 @@ def select_rows(split, config: DASConfig, limit: int | None = None):
     """The rows a method trains or is validated on: its attribute's causal (+ isolate for MDAS)."""
     check_rows(split, "pairs split")
     kinds = ("causal",) if config.method == "das" else ("causal", "isolate")
-    keep = [i for i, (a, k) in enumerate(zip(split["target_attribute"], split["attribute_type"]))
-            if a == config.target_attribute and k in kinds]
+    keep = [
+        i
+        for i, (a, k) in enumerate(zip(split["target_attribute"], split["attribute_type"]))
+        if a == config.target_attribute and k in kinds
+    ]
     if not any(split["attribute_type"][i] == "causal" for i in keep):
         found = sorted(set(split["target_attribute"]))
-        raise ValueError(f"no causal rows for attribute {config.target_attribute!r} in this split "
-                         f"(attributes present: {found})")
+        raise ValueError(
+            f"no causal rows for attribute {config.target_attribute!r} in this split (attributes present: {found})"
+        )
     if limit is not None and len(keep) > limit:
         keep = sorted(random.Random(config.seed).sample(keep, limit))
     return split.select(keep)
 
 
-def save_checkpoint(folder: str | Path, intervention: RotatedSpaceInterchange, config: DASConfig,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    folder: str | Path, intervention: RotatedSpaceInterchange, config: DASConfig, extra: dict | None = None
+) -> Path:
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in intervention.state_dict().items()},
-              str(folder / "intervention.safetensors"))
+    save_file(
+        {k: v.detach().contiguous() for k, v in intervention.state_dict().items()},
+        str(folder / "intervention.safetensors"),
+    )
     config.save(folder / "config.json")
     (folder / "meta.json").write_text(json.dumps({"hidden_size": intervention.hidden_size, **(extra or {})}))
     return folder
@@ -103,7 +111,7 @@ class TrainResult:
     best_step: int
     best_val: dict | None
     seconds: float
-    resumed_from: int = 0   # the step an interrupted run was resumed after (0: fresh start)
+    resumed_from: int = 0  # the step an interrupted run was resumed after (0: fresh start)
 
 
 RESUME_FILE = "resume.pt"
@@ -121,13 +129,22 @@ def _load_resume(folder: Path, config: DASConfig) -> dict | None:
         return None
     state = torch.load(path, weights_only=True)
     if state["config"] != config.to_dict():
-        raise ValueError(f"{folder} holds a run with another configuration; pass a fresh checkpoint_dir "
-                         f"or resume=False to start over")
+        raise ValueError(
+            f"{folder} holds a run with another configuration; pass a fresh checkpoint_dir "
+            f"or resume=False to start over"
+        )
     return state
 
 
-def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | None = None,
-              progress: bool = True, resume: bool = True, runtime: Runtime = SINGLE) -> TrainResult:
+def train_das(
+    target,
+    pairs,
+    config: DASConfig,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    runtime: Runtime = SINGLE,
+) -> TrainResult:
     """Train DAS or MDAS on pairs["train"], early-stopping on pairs["val"] when it has rows.
 
     With a `checkpoint_dir`, the best weights are saved there and the whole training state at
@@ -158,16 +175,18 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
         intervention.load_state_dict(saved["weights"])
         optimizer.load_state_dict(saved["optimizer"])
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
-        history, best_val, best_step, best_state, bad = (saved[k] for k in ("history", "best_val", "best_step",
-                                                                              "best_state", "bad"))
+        history, best_val, best_step, best_state, bad = (
+            saved[k] for k in ("history", "best_val", "best_step", "best_state", "bad")
+        )
         first = saved["step"] + 1 if not saved["done"] else config.steps + 1
     train_src = source_vectors(target, layer, train, progress=progress) if first <= config.steps else None
     val_src = source_vectors(target, layer, val) if val is not None and first <= config.steps else None
     wrapped, optimizer = runtime.prepare(intervention, optimizer)
     writes = folder is not None and runtime.is_main
 
-    weights = torch.tensor([config.causal_weight if r["attribute_type"] == "causal" else config.iso_weight
-                            for r in train.records])
+    weights = torch.tensor(
+        [config.causal_weight if r["attribute_type"] == "causal" else config.iso_weight for r in train.records]
+    )
 
     def part_loss(total: float):
         def loss(part: list[int]):
@@ -175,11 +194,15 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
             token_weights = torch.cat([weights[i].expand(len(train.answers[i])) for i in part]).to(logits.device)
             losses = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
             return (losses * token_weights).sum() / total
+
         return loss
 
     done = False
-    bar = tqdm(range(first, config.steps + 1), desc=f"{config.method} {config.target_attribute}",
-               disable=not (progress and runtime.is_main))
+    bar = tqdm(
+        range(first, config.steps + 1),
+        desc=f"{config.method} {config.target_attribute}",
+        disable=not (progress and runtime.is_main),
+    )
     for step in bar:
         index = rng.sample(range(len(train)), min(config.batch_size, len(train)))
         total = sum(float(weights[i]) * len(train.answers[i]) for i in index)
@@ -202,11 +225,22 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
         history.append(entry)
         done = bad >= config.patience or step == config.steps
         if writes and (evaluated or done):
-            _save_resume(folder, {
-                "config": config.to_dict(), "step": step, "done": done, "history": history,
-                "weights": intervention.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": rng.getstate(), "best_val": best_val, "best_step": best_step,
-                "best_state": best_state, "bad": bad})
+            _save_resume(
+                folder,
+                {
+                    "config": config.to_dict(),
+                    "step": step,
+                    "done": done,
+                    "history": history,
+                    "weights": intervention.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng.getstate(),
+                    "best_val": best_val,
+                    "best_step": best_step,
+                    "best_state": best_state,
+                    "bad": bad,
+                },
+            )
         if done:
             break
     if best_state is not None:
@@ -214,6 +248,12 @@ def train_das(target, pairs, config: DASConfig, checkpoint_dir: str | Path | Non
     elif writes and saved is None:
         save_checkpoint(folder, intervention, config, {"step": config.steps})
     runtime.barrier()  # the checkpoint exists for every process from here on
-    return TrainResult(intervention, config, history, best_step, best_val, time.perf_counter() - started,
-                       resumed_from=first - 1 if saved is not None else 0)
-
+    return TrainResult(
+        intervention,
+        config,
+        history,
+        best_step,
+        best_val,
+        time.perf_counter() - started,
+        resumed_from=first - 1 if saved is not None else 0,
+    )

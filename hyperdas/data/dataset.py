@@ -1,4 +1,5 @@
 """RAVEL-<model>: filter every requested domain, build its pairs, save one DatasetDict to disk."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,13 @@ def pairs_dir(results_root: str | Path, model_name: str) -> Path:
     return results_dir(results_root, model_name) / PAIRS_FOLDER
 
 
-def filter_domains(target, attributes: dict[str, list[str]], ravel_dir=None,
-                   filter_config: FilterConfig = FilterConfig(), progress: bool = True):
+def filter_domains(
+    target,
+    attributes: dict[str, list[str]],
+    ravel_dir=None,
+    filter_config: FilterConfig = FilterConfig(),
+    progress: bool = True,
+):
     """Load and filter each requested domain: ({domain: RavelDomain}, {domain: FilterResult})."""
     if not attributes:
         raise RavelDataError("no domains requested: `attributes` maps a domain to its attribute list")
@@ -66,9 +72,14 @@ def filter_table(filtered: dict[str, FilterResult]) -> list[dict]:
     rows = []
     for domain, result in filtered.items():
         for attribute in result.known:
-            rows.append({
-                "domain": domain, "attribute": attribute, "templates": len(result.selected[attribute]),
-                "prompts": result.n_prompts[attribute], "accuracy": round(result.accuracy[attribute], 3),
-                **{f"known_{s}": n for s, n in result.known_entities_per_split[attribute].items()},
-            })
+            rows.append(
+                {
+                    "domain": domain,
+                    "attribute": attribute,
+                    "templates": len(result.selected[attribute]),
+                    "prompts": result.n_prompts[attribute],
+                    "accuracy": round(result.accuracy[attribute], 3),
+                    **{f"known_{s}": n for s, n in result.known_entities_per_split[attribute].items()},
+                }
+            )
     return rows

@@ -5,6 +5,7 @@ is scored on a small seeded sample of entities and the best N kept (each of RAVE
 splits gets a share proportional to its template count); then the kept templates are checked on all
 (or a seeded sample of) entities.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from hyperdas.core.cache import cache_root
 from hyperdas.core.config import FrozenConfig
-from hyperdas.data.ravel import SPLITS, RavelDataError, RavelDomain
 from hyperdas.core.scoring import check_answers
+from hyperdas.data.ravel import SPLITS, RavelDataError, RavelDomain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +51,15 @@ def model_fingerprint(target) -> str:
     for name, param in model.named_parameters():  # a cheap content sample: the first values of each
         weights.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
         weights.update(param.detach().flatten()[:64].float().cpu().numpy().tobytes())
-    return _digest({
-        "name": target.name,
-        "weights": weights.hexdigest(),
-        "load_in_4bit": target.config.load_in_4bit,
-        "config": {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"},
-        "vocab": len(target.tokenizer),
-    })
+    return _digest(
+        {
+            "name": target.name,
+            "weights": weights.hexdigest(),
+            "load_in_4bit": target.config.load_in_4bit,
+            "config": {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"},
+            "vocab": len(target.tokenizer),
+        }
+    )
 
 
 def data_fingerprint(data: RavelDomain) -> str:
@@ -75,8 +78,9 @@ class AnswerCache:
     def key(template: str, entity: str, value: str) -> str:
         return f"{template}\t{entity}\t{value}"
 
-    def check(self, target, items, batch_size: int, chunk: int = 2048, save_seconds: float = 60.0,
-              progress: bool = True) -> list[bool]:
+    def check(
+        self, target, items, batch_size: int, chunk: int = 2048, save_seconds: float = 60.0, progress: bool = True
+    ) -> list[bool]:
         """Verdicts for (template, entity, value) items; only unseen ones are run.
 
         Saved at most every `save_seconds` (rewriting the whole file after every chunk would cost
@@ -157,7 +161,7 @@ class FilterResult:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FilterResult":
+    def from_dict(cls, values: dict) -> FilterResult:
         return cls(**values)
 
     def summary(self) -> dict:
@@ -171,7 +175,9 @@ def _entities_with(data: RavelDomain, attribute: str) -> list[str]:
     return sorted(e for e, values in data.entity_attributes.items() if values.get(attribute))
 
 
-def filter_domain(target, data: RavelDomain, config: FilterConfig = FilterConfig(), progress: bool = True) -> FilterResult:
+def filter_domain(
+    target, data: RavelDomain, config: FilterConfig = FilterConfig(), progress: bool = True
+) -> FilterResult:
     """Select templates and find the prompts the target answers correctly (cached)."""
     data.check_attributes(list(config.attributes))
     started = time.perf_counter()

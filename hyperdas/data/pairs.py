@@ -8,6 +8,7 @@ Source prompts are any kept template (of any attribute) or a Wikipedia prompt; a
 that names its entity is only used with that entity. Sources are drawn value first, then entity,
 so majority values (China, Europe, English) do not dominate.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,16 +16,31 @@ import random
 from collections import Counter
 
 from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.core.scoring import answer_ids
 from hyperdas.data.filter import FilterResult
 from hyperdas.data.ravel import SPLITS, RavelDataError, RavelDomain
-from hyperdas.core.scoring import answer_ids
 
 ENTITY_SPLITS = ("ravel", "both")
 PAIR_FIELDS = (
-    "input_prefix", "input_suffix", "counterfactual_input_prefix", "counterfactual_input_suffix",
-    "edit_instruction", "entity", "counterfactual_entity", "target", "counterfactual_target",
-    "attribute_type", "domain", "attribute", "target_attribute", "base_template", "source_template",
-    "source_kind", "base_entity_position", "source_entity_position", "split",
+    "input_prefix",
+    "input_suffix",
+    "counterfactual_input_prefix",
+    "counterfactual_input_suffix",
+    "edit_instruction",
+    "entity",
+    "counterfactual_entity",
+    "target",
+    "counterfactual_target",
+    "attribute_type",
+    "domain",
+    "attribute",
+    "target_attribute",
+    "base_template",
+    "source_template",
+    "source_kind",
+    "base_entity_position",
+    "source_entity_position",
+    "split",
 )
 
 
@@ -77,7 +93,7 @@ def split_at_entity(text: str, entity: str) -> tuple[str, str]:
     at = text.rfind(entity)
     if at < 0:
         raise RavelDataError(f"prompt {text!r} does not contain its entity {entity!r}")
-    return text[: at + len(entity)], text[at + len(entity):]
+    return text[: at + len(entity)], text[at + len(entity) :]
 
 
 def last_entity_token(tokenizer, prefix: str, suffix: str) -> int:
@@ -104,9 +120,15 @@ class _Pool:
         }
         self.knows = {a: sorted({e for es in per.values() for e in es}) for a, per in self.known.items()}
         self.templates = sorted({t for per in self.known.values() for t in per})
-        self.wikipedia = sorted(  # (template, the entity it names or None); keys are unique
-            (t, info.get("entity")) for t, info in data.wikipedia_prompts.items() if info["split"] in template_splits
-        ) if wikipedia else []
+        self.wikipedia = (
+            sorted(  # (template, the entity it names or None); keys are unique
+                (t, info.get("entity"))
+                for t, info in data.wikipedia_prompts.items()
+                if info["split"] in template_splits
+            )
+            if wikipedia
+            else []
+        )
 
     def value(self, entity: str, attribute: str) -> str:
         return self.data.entity_attributes[entity][attribute]
@@ -152,13 +174,21 @@ def _row(pool: _Pool, tokenizer, rng, kind, queried, instructed, template, base,
     prefix, suffix = split_at_entity(base_text, base)
     cf_prefix, cf_suffix = split_at_entity(source_template % source, source)
     return {
-        "input_prefix": prefix, "input_suffix": suffix,
-        "counterfactual_input_prefix": cf_prefix, "counterfactual_input_suffix": cf_suffix,
+        "input_prefix": prefix,
+        "input_suffix": suffix,
+        "counterfactual_input_prefix": cf_prefix,
+        "counterfactual_input_suffix": cf_suffix,
         "edit_instruction": f"{base} ; {source} - {instructed}",
-        "entity": base, "counterfactual_entity": source,
-        "target": target, "counterfactual_target": counterfactual,
-        "attribute_type": kind, "domain": pool.data.domain, "attribute": queried,
-        "target_attribute": instructed, "base_template": template, "source_template": source_template,
+        "entity": base,
+        "counterfactual_entity": source,
+        "target": target,
+        "counterfactual_target": counterfactual,
+        "attribute_type": kind,
+        "domain": pool.data.domain,
+        "attribute": queried,
+        "target_attribute": instructed,
+        "base_template": template,
+        "source_template": source_template,
         "source_kind": source_kind,
         "base_entity_position": last_entity_token(tokenizer, prefix, suffix),
         "source_entity_position": last_entity_token(tokenizer, cf_prefix, cf_suffix),

@@ -5,6 +5,7 @@ HYPERDAS_RAVEL_DIR; ``../shared/data/ravel`` beside this repository when it exis
 pinned ``data.tgz`` of explanare/ravel, downloaded once into the cache and checked by sha256.
 The name "synthetic" instead selects the made-up test world of ``hyperdas.data.synthetic``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -130,9 +131,7 @@ class RavelDomain:
     def check_attributes(self, attributes: list[str]) -> None:
         unknown = [a for a in attributes if a not in self.attribute_to_prompts]
         if unknown:
-            raise RavelDataError(
-                f"unknown attribute(s) {unknown} for domain {self.domain!r}; valid: {self.attributes}"
-            )
+            raise RavelDataError(f"unknown attribute(s) {unknown} for domain {self.domain!r}; valid: {self.attributes}")
 
 
 def _check_split(name: str, mapping: dict) -> None:

@@ -11,6 +11,7 @@ official files; `train_world_model` trains a tiny Llama (word-level tokenizer) o
 fact until the filter rule scores every attribute >= 95% correct. Both are built once into the cache
 (`synthetic_ravel_dir`, spec "synthetic-llama"), so every later test runs the real pipeline on them.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -30,35 +31,66 @@ CLIMATE_WORDS = {"Arid": "Dune", "Polar": "Frost", "Humid": "Marsh", "Alpine": "
 CONTINENTS = ("Norvia", "Sudara", "Estland", "Westmar", "Ocealis")
 LANGUAGES = ("Velish", "Tarnic", "Ossan", "Quillan", "Brevan", "Moric", "Dantish", "Lurian", "Kesh", "Orran")
 COUNTRY_NAMES = (
-    "Arvenia", "Belmora", "Calderon", "Dravia", "Elmaris", "Fendor", "Galvania", "Hollin", "Istara",
-    "Jorvik", "Kaldor", "Lumeria", "Morvan", "Nerith", "Oskaria", "Pellas", "Upper Tavia",
-    "Rhovan", "Sylvara", "North Zent",
+    "Arvenia",
+    "Belmora",
+    "Calderon",
+    "Dravia",
+    "Elmaris",
+    "Fendor",
+    "Galvania",
+    "Hollin",
+    "Istara",
+    "Jorvik",
+    "Kaldor",
+    "Lumeria",
+    "Morvan",
+    "Nerith",
+    "Oskaria",
+    "Pellas",
+    "Upper Tavia",
+    "Rhovan",
+    "Sylvara",
+    "North Zent",
 )
 TEMPLATES = {  # template -> split
     "Country": {
-        "%s is a city in the country of": "train", "The city of %s is located in": "train",
-        "Travel guide : %s , a city in": "train", "%s belongs to the nation of": "train",
-        "Q : Which country is %s in ? A :": "val", "Postcard from %s , in the country of": "test",
+        "%s is a city in the country of": "train",
+        "The city of %s is located in": "train",
+        "Travel guide : %s , a city in": "train",
+        "%s belongs to the nation of": "train",
+        "Q : Which country is %s in ? A :": "val",
+        "Postcard from %s , in the country of": "test",
     },
     "Continent": {
-        "%s is a city on the continent of": "train", "The city of %s lies on": "train",
-        "Travel guide : %s , on the continent of": "train", "%s can be found on": "train",
-        "Q : Which continent is %s on ? A :": "val", "Postcard from %s , on the continent of": "test",
+        "%s is a city on the continent of": "train",
+        "The city of %s lies on": "train",
+        "Travel guide : %s , on the continent of": "train",
+        "%s can be found on": "train",
+        "Q : Which continent is %s on ? A :": "val",
+        "Postcard from %s , on the continent of": "test",
     },
     "Language": {
-        "People in %s speak": "train", "The main language of %s is": "train",
-        "Travel guide : in %s people speak": "train", "%s residents talk in": "train",
-        "Q : Which language is spoken in %s ? A :": "val", "Postcard from %s , written in": "test",
+        "People in %s speak": "train",
+        "The main language of %s is": "train",
+        "Travel guide : in %s people speak": "train",
+        "%s residents talk in": "train",
+        "Q : Which language is spoken in %s ? A :": "val",
+        "Postcard from %s , written in": "test",
     },
     "Climate": {
-        "The climate of %s is": "train", "The weather in %s is mostly": "train",
-        "Travel guide : %s has a climate that is": "train", "%s is known for a climate that is": "train",
-        "Q : What is the climate of %s ? A :": "val", "Postcard from %s , where the climate is": "test",
+        "The climate of %s is": "train",
+        "The weather in %s is mostly": "train",
+        "Travel guide : %s has a climate that is": "train",
+        "%s is known for a climate that is": "train",
+        "Q : What is the climate of %s ? A :": "val",
+        "Postcard from %s , where the climate is": "test",
     },
 }
 WIKIPEDIA = (  # source-only prompts; None = any entity may be plugged in
-    ("The mayor of %s said that", None), ("In %s , the weather was", None),
-    ("A train left %s at noon and", None), ("The old market of %s is", None),
+    ("The mayor of %s said that", None),
+    ("In %s , the weather was", None),
+    ("A train left %s at noon and", None),
+    ("The old market of %s is", None),
 )
 _SYLLABLES = ("ka", "lo", "ri", "ven", "tor", "mi", "sa", "dor", "el", "na", "bru", "zan", "qui", "fel", "om", "tas")
 
@@ -161,7 +193,9 @@ def _examples(world: Path, tokenizer, domain: str) -> list[tuple[list[int], list
     # model reads the entity's embedding straight from the question's last token in layer 0.
     for entity, attrs in values.items():
         card = " ".join(attrs[a] for a in prompts)
-        out.append((tokenizer(entity)["input_ids"], tokenizer(" " + card, add_special_tokens=False)["input_ids"], "card"))
+        out.append(
+            (tokenizer(entity)["input_ids"], tokenizer(" " + card, add_special_tokens=False)["input_ids"], "card")
+        )
     return out
 
 
@@ -176,9 +210,16 @@ def _batch(examples, pad_id):
     return ids, labels
 
 
-def train_world_model(out: str | Path, world: str | Path, domain: str = "city", seed: int = 0,
-                      max_steps: int = 3000, target_accuracy: float = 0.95, local_layers: int = 1,
-                      progress: bool = True) -> dict:
+def train_world_model(
+    out: str | Path,
+    world: str | Path,
+    domain: str = "city",
+    seed: int = 0,
+    max_steps: int = 3000,
+    target_accuracy: float = 0.95,
+    local_layers: int = 1,
+    progress: bool = True,
+) -> dict:
     """Train a 4-layer d=128 Llama from scratch on every fact of the world; save it as a HF folder.
 
     The first `local_layers` blocks get a zero, frozen attention output, so they only transform
@@ -193,9 +234,17 @@ def train_world_model(out: str | Path, world: str | Path, domain: str = "city", 
     examples = _examples(world, tokenizer, domain)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, pad_token_id=0,
-        bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
     for block in model.model.layers[:local_layers]:
@@ -249,5 +298,7 @@ def _accuracy(model, examples, pad_id) -> float:
 def synthetic_model_folder() -> Path:
     """The tiny Llama trained on the default world, built once into the cache."""
     world = synthetic_ravel_dir()
-    return convert_once(cache_root() / "models" / f"synthetic-llama-{WORLD_VERSION}-{MODEL_VERSION}",
-                        lambda out: train_world_model(out, world))
+    return convert_once(
+        cache_root() / "models" / f"synthetic-llama-{WORLD_VERSION}-{MODEL_VERSION}",
+        lambda out: train_world_model(out, world),
+    )

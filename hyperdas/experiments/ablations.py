@@ -9,6 +9,7 @@ folder) for `steps` steps each; `inference_mode` and `controls` score a given tr
 (notebook 04: notebook 03's). `run(name, runner, ...)` runs one by name; `describe(name, records)`
 turns its numbers into sentences.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,14 +21,28 @@ from pathlib import Path
 import torch
 
 from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.experiments.leakage import (
+    BLANKED_INSTRUCTION,
+    LOOKUP_INSTRUCTION,
+    FixedSelection,
+    FixedSubspace,
+    LookupTable,
+    conflict_outcomes,
+    conflict_rows,
+    random_orthonormal,
+    swapped,
+)
 from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference, selection_matrices, selection_record
-from hyperdas.target.evaluate import evaluate
-from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
-from hyperdas.experiments.leakage import (BLANKED_INSTRUCTION, LOOKUP_INSTRUCTION, FixedSelection, FixedSubspace, LookupTable,
-                              conflict_outcomes, conflict_rows, random_orthonormal, swapped)
 from hyperdas.hyper.selection import MODES
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
+from hyperdas.target.evaluate import evaluate
 
-CROSS_ATTENTION = {"both": (True, True), "no_source": (False, True), "no_base": (True, False), "neither": (False, False)}
+CROSS_ATTENTION = {
+    "both": (True, True),
+    "no_source": (False, True),
+    "no_base": (True, False),
+    "neither": (False, False),
+}
 SPARSITY = ("default", "off", "strong")
 CONTROLS = ("conflict", "blanked", "random_subspace", "fixed_positions")
 METRICS = ("cause", "iso", "disentangle")
@@ -35,20 +50,23 @@ METRICS = ("cause", "iso", "disentangle")
 
 @dataclasses.dataclass(frozen=True)
 class AblationConfig(FrozenConfig):
-    steps: int = 30                      # training steps of every trained variant
-    max_test_pairs: int | None = 120     # test pairs scored per variant (a seeded sample)
-    mode: str = "soft"                   # inference mode that scores trained variants
+    steps: int = 30  # training steps of every trained variant
+    max_test_pairs: int | None = 120  # test pairs scored per variant (a seeded sample)
+    mode: str = "soft"  # inference mode that scores trained variants
     n_blocks: tuple[int, ...] = (0, 2)
     cross_attention: tuple[str, ...] = ("both", "neither")
     sparsity: tuple[str, ...] = SPARSITY
-    strong_factor: float = 10.0          # "too strong": the default schedule times this
+    strong_factor: float = 10.0  # "too strong": the default schedule times this
     controls: tuple[str, ...] = CONTROLS
-    n_selections: int = 4                # test examples whose selection matrices are kept
+    n_selections: int = 4  # test examples whose selection matrices are kept
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for field, values, known in (("cross_attention", self.cross_attention, tuple(CROSS_ATTENTION)),
-                                     ("sparsity", self.sparsity, SPARSITY), ("controls", self.controls, CONTROLS)):
+        for field, values, known in (
+            ("cross_attention", self.cross_attention, tuple(CROSS_ATTENTION)),
+            ("sparsity", self.sparsity, SPARSITY),
+            ("controls", self.controls, CONTROLS),
+        ):
             if not values:
                 raise ConfigError(f"AblationConfig.{field} is empty: give at least one of {known}")
             unknown = [v for v in values if v not in known]
@@ -70,20 +88,33 @@ def check_split(pairs, split: str) -> None:
 def flat_scores(scores: dict) -> dict:
     """{"overall": {...}, "per_attribute": {attribute: {...}}} (domain/attribute when several domains)."""
     per = scores["per_attribute"]
-    flat = {(a if len(per) == 1 else f"{d}/{a}"): {m: s[m] for m in METRICS} for d, attrs in per.items() for a, s in attrs.items()}
+    flat = {
+        (a if len(per) == 1 else f"{d}/{a}"): {m: s[m] for m in METRICS}
+        for d, attrs in per.items()
+        for a, s in attrs.items()
+    }
     return {"overall": {m: scores["overall"][m] for m in METRICS}, "per_attribute": flat}
 
 
 class AblationRunner:
     """Shared state of the ablations: data, configurations, trained variants (memoised)."""
 
-    def __init__(self, target, pairs, config: HyperDASConfig, train: HyperTrainConfig, settings: AblationConfig,
-                 folder: str | Path | None = None, progress: bool = True):
+    def __init__(
+        self,
+        target,
+        pairs,
+        config: HyperDASConfig,
+        train: HyperTrainConfig,
+        settings: AblationConfig,
+        folder: str | Path | None = None,
+        progress: bool = True,
+    ):
         for split in ("train", "test"):
             check_split(pairs, split)
         self.target, self.pairs, self.config, self.settings = target, pairs, config, settings
-        self.train_config = train.replace(steps=settings.steps, eval_every=settings.steps, eval_modes=(settings.mode,),
-                                          seed=settings.seed)
+        self.train_config = train.replace(
+            steps=settings.steps, eval_every=settings.steps, eval_modes=(settings.mode,), seed=settings.seed
+        )
         self.folder = Path(folder) if folder is not None else None
         self.progress = progress
         self._trained: dict[str, object] = {}
@@ -113,8 +144,9 @@ class AblationRunner:
                 out = self.folder / f"{tag}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
             torch.manual_seed(train.seed)  # a built variant's initial weights do not depend on what ran before
             model = build(self.target, config) if build is not None else None
-            self._trained[key] = train_hyperdas(self.target, self.pairs, config, train, out_dir=out,
-                                                progress=self.progress, model=model)
+            self._trained[key] = train_hyperdas(
+                self.target, self.pairs, config, train, out_dir=out, progress=self.progress, model=model
+            )
         return self._trained[key]
 
     def score(self, method, enc=None) -> dict:
@@ -122,8 +154,14 @@ class AblationRunner:
         return flat_scores(evaluate(self.target, self.config.layer, method, enc)[0])
 
     def record(self, ablation: str, variant: str, scored: dict, config=None, **extra) -> dict:
-        return {"ablation": ablation, "variant": variant, **scored, "seed": self.settings.seed,
-                "config": (config or self.config).to_dict(), **extra}
+        return {
+            "ablation": ablation,
+            "variant": variant,
+            **scored,
+            "seed": self.settings.seed,
+            "config": (config or self.config).to_dict(),
+            **extra,
+        }
 
 
 def main_model(runner: AblationRunner, folder: str | Path) -> HyperDAS:
@@ -132,12 +170,17 @@ def main_model(runner: AblationRunner, folder: str | Path) -> HyperDAS:
     try:
         return load_hyperdas(folder, runner.target, expect=runner.config)[0]
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}: run notebooks/03_train_hyperdas.ipynb first (same model and results folder)") from None
+        raise FileNotFoundError(
+            f"{err}: run notebooks/03_train_hyperdas.ipynb first (same model and results folder)"
+        ) from None
     except ValueError as err:
-        raise ValueError(f"{err}; the ablations' parameters (layer, k, n_blocks, subspace, ...) must match notebook 03's") from None
+        raise ValueError(
+            f"{err}; the ablations' parameters (layer, k, n_blocks, subspace, ...) must match notebook 03's"
+        ) from None
 
 
 # --- selection matrices -------------------------------------------------------------------------
+
 
 def _matrices(runner: AblationRunner, model: HyperDAS, index: list[int], mode: str = "soft"):
     return selection_matrices(runner.target, model, runner.encoded(template=model.config.instruction), index, mode)
@@ -163,8 +206,10 @@ def saved_selections(runner: AblationRunner, model: HyperDAS) -> list[dict]:
     enc = runner.encoded(template=model.config.instruction)
     index = list(range(min(runner.settings.n_selections, len(enc))))
     rows = runner.rows()
-    return [selection_record(runner.target.tokenizer, enc, i, A, instruction=rows[i]["edit_instruction"])
-            for i, A in zip(index, _matrices(runner, model, index))]
+    return [
+        selection_record(runner.target.tokenizer, enc, i, A, instruction=rows[i]["edit_instruction"])
+        for i, A in zip(index, _matrices(runner, model, index))
+    ]
 
 
 def entity_span(tokenizer, prefix: str, suffix: str, entity: str) -> tuple[int, int]:
@@ -192,18 +237,33 @@ def subtoken_picks(runner: AblationRunner, model: HyperDAS) -> dict:
             r = rows[i]
             used = A[:-1].sum(1)
             fed = 1 - A[-1]
-            roles = {"source": "none" if used.sum() == 0 else token_role(int(used.argmax()), entity_span(
-                         tok, r["counterfactual_input_prefix"], r["counterfactual_input_suffix"], r["counterfactual_entity"])),
-                     "base": "none" if fed.sum() == 0 else token_role(int(fed.argmax()), entity_span(
-                         tok, r["input_prefix"], r["input_suffix"], r["entity"]))}
+            roles = {
+                "source": "none"
+                if used.sum() == 0
+                else token_role(
+                    int(used.argmax()),
+                    entity_span(
+                        tok,
+                        r["counterfactual_input_prefix"],
+                        r["counterfactual_input_suffix"],
+                        r["counterfactual_entity"],
+                    ),
+                ),
+                "base": "none"
+                if fed.sum() == 0
+                else token_role(int(fed.argmax()), entity_span(tok, r["input_prefix"], r["input_suffix"], r["entity"])),
+            }
             per = counts.setdefault(r["target_attribute"], {"source": {}, "base": {}})
             for side, role in roles.items():
                 per[side][role] = per[side].get(role, 0) + 1
-    return {a: {side: {role: c / sum(d.values()) for role, c in sorted(d.items())} for side, d in per.items()}
-            for a, per in counts.items()}
+    return {
+        a: {side: {role: c / sum(d.values()) for role, c in sorted(d.items())} for side, d in per.items()}
+        for a, per in counts.items()
+    }
 
 
 # --- the ablations -------------------------------------------------------------------------------
+
 
 def blocks_cross_attention(runner: AblationRunner, n_blocks=None, cross_attention=None) -> list[dict]:
     """1. N decoder blocks x {both cross-attentions, no source, no base, neither} (N=0: no blocks,
@@ -217,15 +277,26 @@ def blocks_cross_attention(runner: AblationRunner, n_blocks=None, cross_attentio
         raise ValueError(f"unknown cross-attention setting(s) {unknown}; use {tuple(CROSS_ATTENTION)}")
     too_many = [n for n in n_blocks if not 0 <= n <= runner.target.n_layers]
     if too_many:
-        raise ValueError(f"block counts {too_many} out of range: {runner.target.name} has {runner.target.n_layers} blocks")
+        raise ValueError(
+            f"block counts {too_many} out of range: {runner.target.name} has {runner.target.n_layers} blocks"
+        )
     records = []
     for n in n_blocks:
-        for c in (cross if n > 0 else ["n/a"]):
+        for c in cross if n > 0 else ["n/a"]:
             source_ca, base_ca = CROSS_ATTENTION.get(c, (True, True))
             config = runner.config.replace(n_blocks=n, source_ca=source_ca, base_ca=base_ca)
             result = runner.trained(config)
-            records.append(runner.record("blocks_cross_attention", f"N={n}, {c}", runner.score(Inference(result.model, runner.settings.mode)),
-                                         config, n_blocks=n, cross_attention=c, train_seconds=result.seconds))
+            records.append(
+                runner.record(
+                    "blocks_cross_attention",
+                    f"N={n}, {c}",
+                    runner.score(Inference(result.model, runner.settings.mode)),
+                    config,
+                    n_blocks=n,
+                    cross_attention=c,
+                    train_seconds=result.seconds,
+                )
+            )
     return records
 
 
@@ -240,9 +311,17 @@ def sparsity(runner: AblationRunner, settings=None) -> list[dict]:
         factor = {"default": 1.0, "off": 0.0, "strong": runner.settings.strong_factor}[s]
         train = base.replace(sparsity_from=base.sparsity_from * factor, sparsity_to=base.sparsity_to * factor)
         result = runner.trained(runner.config, train)
-        records.append(runner.record("sparsity", s, runner.score(Inference(result.model, runner.settings.mode)),
-                                     sparsity_from=train.sparsity_from, sparsity_to=train.sparsity_to,
-                                     **selection_stats(runner, result.model), selections=saved_selections(runner, result.model)))
+        records.append(
+            runner.record(
+                "sparsity",
+                s,
+                runner.score(Inference(result.model, runner.settings.mode)),
+                sparsity_from=train.sparsity_from,
+                sparsity_to=train.sparsity_to,
+                **selection_stats(runner, result.model),
+                selections=saved_selections(runner, result.model),
+            )
+        )
     return records
 
 
@@ -252,14 +331,24 @@ def symmetric(runner: AblationRunner, offsets: int = 8) -> list[dict]:
     buckets when the configuration has none, none when it has them)."""
     own = runner.config.position_offsets
     toggled = 0 if own else offsets
-    variants = [("asymmetric", False, own), ("symmetric", True, own),
-                (f"asymmetric, offsets {toggled}" if toggled else "asymmetric, no offsets", False, toggled)]
+    variants = [
+        ("asymmetric", False, own),
+        ("symmetric", True, own),
+        (f"asymmetric, offsets {toggled}" if toggled else "asymmetric, no offsets", False, toggled),
+    ]
     records = []
     for name, sym, n in variants:
         config = runner.config.replace(symmetric_features=sym, position_offsets=n)
         model = runner.trained(config).model
-        records.append(runner.record("symmetric", name, runner.score(Inference(model, runner.settings.mode)), config,
-                                     picks=subtoken_picks(runner, model)))
+        records.append(
+            runner.record(
+                "symmetric",
+                name,
+                runner.score(Inference(model, runner.settings.mode)),
+                config,
+                picks=subtoken_picks(runner, model),
+            )
+        )
     return records
 
 
@@ -268,6 +357,7 @@ def _lookup_model(keys):
         model = HyperDAS(target, config)
         model.hypernetwork = LookupTable(keys, target.hidden_size)
         return model
+
     return build
 
 
@@ -294,9 +384,18 @@ def lookup_table(runner: AblationRunner) -> list[dict]:
             for name, model in (("lookup table", lookup), ("hyperdas", hyper)):
                 enc = _subset(runner.encoded(split, model.config.instruction), index)
                 which = "seen" if keys_seen else "unseen"
-                records.append(runner.record("lookup_table", f"{name} / {split} / {which} keys",
-                                             runner.score(Inference(model, runner.settings.mode), enc), model.config,
-                                             split=split, keys=which, n_pairs=len(index), n_keys=len(lookup.hypernetwork.index)))
+                records.append(
+                    runner.record(
+                        "lookup_table",
+                        f"{name} / {split} / {which} keys",
+                        runner.score(Inference(model, runner.settings.mode), enc),
+                        model.config,
+                        split=split,
+                        keys=which,
+                        n_pairs=len(index),
+                        n_keys=len(lookup.hypernetwork.index),
+                    )
+                )
     return records
 
 
@@ -306,8 +405,15 @@ def initialisation(runner: AblationRunner) -> list[dict]:
     for init in ("target", "scratch"):
         config = runner.config.replace(init=init)
         result = runner.trained(config)
-        records.append(runner.record("initialisation", init, runner.score(Inference(result.model, runner.settings.mode)),
-                                     config, loss_curve=[[e["step"], e["loss"]] for e in result.history]))
+        records.append(
+            runner.record(
+                "initialisation",
+                init,
+                runner.score(Inference(result.model, runner.settings.mode)),
+                config,
+                loss_curve=[[e["step"], e["loss"]] for e in result.history],
+            )
+        )
     return records
 
 
@@ -315,8 +421,9 @@ def inference_mode(runner: AblationRunner, model: HyperDAS | None = None) -> lis
     """6. One trained model scored in soft / one-to-many / one-to-one mode."""
     model = model or runner.trained(runner.config).model
     enc = runner.encoded(template=model.config.instruction)
-    return [runner.record("inference_mode", mode, runner.score(Inference(model, mode), enc), model.config)
-            for mode in MODES]
+    return [
+        runner.record("inference_mode", mode, runner.score(Inference(model, mode), enc), model.config) for mode in MODES
+    ]
 
 
 def controls(runner: AblationRunner, model: HyperDAS | None = None, which=None) -> list[dict]:
@@ -329,14 +436,26 @@ def controls(runner: AblationRunner, model: HyperDAS | None = None, which=None) 
     model = model or runner.trained(runner.config).model
     mode, config = runner.settings.mode, model.config
     method = Inference(model, mode)
-    records = [runner.record("controls", "reference", runner.score(method, runner.encoded(template=config.instruction)), config)]
+    records = [
+        runner.record(
+            "controls", "reference", runner.score(method, runner.encoded(template=config.instruction)), config
+        )
+    ]
     for name in which:
         if name == "conflict":
             rows = conflict_rows(runner.rows(), runner.settings.seed)
-            found = conflict_outcomes(runner.target, config.layer, method, rows,
-                                      lambda r: encoded_pairs(runner.target, r, config.instruction))
-            records.append({"ablation": "controls", "variant": name, **found, "seed": runner.settings.seed,
-                            "config": config.to_dict()})
+            found = conflict_outcomes(
+                runner.target, config.layer, method, rows, lambda r: encoded_pairs(runner.target, r, config.instruction)
+            )
+            records.append(
+                {
+                    "ablation": "controls",
+                    "variant": name,
+                    **found,
+                    "seed": runner.settings.seed,
+                    "config": config.to_dict(),
+                }
+            )
             continue
         if name == "blanked":
             scored = runner.score(method, runner.encoded(template=BLANKED_INSTRUCTION))
@@ -355,9 +474,15 @@ def controls(runner: AblationRunner, model: HyperDAS | None = None, which=None) 
     return records
 
 
-ABLATIONS = {"blocks_cross_attention": blocks_cross_attention, "sparsity": sparsity, "symmetric": symmetric,
-             "lookup_table": lookup_table, "initialisation": initialisation, "inference_mode": inference_mode,
-             "controls": controls}
+ABLATIONS = {
+    "blocks_cross_attention": blocks_cross_attention,
+    "sparsity": sparsity,
+    "symmetric": symmetric,
+    "lookup_table": lookup_table,
+    "initialisation": initialisation,
+    "inference_mode": inference_mode,
+    "controls": controls,
+}
 NEEDS_MODEL = ("inference_mode", "controls")
 
 
@@ -388,13 +513,17 @@ def describe(name: str, records: list[dict]) -> list[str]:
         ref = _d(records, "reference")
         for r in records:
             if r["variant"] == "conflict":
-                lines.append(f"conflict: the output follows the swapped-in activations in {r['follows_activations']:.0%} "
-                             f"of {r['n']} pairs, the instruction's entity in {r['follows_instruction']:.0%}, neither in "
-                             f"{r['follows_neither']:.0%} -> mostly {r['verdict']}")
+                lines.append(
+                    f"conflict: the output follows the swapped-in activations in {r['follows_activations']:.0%} "
+                    f"of {r['n']} pairs, the instruction's entity in {r['follows_instruction']:.0%}, neither in "
+                    f"{r['follows_neither']:.0%} -> mostly {r['verdict']}"
+                )
             elif r["variant"] != "reference" and ref is not None:
                 d = r["overall"]["disentangle"]
-                lines.append(f"{r['variant']}: Disentangle {ref:.3f} -> {d:.3f} ({d - ref:+.3f}; Cause "
-                             f"{_f(r['overall']['cause'])}, Iso {_f(r['overall']['iso'])})")
+                lines.append(
+                    f"{r['variant']}: Disentangle {ref:.3f} -> {d:.3f} ({d - ref:+.3f}; Cause "
+                    f"{_f(r['overall']['cause'])}, Iso {_f(r['overall']['iso'])})"
+                )
         return lines
     scored = [r for r in records if "overall" in r]
     best = max(scored, key=lambda r: r["overall"]["disentangle"])
@@ -402,16 +531,23 @@ def describe(name: str, records: list[dict]) -> list[str]:
     if best["overall"]["disentangle"] == worst["overall"]["disentangle"]:
         lines.append(f"{name}: Disentangle is {best['overall']['disentangle']:.3f} for every variant")
     else:
-        lines.append(f"{name}: Disentangle ranges from {worst['overall']['disentangle']:.3f} ({worst['variant']}) to "
-                     f"{best['overall']['disentangle']:.3f} ({best['variant']})")
+        lines.append(
+            f"{name}: Disentangle ranges from {worst['overall']['disentangle']:.3f} ({worst['variant']}) to "
+            f"{best['overall']['disentangle']:.3f} ({best['variant']})"
+        )
     for r in scored:
         extra = ""
         if "selection_entropy" in r:
-            extra = f", selection entropy {r['selection_entropy']:.2f} nats, {r['last_token_mass']:.0%} of source mass on the entity's last token"
+            extra = (
+                f", selection entropy {r['selection_entropy']:.2f} nats, "
+                f"{r['last_token_mass']:.0%} of source mass on the entity's last token"
+            )
         if "n_keys" in r:
             extra = f", {r['n_pairs']} pairs"
         if "loss_curve" in r and r["loss_curve"]:
             extra = f", final training loss {r['loss_curve'][-1][1]:.3f}"
         o = r["overall"]
-        lines.append(f"  {r['variant']}: Cause {_f(o['cause'])}, Iso {_f(o['iso'])}, Disentangle {_f(o['disentangle'])}{extra}")
+        lines.append(
+            f"  {r['variant']}: Cause {_f(o['cause'])}, Iso {_f(o['iso'])}, Disentangle {_f(o['disentangle'])}{extra}"
+        )
     return lines

@@ -11,6 +11,7 @@ by steering rather than by moving the source's activations. The controls (method
 
 Parts are swapped in with `swapped(model, part=module)`, which puts the original back on exit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -86,11 +87,12 @@ class LookupTable(nn.Module):
         super().__init__()
         self.index = {tuple(k): i + 1 for i, k in enumerate(sorted({tuple(k) for k in keys}))}
         self.table = nn.Embedding(len(self.index) + 1, hidden)
-        nn.init.normal_(self.table.weight, std=hidden ** -0.5)
+        nn.init.normal_(self.table.weight, std=hidden**-0.5)
 
     def rows(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([self.index.get(tuple(i[m].tolist()), 0) for i, m in zip(ids, mask.bool())],
-                            device=ids.device)
+        return torch.tensor(
+            [self.index.get(tuple(i[m].tolist()), 0) for i, m in zip(ids, mask.bool())], device=ids.device
+        )
 
     def forward(self, ids, mask, *_states) -> torch.Tensor:
         return self.table(self.rows(ids, mask))
@@ -108,18 +110,26 @@ def conflict_rows(rows, seed: int = 0) -> list[dict]:
         by_key.setdefault((r["domain"], r["target_attribute"]), []).append(r)
     out = []
     for r in causal:
-        partners = [q for q in by_key[(r["domain"], r["target_attribute"])]
-                    if q["counterfactual_entity"] != r["counterfactual_entity"]
-                    and q["counterfactual_target"] not in (r["counterfactual_target"], r["target"])]
+        partners = [
+            q
+            for q in by_key[(r["domain"], r["target_attribute"])]
+            if q["counterfactual_entity"] != r["counterfactual_entity"]
+            and q["counterfactual_target"] not in (r["counterfactual_target"], r["target"])
+        ]
         if not partners:
             continue
         q = rng.choice(partners)
-        out.append({**r, "counterfactual_input_prefix": q["counterfactual_input_prefix"],
-                    "counterfactual_input_suffix": q["counterfactual_input_suffix"],
-                    "source_entity_position": q["source_entity_position"],
-                    "counterfactual_target": q["counterfactual_target"],
-                    "activation_entity": q["counterfactual_entity"],
-                    "instruction_target": r["counterfactual_target"]})
+        out.append(
+            {
+                **r,
+                "counterfactual_input_prefix": q["counterfactual_input_prefix"],
+                "counterfactual_input_suffix": q["counterfactual_input_suffix"],
+                "source_entity_position": q["source_entity_position"],
+                "counterfactual_target": q["counterfactual_target"],
+                "activation_entity": q["counterfactual_entity"],
+                "instruction_target": r["counterfactual_target"],
+            }
+        )
     return out
 
 
@@ -135,8 +145,10 @@ def conflict_outcomes(target, layer: int, method, rows: list[dict], encoder=None
     hits = {}
     for name, variant in (("activations", rows), ("instruction", as_instructed)):
         hits[name] = [r["correct"] for r in evaluate(target, layer, method, encoder(variant))[1]]
-    outcome = ["activations" if a else "instruction" if i else "neither"
-               for a, i in zip(hits["activations"], hits["instruction"])]
+    outcome = [
+        "activations" if a else "instruction" if i else "neither"
+        for a, i in zip(hits["activations"], hits["instruction"])
+    ]
     fractions = {f"follows_{o}": outcome.count(o) / len(outcome) for o in OUTCOMES}
     verdict = max(OUTCOMES, key=lambda o: fractions[f"follows_{o}"])
     return {**fractions, "verdict": verdict, "n": len(outcome)}

@@ -7,7 +7,7 @@ as literals (papermill needs literals), and a test checks that the two agree.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from hyperdas.core.config import ModelConfig
 from hyperdas.das.training import DASConfig
@@ -16,14 +16,47 @@ from hyperdas.hyper.training import HyperTrainConfig
 
 # notebook parameter -> config field
 MODEL = {"model": "spec", "dtype": "dtype", "device": "device", "load_in_4bit": "load_in_4bit"}
-HYPERDAS = {name: name for name in ("layer", "k", "n_blocks", "init", "subspace", "source_ca", "base_ca",
-                                    "include_suffix", "position_offsets")}
-HYPER_TRAIN = {"hyper_steps": "steps", "hyper_batch_size": "batch_size", "hyper_lr": "lr",
-               "hyper_lr_rotation": "lr_rotation", "causal_weight": "causal_weight", "iso_weight": "iso_weight",
-               "hyper_eval_every": "eval_every", "hyper_max_val_pairs": "max_val_pairs", "seed": "seed",
-               "checkpoint_target": "checkpoint_target"}
-DAS = {name: name for name in ("layer", "k", "lr", "steps", "batch_size", "eval_every", "patience", "max_val_pairs",
-                               "iso_weight", "seed")}
+HYPERDAS = {
+    name: name
+    for name in (
+        "layer",
+        "k",
+        "n_blocks",
+        "init",
+        "subspace",
+        "source_ca",
+        "base_ca",
+        "include_suffix",
+        "position_offsets",
+    )
+}
+HYPER_TRAIN = {
+    "hyper_steps": "steps",
+    "hyper_batch_size": "batch_size",
+    "hyper_lr": "lr",
+    "hyper_lr_rotation": "lr_rotation",
+    "causal_weight": "causal_weight",
+    "iso_weight": "iso_weight",
+    "hyper_eval_every": "eval_every",
+    "hyper_max_val_pairs": "max_val_pairs",
+    "seed": "seed",
+    "checkpoint_target": "checkpoint_target",
+}
+DAS = {
+    name: name
+    for name in (
+        "layer",
+        "k",
+        "lr",
+        "steps",
+        "batch_size",
+        "eval_every",
+        "patience",
+        "max_val_pairs",
+        "iso_weight",
+        "seed",
+    )
+}
 
 
 def _fields(params: Mapping, mapping: dict[str, str]) -> dict:

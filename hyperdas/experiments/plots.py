@@ -6,6 +6,7 @@ skip it with that reason. Nothing here trains or evaluates a model. The paper's 
 come from `results/reference/` and are always drawn as such ("paper, Llama3-8B"), never mixed with
 ours.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from hyperdas.core.results import REPO
+
 METRICS = ("cause", "iso", "disentangle")
 SCHEMA = 1  # results files written by this package's notebooks
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+REFERENCE_DIR = REPO / "results" / "reference"
 PAPER = "paper, Llama3-8B"
 
 
@@ -35,8 +38,12 @@ class SchemaError(ValueError):
 class Results:
     """The files of one `results/<model>/` folder, with the checks the figures need."""
 
-    REQUIRED = {"baselines.json": ("records",), "hyperdas.json": ("records",), "ablations.json": ("records",),
-                "das_sweep.json": ("runs",)}
+    REQUIRED = {
+        "baselines.json": ("records",),
+        "hyperdas.json": ("records",),
+        "ablations.json": ("records",),
+        "das_sweep.json": ("runs",),
+    }
 
     def __init__(self, folder: str | Path, reference: str | Path | None = REFERENCE_DIR):
         self.folder = Path(folder)
@@ -51,8 +58,9 @@ class Results:
         data = json.loads(path.read_text())
         missing = [k for k in self.REQUIRED.get(name, ()) if k not in data]
         if missing:
-            raise SchemaError(f"{path} lacks {missing}: written by an older version of hyperdas? rerun the notebook "
-                              f"that writes it")
+            raise SchemaError(
+                f"{path} lacks {missing}: written by an older version of hyperdas? rerun the notebook that writes it"
+            )
         return data
 
     def jsonl(self, name: str) -> list[dict]:
@@ -91,6 +99,7 @@ def style() -> None:
 
 # --- the main table --------------------------------------------------------------------------------
 
+
 def main_table(results: Results) -> pd.DataFrame:
     """Rows (domain, attribute, method); columns Cause / Iso / Disentangle on the test pairs:
     HyperDAS in each inference mode, MDAS, DAS and the full patch at HyperDAS's layer."""
@@ -98,8 +107,11 @@ def main_table(results: Results) -> pd.DataFrame:
     layer = hyper[0]["layer"]
     rows = [{**r, "method": f"HyperDAS ({r['mode'].replace('_', '-')})"} for r in hyper]
     try:
-        rows += [{**r, "method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}.get(r["method"], r["method"])}
-                 for r in results.records("baselines.json") if r["layer"] == layer]
+        rows += [
+            {**r, "method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}.get(r["method"], r["method"])}
+            for r in results.records("baselines.json")
+            if r["layer"] == layer
+        ]
     except Missing:
         pass
     frame = pd.DataFrame(rows)[["domain", "attribute", "method", *METRICS]]
@@ -109,8 +121,10 @@ def main_table(results: Results) -> pd.DataFrame:
 
 def reference_table(results: Results) -> pd.DataFrame:
     ref = results.reference()
-    rows = [{"domain": e["domain"], "method": e["method"], **{m: e.get(m) for m in METRICS}, "source": e["source"]}
-            for e in ref.get("main", [])]
+    rows = [
+        {"domain": e["domain"], "method": e["method"], **{m: e.get(m) for m in METRICS}, "source": e["source"]}
+        for e in ref.get("main", [])
+    ]
     if not rows:
         raise Missing("results/reference/llama3-8b.json is missing or holds no main-table entries")
     return pd.DataFrame(rows)
@@ -122,7 +136,11 @@ def write_tables(results: Results, out: Path) -> list[Path]:
     paths = [out / "main_table.md", out / "main_table.tex"]
     markdown = f"Ours ({results.model_name()}, test pairs)\n\n" + table.reset_index().to_markdown(index=False) + "\n"
     try:
-        markdown += f"\n\nThe paper's numbers ({PAPER}; not ours)\n\n" + reference_table(results).to_markdown(index=False) + "\n"
+        markdown += (
+            f"\n\nThe paper's numbers ({PAPER}; not ours)\n\n"
+            + reference_table(results).to_markdown(index=False)
+            + "\n"
+        )
     except Missing:
         pass
     paths[0].write_text(markdown)
@@ -139,7 +157,9 @@ def main_bars(results: Results):
     axes[0].set(title=f"ours: {results.model_name()}", ylabel="Disentangle (test)", ylim=(0, 1))
     axes[0].legend(fontsize=7, ncol=2)
     if ref:
-        frame = pd.DataFrame([{"domain": e["domain"], "method": e["method"], "disentangle": e["disentangle"]} for e in ref])
+        frame = pd.DataFrame(
+            [{"domain": e["domain"], "method": e["method"], "disentangle": e["disentangle"]} for e in ref]
+        )
         sns.barplot(data=frame, x="domain", y="disentangle", hue="method", ax=axes[1])
         axes[1].set(title=PAPER, ylabel="Disentangle", ylim=(0, 1))
         axes[1].tick_params(axis="x", labelrotation=45)
@@ -151,11 +171,21 @@ def main_bars(results: Results):
 
 # --- sweeps and convergence ------------------------------------------------------------------------
 
+
 def _sweep_frame(results: Results) -> pd.DataFrame:
     sweep = results.json("das_sweep.json")
     names = {"full_patch": "full patch", "das": "DAS", "mdas": "MDAS"}
-    return pd.DataFrame([{"method": names.get(r["kind"], r["kind"]), "layer": r["config"]["layer"],
-                          "k": r["config"]["k"], **r["val"]} for r in sweep["runs"]]).assign(attribute=sweep["attribute"])
+    return pd.DataFrame(
+        [
+            {
+                "method": names.get(r["kind"], r["kind"]),
+                "layer": r["config"]["layer"],
+                "k": r["config"]["k"],
+                **r["val"],
+            }
+            for r in sweep["runs"]
+        ]
+    ).assign(attribute=sweep["attribute"])
 
 
 def _hyperdas_layers(results: Results) -> list[dict]:
@@ -171,25 +201,39 @@ def layer_sweep(results: Results):
     """Cause / Iso / Disentangle against the intervention layer (notebook 02's sweep and layers)."""
     rows = []
     try:
-        rows += [{"method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}[r["method"]], "layer": r["layer"],
-                  "scored on": "test", **{m: r[m] for m in METRICS}} for r in results.records("baselines.json")]
+        rows += [
+            {
+                "method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}[r["method"]],
+                "layer": r["layer"],
+                "scored on": "test",
+                **{m: r[m] for m in METRICS},
+            }
+            for r in results.records("baselines.json")
+        ]
     except Missing:
         pass
     try:
-        rows += [{"method": "HyperDAS (soft)", "layer": r["layer"], "scored on": "test", **{m: r[m] for m in METRICS}}
-                 for r in _hyperdas_layers(results) if r["mode"] == "soft"]
+        rows += [
+            {"method": "HyperDAS (soft)", "layer": r["layer"], "scored on": "test", **{m: r[m] for m in METRICS}}
+            for r in _hyperdas_layers(results)
+            if r["mode"] == "soft"
+        ]
     except Missing:
         pass
     try:
         sweep = _sweep_frame(results)
         best_k = sweep.groupby("k").size().idxmax()
-        rows += [{**r, "method": f"{r['method']} (val, {r['attribute']})", "scored on": "val"}
-                 for r in sweep[sweep["k"] == best_k].to_dict("records")]
+        rows += [
+            {**r, "method": f"{r['method']} (val, {r['attribute']})", "scored on": "val"}
+            for r in sweep[sweep["k"] == best_k].to_dict("records")
+        ]
     except Missing:
         pass
     frame = pd.DataFrame(rows)
     if frame.empty or frame["layer"].nunique() < 2:
-        raise Missing("fewer than two layers in baselines.json / das_sweep.json (notebook 02's sweep_layers, make das-sweep)")
+        raise Missing(
+            "fewer than two layers in baselines.json / das_sweep.json (notebook 02's sweep_layers, make das-sweep)"
+        )
     frame = frame.groupby(["method", "layer"], as_index=False)[list(METRICS)].mean()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), sharey=True)
     for ax, metric in zip(axes, METRICS):
@@ -211,8 +255,13 @@ def k_tradeoff(results: Results):
     sns.scatterplot(data=frame, x="iso", y="cause", hue="method", style="method", s=60, ax=ax)
     for r in frame.to_dict("records"):
         ax.annotate(f"k={r['k']}", (r["iso"], r["cause"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set(title=f"Cause vs Iso across k (layer {layer}, val, {frame['attribute'].iloc[0]})", xlabel="Iso (fraction)",
-           ylabel="Cause (fraction)", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        title=f"Cause vs Iso across k (layer {layer}, val, {frame['attribute'].iloc[0]})",
+        xlabel="Iso (fraction)",
+        ylabel="Cause (fraction)",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     return fig
 
 
@@ -226,19 +275,35 @@ def convergence(results: Results):
     axes[0].plot(frame["step"], frame["ce"], label="cross-entropy")
     axes[0].set(xlabel="training step", ylabel="training loss (nats)", title="HyperDAS training")
     axes[0].legend()
-    evals = [{"step": e["step"], "method": f"HyperDAS ({mode})", "disentangle": s["disentangle"]}
-             for e in log if "val" in e for mode, s in e["val"].items()]
+    evals = [
+        {"step": e["step"], "method": f"HyperDAS ({mode})", "disentangle": s["disentangle"]}
+        for e in log
+        if "val" in e
+        for mode, s in e["val"].items()
+    ]
     if evals:
         sns.lineplot(data=pd.DataFrame(evals), x="step", y="disentangle", hue="method", marker="o", ax=axes[1])
     try:  # MDAS: one model per attribute; its validation curve averaged over attributes
         layer = results.records("hyperdas.json")[0]["layer"]
-        mdas = [{"step": e["step"], "method": "MDAS (mean over attributes)", "disentangle": e["val"]["disentangle"]}
-                for r in results.records("baselines.json") if r["method"] == "mdas" and r["layer"] == layer
-                for e in r.get("history", []) if "val" in e]
+        mdas = [
+            {"step": e["step"], "method": "MDAS (mean over attributes)", "disentangle": e["val"]["disentangle"]}
+            for r in results.records("baselines.json")
+            if r["method"] == "mdas" and r["layer"] == layer
+            for e in r.get("history", [])
+            if "val" in e
+        ]
         if mdas:
             frame = pd.DataFrame(mdas).groupby(["step", "method"], as_index=False)["disentangle"].mean()
-            sns.lineplot(data=frame, x="step", y="disentangle", hue="method", palette=["grey"], marker="s",
-                         linestyle="--", ax=axes[1])
+            sns.lineplot(
+                data=frame,
+                x="step",
+                y="disentangle",
+                hue="method",
+                palette=["grey"],
+                marker="s",
+                linestyle="--",
+                ax=axes[1],
+            )
     except Missing:
         pass
     axes[1].set(xlabel="training step", ylabel="Disentangle (val)", title="validation", ylim=(0, 1))
@@ -247,10 +312,20 @@ def convergence(results: Results):
 
 # --- ablations -----------------------------------------------------------------------------------
 
+
 def blocks_cross_attention(results: Results):
     records = results.ablation("blocks_cross_attention")
-    frame = pd.DataFrame([{"N": r["n_blocks"], "cross-attention": r["cross_attention"], "source": "ours",
-                           "disentangle": r["overall"]["disentangle"]} for r in records])
+    frame = pd.DataFrame(
+        [
+            {
+                "N": r["n_blocks"],
+                "cross-attention": r["cross_attention"],
+                "source": "ours",
+                "disentangle": r["overall"]["disentangle"],
+            }
+            for r in records
+        ]
+    )
     ref = results.reference().get("blocks_cross_attention", [])
     fig, axes = plt.subplots(1, 2 if ref else 1, figsize=(12 if ref else 6, 3.8), squeeze=False)
     sns.barplot(data=frame, x="N", y="disentangle", hue="cross-attention", ax=axes[0, 0])
@@ -265,16 +340,30 @@ def _heatmaps(entries: list[tuple[str, dict]]):
     fig, axes = plt.subplots(1, len(entries), figsize=(5 * len(entries), 4.5), squeeze=False)
     for n, (ax, (title, e)) in enumerate(zip(axes[0], entries)):
         last = n == len(entries) - 1  # one colour bar, beside the last panel
-        sns.heatmap(np.array(e["A"]), ax=ax, cmap="viridis", vmin=0, vmax=1, xticklabels=e["base_tokens"],
-                    yticklabels=e["source_tokens"], cbar=last, cbar_kws={"label": "selection weight"} if last else None)
+        sns.heatmap(
+            np.array(e["A"]),
+            ax=ax,
+            cmap="viridis",
+            vmin=0,
+            vmax=1,
+            xticklabels=e["base_tokens"],
+            yticklabels=e["source_tokens"],
+            cbar=last,
+            cbar_kws={"label": "selection weight"} if last else None,
+        )
         ax.set(title=f"{title}\n{e.get('instruction', '')}", xlabel="base token", ylabel="source token")
     return fig
 
 
 def sparsity_heatmaps(results: Results):
     records = results.ablation("sparsity")
-    return _heatmaps([(f"sparsity {r['variant']} (entropy {r['selection_entropy']:.2f} nats)", r["selections"][0])
-                      for r in records if r.get("selections")])
+    return _heatmaps(
+        [
+            (f"sparsity {r['variant']} (entropy {r['selection_entropy']:.2f} nats)", r["selections"][0])
+            for r in records
+            if r.get("selections")
+        ]
+    )
 
 
 def selection_example(results: Results):
@@ -302,13 +391,23 @@ def householder(results: Results):
     axes[0].set(title="Householder vectors, 2-D PCA", xlabel="PC 1", ylabel="PC 2")
     norms = np.linalg.norm(V, axis=1)
     cosine = V @ V.T / np.outer(norms, norms)
-    sns.heatmap(cosine, ax=axes[1], cmap="vlag", vmin=-1, vmax=1, xticklabels=False, yticklabels=False,
-                cbar_kws={"label": "cosine similarity"})
+    sns.heatmap(
+        cosine,
+        ax=axes[1],
+        cmap="vlag",
+        vmin=-1,
+        vmax=1,
+        xticklabels=False,
+        yticklabels=False,
+        cbar_kws={"label": "cosine similarity"},
+    )
     edges = np.flatnonzero(np.array(attributes[1:]) != np.array(attributes[:-1])) + 1
     for e in edges:
         axes[1].axhline(e, color="k", lw=0.8)
         axes[1].axvline(e, color="k", lw=0.8)
-    axes[1].set(title=f"cosine similarity, min {cosine.min():.3f} (sorted: " + ", ".join(dict.fromkeys(attributes)) + ")")
+    axes[1].set(
+        title=f"cosine similarity, min {cosine.min():.3f} (sorted: " + ", ".join(dict.fromkeys(attributes)) + ")"
+    )
     return fig
 
 
@@ -328,7 +427,8 @@ def leakage_controls(results: Results):
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     scored = pd.DataFrame([{"control": r["variant"], **r["overall"]} for r in records if "overall" in r])
     scored.melt(id_vars="control", value_vars=list(METRICS)).pipe(
-        lambda f: sns.barplot(data=f, x="control", y="value", hue="variable", ax=axes[0]))
+        lambda f: sns.barplot(data=f, x="control", y="value", hue="variable", ax=axes[0])
+    )
     axes[0].set(title="controls on the trained model", ylabel="score (fraction)", ylim=(0, 1))
     conflict = [r for r in records if r["variant"] == "conflict"]
     if conflict:
@@ -341,10 +441,18 @@ def leakage_controls(results: Results):
     return fig
 
 
-FIGURES = {"main_disentangle": main_bars, "layer_sweep": layer_sweep, "k_tradeoff": k_tradeoff,
-           "convergence": convergence, "blocks_cross_attention": blocks_cross_attention,
-           "sparsity_heatmaps": sparsity_heatmaps, "selection_example": selection_example,
-           "householder": householder, "initialisation": initialisation, "leakage_controls": leakage_controls}
+FIGURES = {
+    "main_disentangle": main_bars,
+    "layer_sweep": layer_sweep,
+    "k_tradeoff": k_tradeoff,
+    "convergence": convergence,
+    "blocks_cross_attention": blocks_cross_attention,
+    "sparsity_heatmaps": sparsity_heatmaps,
+    "selection_example": selection_example,
+    "householder": householder,
+    "initialisation": initialisation,
+    "leakage_controls": leakage_controls,
+}
 
 
 def make_all(results: Results, out: str | Path, names=None) -> dict[str, str]:

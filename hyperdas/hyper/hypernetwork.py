@@ -10,6 +10,7 @@ hypernetwork trains in full precision while the frozen target stays in 4-bit. Th
 arithmetic is written here, from the copied projections, so it works for any Llama / Qwen2 /
 Gemma-style block (q/k/v/o projections, two norms, an MLP).
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,10 +29,14 @@ _ATTN_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 def check_block(block: nn.Module, index: int = 0) -> None:
     missing = [p for p in _BLOCK_PARTS if not hasattr(block, p)]
-    missing += [f"self_attn.{p}" for p in _ATTN_PARTS if hasattr(block, "self_attn") and not hasattr(block.self_attn, p)]
+    missing += [
+        f"self_attn.{p}" for p in _ATTN_PARTS if hasattr(block, "self_attn") and not hasattr(block.self_attn, p)
+    ]
     if missing:
-        raise StructureError(f"decoder block {index} ({type(block).__name__}) lacks {missing}: the hypernetwork "
-                             f"copies Llama / Qwen2 / Gemma-style blocks")
+        raise StructureError(
+            f"decoder block {index} ({type(block).__name__}) lacks {missing}: the hypernetwork "
+            f"copies Llama / Qwen2 / Gemma-style blocks"
+        )
 
 
 def _is_4bit(module: nn.Module) -> bool:
@@ -44,8 +49,9 @@ def _dequantized(linear: nn.Linear) -> nn.Linear:
     from bitsandbytes.functional import dequantize_4bit
 
     weight = dequantize_4bit(linear.weight.data, linear.weight.quant_state)
-    plain = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                      dtype=weight.dtype, device=weight.device)
+    plain = nn.Linear(
+        linear.in_features, linear.out_features, bias=linear.bias is not None, dtype=weight.dtype, device=weight.device
+    )
     with torch.no_grad():
         plain.weight.copy_(weight.reshape(plain.weight.shape))
         if linear.bias is not None:
@@ -80,7 +86,7 @@ class Attention(nn.Module):
             setattr(self, name, trainable_copy(getattr(attn, name)))
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = self.q_proj.out_features // n_heads
-        self.scaling = getattr(attn, "scaling", self.head_dim ** -0.5)
+        self.scaling = getattr(attn, "scaling", self.head_dim**-0.5)
 
     def _keys_values(self, kv: torch.Tensor, kv_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k/v projections of the allowed positions only (masked ones stay 0, never attended): the
@@ -98,8 +104,14 @@ class Attention(nn.Module):
             out.append(full.view(*kv.shape[:2], -1))
         return out[0], out[1]
 
-    def forward(self, x: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: torch.Tensor,
+        kv_mask: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
         """x (B, T, D) attends to kv (B, S, D); kv_mask (B, S) is True where attending is allowed."""
         B, T, _ = x.shape
         S = kv.shape[1]
@@ -115,8 +127,9 @@ class Attention(nn.Module):
             mask = mask & torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
         # grouped-query heads shared inside the kernel: repeating k/v over ~30 layers' states
         # cost about 0.07 s of a SmolLM2 step (copies forward, sums backward)
-        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling,
-                                                         enable_gqa=self.n_kv_heads != self.n_heads)
+        out = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=self.n_kv_heads != self.n_heads
+        )
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -163,14 +176,16 @@ class HyperNetwork(nn.Module):
         config = target.model.config
         inner = target.model.get_decoder()
         if not hasattr(inner, "rotary_emb") or not hasattr(inner, "norm"):
-            raise StructureError(f"{type(inner).__name__} lacks rotary_emb / norm: not a Llama / Qwen2 / Gemma-style model")
+            raise StructureError(
+                f"{type(inner).__name__} lacks rotary_emb / norm: not a Llama / Qwen2 / Gemma-style model"
+            )
         n_heads = config.num_attention_heads
         n_kv = getattr(config, "num_key_value_heads", None) or n_heads
         self.embed = copy.deepcopy(target.model.get_input_embeddings())
         # Gemma scales its embeddings by sqrt(hidden size): inside the embedding module in recent
         # transformers, in the model's forward in older ones (plain nn.Embedding); do the same
         gemma_plain = config.model_type.startswith("gemma") and type(self.embed) is nn.Embedding
-        self.embed_scale = config.hidden_size ** 0.5 if gemma_plain else 1.0
+        self.embed_scale = config.hidden_size**0.5 if gemma_plain else 1.0
         self.rotary = copy.deepcopy(inner.rotary_emb)
         self.blocks = nn.ModuleList(HyperBlock(b, n_heads, n_kv, source_ca, base_ca) for b in layers[:n_blocks])
         self.norm = copy.deepcopy(inner.norm)

@@ -9,6 +9,7 @@ probabilities, and the activations the edited pass keeps for backward in the blo
 intervened layer. The activation terms are per-token counts of the tensors those steps keep; they
 are an estimate, measured against the peak in `benchmarks/hyperdas_step.py`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-GIB = 1024 ** 3
+GIB = 1024**3
 # what training adds, times these, by device type: (the hypernetwork's weights, gradients and AdamW
 # moments; the activations), for allocator caching and fragmentation and backward's transient
 # buffers. CPU (glibc malloc, 2 cores): SmolLM2, batch 16, 2 blocks, the peak RSS was 1.32x the
@@ -48,11 +49,11 @@ def hypernetwork_parameters(target, config) -> int:
         attention = _numel(block.self_attn)
         n_ca = int(config.source_ca) + int(config.base_ca)
         total += _numel(block) + n_ca * (attention + _numel(block.input_layernorm))
-    total += 2 * D * D + D + 2 * (D * D + D)                        # selection head: pair, query, key
+    total += 2 * D * D + D + 2 * (D * D + D)  # selection head: pair, query, key
     if config.subspace != "none":
-        total += D * k                                              # the shared rotation R
+        total += D * k  # the shared rotation R
     if config.subspace == "householder":
-        total += 2 * D + 2 * (D * D + D)                            # LayerNorm + two Linear layers
+        total += 2 * D + 2 * (D * D + D)  # LayerNorm + two Linear layers
     elif config.subspace == "mask":
         total += 2 * D + D * D + D + D * k + k
     return total
@@ -84,9 +85,9 @@ def available(device: torch.device) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class MemoryEstimate:
-    in_use: int            # measured now: the loaded target (target_weights of it) and the runtime
+    in_use: int  # measured now: the loaded target (target_weights of it) and the runtime
     target_weights: int
-    hypernetwork: int      # weights + gradients + AdamW moments
+    hypernetwork: int  # weights + gradients + AdamW moments
     read_states: int
     hypernetwork_activations: int
     edited_pass: int
@@ -115,16 +116,33 @@ class MemoryEstimate:
         return self.in_use + self.added
 
     def describe(self) -> str:
-        parts = ", ".join(f"{name.replace('_', ' ')} {getattr(self, name) / GIB:.2f}"
-                          for name in ("in_use", "target_weights", "hypernetwork", "read_states",
-                                       "hypernetwork_activations", "edited_pass"))
+        parts = ", ".join(
+            f"{name.replace('_', ' ')} {getattr(self, name) / GIB:.2f}"
+            for name in (
+                "in_use",
+                "target_weights",
+                "hypernetwork",
+                "read_states",
+                "hypernetwork_activations",
+                "edited_pass",
+            )
+        )
         state, activations = self.overhead
-        return (f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB ({parts} GiB; overhead x{state} on the "
-                f"hypernetwork, x{activations} on the activations)")
+        return (
+            f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB ({parts} GiB; overhead x{state} on the "
+            f"hypernetwork, x{activations} on the activations)"
+        )
 
 
-def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: int, instruction_tokens: int = 16,
-             checkpoint_target: bool = False) -> MemoryEstimate:
+def estimate(
+    target,
+    config,
+    batch_size: int,
+    base_tokens: int,
+    source_tokens: int,
+    instruction_tokens: int = 16,
+    checkpoint_target: bool = False,
+) -> MemoryEstimate:
     """Peak memory of one HyperDAS training step on `target` (see module doc); token counts are the
     longest rows of a batch. `checkpoint_target`: the blocks above the layer keep only their inputs
     (plus one block's activations during its recomputation)."""
@@ -143,8 +161,10 @@ def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: i
     n_ca = int(config.source_ca) + int(config.base_ca)
     # per cross-attention: the gathered allowed states (kept for the k/v weight gradients), the k/v
     # projections, the attention probabilities; then the blocks' own layers over the instruction
-    hyper_acts = config.n_blocks * n_ca * B * S // 2 * (D + 2 * kv_dim + heads * instruction_tokens) * dtype_bytes \
+    hyper_acts = (
+        config.n_blocks * n_ca * B * S // 2 * (D + 2 * kv_dim + heads * instruction_tokens) * dtype_bytes
         + config.n_blocks * B * instruction_tokens * (10 * D + 4 * inter) * dtype_bytes
+    )
     upper = n - 1 - config.layer % n  # blocks above the intervened layer run with gradients
     per_block = B * T * (10 * D + 4 * inter + 2 * heads * T) * dtype_bytes
     if checkpoint_target and upper > 0:
@@ -152,22 +172,37 @@ def estimate(target, config, batch_size: int, base_tokens: int, source_tokens: i
     else:
         edited = upper * per_block + 3 * B * T * D * dtype_bytes
     weights = sum(p.numel() * p.element_size() for p in target.model.parameters())
-    return MemoryEstimate(in_use=in_use(target.device), target_weights=weights, hypernetwork=4 * params * dtype_bytes,
-                          read_states=read, hypernetwork_activations=hyper_acts, edited_pass=edited,
-                          device=str(target.device))
+    return MemoryEstimate(
+        in_use=in_use(target.device),
+        target_weights=weights,
+        hypernetwork=4 * params * dtype_bytes,
+        read_states=read,
+        hypernetwork_activations=hyper_acts,
+        edited_pass=edited,
+        device=str(target.device),
+    )
 
 
 def estimate_for(target, config, enc, batch_size: int, checkpoint_target: bool = False) -> MemoryEstimate:
     """`estimate` for batches of encoded pairs `enc` (their longest rows)."""
     longest = lambda rows: max(len(r) for r in rows)  # noqa: E731
-    return estimate(target, config, min(batch_size, len(enc)), longest(enc.base), longest(enc.source),
-                    longest(enc.instructions), checkpoint_target)
+    return estimate(
+        target,
+        config,
+        min(batch_size, len(enc)),
+        longest(enc.base),
+        longest(enc.source),
+        longest(enc.instructions),
+        checkpoint_target,
+    )
 
 
 def check_fits(found: MemoryEstimate, free: int | None = None, device: torch.device | None = None) -> None:
     """Refuse (MemoryError) when what training adds exceeds what the device can still give."""
     free = free if free is not None else available(device or torch.device(found.device))
     if free is not None and found.added > free:
-        raise MemoryError(f"HyperDAS training needs about {found.added / GIB:.1f} GiB more but {found.device} has "
-                          f"{free / GIB:.1f} GiB free ({found.describe()}): lower hyper_batch_size or n_blocks, or "
-                          f"load the target in 4-bit (load_in_4bit=True)")
+        raise MemoryError(
+            f"HyperDAS training needs about {found.added / GIB:.1f} GiB more but {found.device} has "
+            f"{free / GIB:.1f} GiB free ({found.describe()}): lower hyper_batch_size or n_blocks, or "
+            f"load the target in 4-bit (load_in_4bit=True)"
+        )

@@ -9,6 +9,7 @@
 4. The base run is edited after layer L at every base position: h' = h + W Wᵀ (s − h), s the
    A-weighted mix of real source and base activations (`hyperdas.hyper.subspace.interchange`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +18,10 @@ import torch
 from torch import nn
 
 from hyperdas.core.config import ConfigError, FrozenConfig
-from hyperdas.target.hooks import check_layer
 from hyperdas.hyper.hypernetwork import INITS, HyperNetwork
 from hyperdas.hyper.selection import MODES, SelectionHead, harden
 from hyperdas.hyper.subspace import KINDS, Subspace, interchange
+from hyperdas.target.hooks import check_layer
 
 DEFAULT_INSTRUCTION = "{entity} ; {counterfactual_entity} - {target_attribute}"  # the official format
 
@@ -30,13 +31,13 @@ class HyperDASConfig(FrozenConfig):
     layer: int = 15
     k: int = 32
     n_blocks: int = 2
-    init: str = "target"                 # "target": copies of the target's blocks; "scratch"
-    subspace: str = "householder"        # householder | shared | mask | none
+    init: str = "target"  # "target": copies of the target's blocks; "scratch"
+    subspace: str = "householder"  # householder | shared | mask | none
     source_ca: bool = True
     base_ca: bool = True
     symmetric_features: bool = False
-    position_offsets: int = 0            # > 0: learned offset features in the selection head (our addition)
-    include_suffix: bool = False         # let the hypernetwork read the prompt after the entity
+    position_offsets: int = 0  # > 0: learned offset features in the selection head (our addition)
+    include_suffix: bool = False  # let the hypernetwork read the prompt after the entity
     selection_heads: int = 8
     instruction: str = DEFAULT_INSTRUCTION  # str.format over the pair's fields
 
@@ -97,8 +98,9 @@ def read_states(target, rows: list[list[int]], last_selectable: list[int], layer
     layer_l = flat = None
     groups = length_groups(widths) if target.device.type == "cpu" else [list(range(len(rows)))]
     for group in groups:
-        part_layer, part_flat = _read_group(target, [rows[i] for i in group], [last_selectable[i] for i in group],
-                                            layer, whole)
+        part_layer, part_flat = _read_group(
+            target, [rows[i] for i in group], [last_selectable[i] for i in group], layer, whole
+        )
         if layer_l is None:
             layer_l = part_layer.new_zeros(len(rows), width, part_layer.shape[-1])
             flat = part_flat.new_zeros(len(rows), cut, *part_flat.shape[2:])
@@ -134,8 +136,9 @@ class HyperDAS(nn.Module):
             raise ValueError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
         self.config, self.target_name = config, target.name
         self.hypernetwork = HyperNetwork(target, config.n_blocks, config.source_ca, config.base_ca, config.init)
-        self.selection = SelectionHead(target.hidden_size, config.selection_heads, config.symmetric_features,
-                                       config.position_offsets)
+        self.selection = SelectionHead(
+            target.hidden_size, config.selection_heads, config.symmetric_features, config.position_offsets
+        )
         self.subspace = Subspace(config.subspace, target.hidden_size, config.k)
 
     def forward(self, instruction, base_view, source_view, mode: str = "soft"):
@@ -158,15 +161,26 @@ class HyperDAS(nn.Module):
         A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel)
         return harden(A, mode), self.subspace(z)
 
-    def edit_for(self, target, layer: int, enc, index: list[int], rows: list[list[int]], offsets: list[int],
-                 mode: str = "soft", planner=None):
+    def edit_for(
+        self,
+        target,
+        layer: int,
+        enc,
+        index: list[int],
+        rows: list[list[int]],
+        offsets: list[int],
+        mode: str = "soft",
+        planner=None,
+    ):
         """The residual edit for examples `index` laid out as `rows` after `offsets` pad tokens
         (see `hyperdas.target.evaluate.make_edit`); also kept as `self.last_plan` = (A, W) for inspection.
         `planner`: this model as an accelerator wrapped it (training under DDP); default: itself."""
         if layer % target.n_layers != self.config.layer % target.n_layers:
             raise ValueError(f"this HyperDAS model intervenes after layer {self.config.layer}, not {layer}")
         if not enc.instructions:
-            raise ValueError("the encoded pairs carry no instructions: call hyperdas.hyper.model.add_instructions first")
+            raise ValueError(
+                "the encoded pairs carry no instructions: call hyperdas.hyper.model.add_instructions first"
+            )
         suffix = self.config.include_suffix
         device = target.device
         base_last = [enc.first[i] if suffix else enc.base_pos[i] for i in index]
@@ -244,9 +258,14 @@ def _plan_only(target, model: HyperDAS, enc, index: list[int], mode: str) -> Non
 def selection_record(tokenizer, enc, i: int, A: torch.Tensor, **fields) -> dict:
     """A saved selection matrix with its token labels (for heatmaps)."""
     tokens = tokenizer.convert_ids_to_tokens
-    return {**fields, "example": i, "attribute_type": enc.records[i]["attribute_type"],
-            "base_tokens": tokens(enc.base[i]), "source_tokens": tokens(enc.source[i][: A.shape[0] - 1]) + ["<keep base>"],
-            "A": A.tolist()}
+    return {
+        **fields,
+        "example": i,
+        "attribute_type": enc.records[i]["attribute_type"],
+        "base_tokens": tokens(enc.base[i]),
+        "source_tokens": tokens(enc.source[i][: A.shape[0] - 1]) + ["<keep base>"],
+        "A": A.tolist(),
+    }
 
 
 def add_instructions(enc, tokenizer, rows, template: str = DEFAULT_INSTRUCTION):

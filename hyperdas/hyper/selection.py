@@ -10,8 +10,9 @@ far the source token, and one for how far the base token, sits before its prompt
 token (the entity's last token unless the suffix is read), bucketed at `offsets`. They start at zero,
 so training starts from the paper's head. Token states alone do not always say where a prompt's
 entity ends: on held-out templates the paper's head can prefer a template word whose state it never
-saw (measured on the synthetic world, see tests/test_hyperdas_known_answers.py).
+saw (measured on the synthetic world, see tests/hyper/test_hyper_known_answers.py).
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,13 @@ class SelectionHead(nn.Module):
         distance = (last - torch.arange(mask.shape[1], device=mask.device)[None]).clamp(0, self.offsets - 1)
         return table[distance] * mask[..., None]
 
-    def pair_features(self, base: torch.Tensor, source: torch.Tensor, base_mask: torch.Tensor | None = None,
-                      source_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def pair_features(
+        self,
+        base: torch.Tensor,
+        source: torch.Tensor,
+        base_mask: torch.Tensor | None = None,
+        source_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, Ts+1, Tb, D): Linear([h_base_j ; h_source_i]) for every pair (plus the offset vectors
         when the head has them; the masks say where each row's selectable prefix ends), then the
         keep-base row."""
@@ -63,8 +69,14 @@ class SelectionHead(nn.Module):
         feats = base_part[:, None, :, :] + source_part[:, :, None, :] + self.pair.bias
         return torch.cat([feats, base[:, None]], dim=1)
 
-    def scores(self, z: torch.Tensor, base: torch.Tensor, source: torch.Tensor, base_mask: torch.Tensor | None = None,
-               source_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def scores(
+        self,
+        z: torch.Tensor,
+        base: torch.Tensor,
+        source: torch.Tensor,
+        base_mask: torch.Tensor | None = None,
+        source_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, Ts+1, Tb) head-summed scores of z against key(pair_features(...)), unscaled.
 
         Key and pair map are linear, so a pair's key is key_b(h_base_j) + key_s(h_source_i) + c:
@@ -74,10 +86,10 @@ class SelectionHead(nn.Module):
         w_base, w_source = self.pair.weight[:, :D], self.pair.weight[:, D:]
         if self.symmetric:
             w_source = w_base
-        q = self.query(z)                                                   # (B, D)
-        kq = q @ self.key.weight                                            # q·(K x) = (Kᵀq)·x
-        base_term = base @ (w_base.T @ kq[:, :, None])                      # (B, Tb, 1)
-        source_term = source @ (w_source.T @ kq[:, :, None])                # (B, Ts, 1)
+        q = self.query(z)  # (B, D)
+        kq = q @ self.key.weight  # q·(K x) = (Kᵀq)·x
+        base_term = base @ (w_base.T @ kq[:, :, None])  # (B, Tb, 1)
+        source_term = source @ (w_source.T @ kq[:, :, None])  # (B, Ts, 1)
         if self.offsets:  # the offset vectors enter the pair feature, hence the key, linearly too
             base_term = base_term + self.offset_features(base_mask, self.base_offset) @ kq[:, :, None]
             source_term = source_term + self.offset_features(source_mask, self.source_offset) @ kq[:, :, None]
@@ -86,13 +98,22 @@ class SelectionHead(nn.Module):
         keep = (base @ kq[:, :, None]).transpose(1, 2) + (q * self.key.bias).sum(-1)[:, None, None]
         return torch.cat([pairs, keep], dim=1)
 
-    def forward(self, z: torch.Tensor, base: torch.Tensor, base_mask: torch.Tensor, source: torch.Tensor,
-                source_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        base: torch.Tensor,
+        base_mask: torch.Tensor,
+        source: torch.Tensor,
+        source_mask: torch.Tensor,
+    ) -> torch.Tensor:
         """Soft selection A (B, Ts+1, Tb); masked sources get 0, unselectable base columns keep base."""
         B, Tb, D = base.shape
         scores = self.scores(z, base, source, base_mask, source_mask) / ((D // self.n_heads) ** 0.5 * self.n_heads)
         allowed = torch.cat([source_mask, torch.ones_like(source_mask[:, :1])], dim=1)[:, :, None].expand(-1, -1, Tb)
-        allowed = allowed & base_mask[:, None, :] | _keep_row(B, source.shape[1] + 1, Tb, base.device) & ~base_mask[:, None, :]
+        allowed = (
+            allowed & base_mask[:, None, :]
+            | _keep_row(B, source.shape[1] + 1, Tb, base.device) & ~base_mask[:, None, :]
+        )
         return scores.masked_fill(~allowed, float("-inf")).softmax(dim=1)
 
 

@@ -7,6 +7,7 @@ shared: W = R for every instruction;
 mask: R's columns scaled by an instruction-conditioned sigmoid mask (temperature annealed);
 none: no subspace, the full vector is mixed (W Wᵀ = I).
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,9 @@ class Subspace(nn.Module):
             self.rotation = parametrizations.orthogonal(nn.Linear(k, hidden, bias=False), orthogonal_map="cayley")
         if kind in ("householder", "mask"):
             out = hidden if kind == "householder" else k
-            self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out))
+            self.head = nn.Sequential(
+                nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out)
+            )
 
     @property
     def R(self) -> torch.Tensor:  # noqa: N802 (the paper's name)

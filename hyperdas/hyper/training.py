@@ -9,25 +9,26 @@ soft Disentangle is kept. A JSONL log (one line per step) feeds the convergence 
 Checkpoints hold the trainable weights only (safetensors) plus both configs; `resume.pt` adds the
 optimizer and RNG state so an interrupted run continues where it stopped.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import nullcontext
 import random
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from hyperdas.core.config import ConfigError, FrozenConfig
-from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
+from hyperdas.hyper.memory import check_fits, estimate_for
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
+from hyperdas.hyper.selection import MODES, sparsity_penalty
+from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits
 from hyperdas.target.hooks import check_layer, checkpointed
-from hyperdas.hyper.memory import check_fits, estimate_for
-from hyperdas.hyper.selection import MODES, sparsity_penalty
 
 WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
 
@@ -37,16 +38,16 @@ class HyperTrainConfig(FrozenConfig):
     # the CPU defaults of the embedded model; notebook 03 repeats them (600 steps: ~4.8 epochs of 2,000 pairs)
     steps: int = 600
     batch_size: int = 16
-    lr: float = 1e-4                 # hypernetwork, selection head, subspace head
-    lr_rotation: float = 1e-3        # the shared R
+    lr: float = 1e-4  # hypernetwork, selection head, subspace head
+    lr_rotation: float = 1e-3  # the shared R
     weight_decay: float = 0.01
     clip: float = 4.0
     causal_weight: float = 3.5
     iso_weight: float = 0.5
-    sparsity_start: float = 0.5      # fraction of the steps before the penalty starts
+    sparsity_start: float = 0.5  # fraction of the steps before the penalty starts
     sparsity_from: float = 0.15
     sparsity_to: float = 1.5
-    temperature_from: float = 50.0   # the mask subspace's sigmoid temperature, annealed
+    temperature_from: float = 50.0  # the mask subspace's sigmoid temperature, annealed
     temperature_to: float = 0.1
     eval_every: int = 100
     max_val_pairs: int | None = 60
@@ -76,8 +77,13 @@ def checkpoint_folder(out_dir: str | Path, layer: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"hyperdas-layer{layer}"
 
 
-def save_hyperdas(folder: str | Path, model: HyperDAS, train_config: HyperTrainConfig | None = None,
-                  extra: dict | None = None, state: dict | None = None) -> Path:
+def save_hyperdas(
+    folder: str | Path,
+    model: HyperDAS,
+    train_config: HyperTrainConfig | None = None,
+    extra: dict | None = None,
+    state: dict | None = None,
+) -> Path:
     """Trainable weights (safetensors) + configs; `state`: weights gathered elsewhere (FSDP)."""
     from safetensors.torch import save_file
 
@@ -85,8 +91,13 @@ def save_hyperdas(folder: str | Path, model: HyperDAS, train_config: HyperTrainC
     folder.mkdir(parents=True, exist_ok=True)
     state = state if state is not None else model.state_dict()
     save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / WEIGHTS))
-    payload = {"model": model.config.to_dict(), "train": train_config.to_dict() if train_config else None,
-               "hidden_size": model.subspace.hidden, "target": model.target_name, **(extra or {})}
+    payload = {
+        "model": model.config.to_dict(),
+        "train": train_config.to_dict() if train_config else None,
+        "hidden_size": model.subspace.hidden,
+        "target": model.target_name,
+        **(extra or {}),
+    }
     (folder / CONFIG).write_text(json.dumps(payload, indent=1, default=list))
     return folder
 
@@ -101,8 +112,10 @@ def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = No
         raise FileNotFoundError(f"no HyperDAS checkpoint ({WEIGHTS}) in {folder}")
     saved = json.loads((folder / CONFIG).read_text())
     if saved["hidden_size"] != target.hidden_size or saved.get("target", target.name) != target.name:
-        raise ValueError(f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
-                         f"{saved['hidden_size']}), not on {target.name} (hidden size {target.hidden_size})")
+        raise ValueError(
+            f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
+            f"{saved['hidden_size']}), not on {target.name} (hidden size {target.hidden_size})"
+        )
     wanted = json.loads(json.dumps(expect.to_dict())) if expect is not None else saved["model"]  # JSON's types
     differ = sorted(k for k, v in wanted.items() if saved["model"].get(k) != v)
     if differ:
@@ -143,21 +156,33 @@ def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Opt
 
 def validate(target, model: HyperDAS, enc, modes=MODES, runtime: Runtime = SINGLE) -> dict:
     model.eval()
-    out = {mode: evaluate_sharded(runtime, target, model.config.layer, Inference(model, mode), enc)[0]["overall"]
-           for mode in modes}
+    out = {
+        mode: evaluate_sharded(runtime, target, model.config.layer, Inference(model, mode), enc)[0]["overall"]
+        for mode in modes
+    }
     model.train()
     return out
 
 
 def example_weights(enc, train: HyperTrainConfig) -> torch.Tensor:
     """The loss weight of each encoded pair: causal_weight or iso_weight by its kind."""
-    return torch.tensor([train.causal_weight if r["attribute_type"] == "causal" else train.iso_weight
-                         for r in enc.records])
+    return torch.tensor(
+        [train.causal_weight if r["attribute_type"] == "causal" else train.iso_weight for r in enc.records]
+    )
 
 
-def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Tensor,
-               optimizer: torch.optim.Optimizer, train: HyperTrainConfig, step: int,
-               runtime: Runtime = SINGLE, planner=None) -> dict:
+def train_step(
+    target,
+    model: HyperDAS,
+    enc,
+    index: list[int],
+    weights: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    train: HyperTrainConfig,
+    step: int,
+    runtime: Runtime = SINGLE,
+    planner=None,
+) -> dict:
     """One optimisation step on the global batch `index`; returns its log entry (loss, ce, sparsity).
     `planner`: the module the accelerator wrapped (`runtime.prepare`), through which the
     hypernetwork runs so that DDP sees it; by default `model` itself."""
@@ -167,11 +192,13 @@ def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Te
     sparsity_weight, parts = train.sparsity_weight(step), {"ce": [], "sparsity": []}
 
     def part_loss(part: list[int]):
-        context = checkpointed(target, model.config.layer % target.n_layers + 1) if train.checkpoint_target \
-            else nullcontext()
+        context = (
+            checkpointed(target, model.config.layer % target.n_layers + 1) if train.checkpoint_target else nullcontext()
+        )
         with context:
-            logits, labels = intervened_logits(target, model.config.layer, Inference(model, "soft", planner), enc,
-                                               part, None)
+            logits, labels = intervened_logits(
+                target, model.config.layer, Inference(model, "soft", planner), enc, part, None
+            )
         token_weights = torch.cat([weights[i].expand(len(enc.answers[i])) for i in part]).to(logits.device)
         ce = (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none") * token_weights).sum() / total
         # the penalty is a batch mean: this part's share of it
@@ -183,13 +210,27 @@ def train_step(target, model: HyperDAS, enc, index: list[int], weights: torch.Te
     loss = weighted_step(runtime, planner, index, part_loss)
     runtime.clip(planner, train.clip)  # the wrapped module: FSDP clips over its shards
     optimizer.step()
-    return {"step": step, "loss": loss, "ce": runtime.total(sum(parts["ce"])),
-            "sparsity": runtime.total(sum(parts["sparsity"])), "sparsity_weight": sparsity_weight}
+    return {
+        "step": step,
+        "loss": loss,
+        "ce": runtime.total(sum(parts["ce"])),
+        "sparsity": runtime.total(sum(parts["sparsity"])),
+        "sparsity_weight": sparsity_weight,
+    }
 
 
-def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfig, out_dir: str | Path | None = None,
-                   progress: bool = True, resume: bool = True, model: HyperDAS | None = None,
-                   check_memory: bool = True, runtime: Runtime = SINGLE) -> HyperTrainResult:
+def train_hyperdas(
+    target,
+    pairs,
+    config: HyperDASConfig,
+    train: HyperTrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    model: HyperDAS | None = None,
+    check_memory: bool = True,
+    runtime: Runtime = SINGLE,
+) -> HyperTrainResult:
     """Train one HyperDAS model on every attribute of pairs["train"] (see module doc).
 
     `model`: an already built variant to train (e.g. an ablation's, with a part swapped); its
@@ -206,8 +247,10 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
     if "causal" not in kinds:
         raise ValueError("the training pairs hold no causal rows")
     if train.iso_weight > 0 and "isolate" not in kinds:
-        raise ValueError(f"iso_weight={train.iso_weight} but the training pairs hold no isolate rows: "
-                         f"build pairs with isolate rows (notebook 01) or set iso_weight=0")
+        raise ValueError(
+            f"iso_weight={train.iso_weight} but the training pairs hold no isolate rows: "
+            f"build pairs with isolate rows (notebook 01) or set iso_weight=0"
+        )
     val = None
     if "val" in pairs and len(pairs["val"]):
         keep = list(range(len(pairs["val"])))
@@ -216,8 +259,9 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
         val = encoded_pairs(target, pairs["val"].select(keep), config.instruction)
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
         per_process = -(-train.batch_size // runtime.world)  # each process holds its share only
-        need = estimate_for(target, config, enc, min(per_process, runtime.micro_batch or per_process),
-                            train.checkpoint_target)
+        need = estimate_for(
+            target, config, enc, min(per_process, runtime.micro_batch or per_process), train.checkpoint_target
+        )
         if progress and runtime.is_main:
             print(need.describe())
         check_fits(need)
@@ -237,7 +281,12 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
         model.load_state_dict(saved["weights"])
         optimizer.load_state_dict(saved["optimizer"])
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
-        history, best_val, best_step, best_state = saved["history"], saved["best_val"], saved["best_step"], saved["best_state"]
+        history, best_val, best_step, best_state = (
+            saved["history"],
+            saved["best_val"],
+            saved["best_step"],
+            saved["best_state"],
+        )
         first = saved["step"] + 1
     weights = example_weights(enc, train)
     planner, optimizer = runtime.prepare(model, optimizer)
@@ -268,10 +317,21 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
                 log.flush()
             if writes and not runtime.fsdp and (evaluated or step == train.steps):  # FSDP: no resume files
                 tmp = folder / (RESUME + ".tmp")
-                torch.save({"config": config.to_dict(), "train": json.loads(json.dumps(train.to_dict())), "step": step,
-                            "history": history, "weights": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "rng": rng.getstate(), "best_val": best_val, "best_step": best_step,
-                            "best_state": best_state}, tmp)
+                torch.save(
+                    {
+                        "config": config.to_dict(),
+                        "train": json.loads(json.dumps(train.to_dict())),
+                        "step": step,
+                        "history": history,
+                        "weights": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": rng.getstate(),
+                        "best_val": best_val,
+                        "best_step": best_step,
+                        "best_state": best_state,
+                    },
+                    tmp,
+                )
                 tmp.replace(folder / RESUME)
     finally:
         if log is not None:
@@ -284,5 +344,6 @@ def train_hyperdas(target, pairs, config: HyperDASConfig, train: HyperTrainConfi
             save_hyperdas(folder, model, train, {"step": train.steps}, state)
     runtime.barrier()  # the checkpoint exists for every process from here on
     model.eval()
-    return HyperTrainResult(model, history, best_step, best_val, time.perf_counter() - started,
-                            resumed_from=first - 1 if saved else 0)
+    return HyperTrainResult(
+        model, history, best_step, best_val, time.perf_counter() - started, resumed_from=first - 1 if saved else 0
+    )

@@ -12,6 +12,7 @@ Launch (CPU processes talk over gloo; the `--multi_gpu` launcher is torchrun's, 
     accelerate launch --multi_gpu --num_processes 2 -m hyperdas.cli --config configs/cpu.yaml
 A plain `python -m hyperdas.cli` is one process and uses no accelerate machinery at all.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,10 @@ def check_processes(world: int, device: str, available: int | None = None) -> No
         available = torch.cuda.device_count() if kind == "cuda" else (os.cpu_count() or 1)
     if world > available:
         what = "CUDA device(s)" if kind == "cuda" else "CPU core(s)"
-        raise DistributedError(f"{world} processes were launched but this machine has {available} {what}: launch "
-                               f"at most {available} (accelerate launch --num_processes {available})")
+        raise DistributedError(
+            f"{world} processes were launched but this machine has {available} {what}: launch "
+            f"at most {available} (accelerate launch --num_processes {available})"
+        )
 
 
 @dataclasses.dataclass
@@ -57,13 +60,15 @@ class Runtime:
 
     def shard(self, index: list[int]) -> list[int]:
         if len(index) < self.world:
-            raise DistributedError(f"a global batch of {len(index)} pairs cannot be split over {self.world} "
-                                   f"processes: raise the batch size or launch fewer processes")
-        return index[self.rank:: self.world]
+            raise DistributedError(
+                f"a global batch of {len(index)} pairs cannot be split over {self.world} "
+                f"processes: raise the batch size or launch fewer processes"
+            )
+        return index[self.rank :: self.world]
 
     def chunks(self, local: list[int]) -> list[list[int]]:
         size = self.micro_batch or len(local)
-        return [local[i: i + size] for i in range(0, len(local), size)]
+        return [local[i : i + size] for i in range(0, len(local), size)]
 
     def prepare(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer):
         """(module as the accelerator wraps it, optimizer); unchanged in a single process."""
@@ -131,8 +136,11 @@ def runtime(device: str = "cpu", micro_batch: int | None = None, load_in_4bit: b
     check_processes(int(os.environ.get("LOCAL_WORLD_SIZE", world)), device)  # this machine's processes
     cpu = torch.device(device).type == "cpu"
     if fsdp and (cpu or load_in_4bit):
-        raise DistributedError("FSDP shards over CUDA devices and a target in bf16/float32: "
-                               + ("on CPUs" if cpu else "with load_in_4bit") + " launch without --use_fsdp (DDP)")
+        raise DistributedError(
+            "FSDP shards over CUDA devices and a target in bf16/float32: "
+            + ("on CPUs" if cpu else "with load_in_4bit")
+            + " launch without --use_fsdp (DDP)"
+        )
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -150,9 +158,22 @@ def launch_command(processes: int, program: list[str]) -> list[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    return [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes",
-            str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(port), *program]
+    return [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        *program,
+    ]
 
 
 def local_device(device: str) -> str:

@@ -5,22 +5,35 @@ A pair is encoded once: the base prompt followed by its expected answer's first 
 do not depend on the intervention's parameters, so they are computed once, without gradients,
 stopping the forward pass after the intervened layer.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.core.scoring import MAX_ANSWER_TOKENS, answer_ids, answer_logits
-from hyperdas.target.hooks import can_start_after, check_layer, edit_residual, replace_at, start_after
 from hyperdas.core.metrics import exact_match, scores
+from hyperdas.core.scoring import MAX_ANSWER_TOKENS, answer_ids, answer_logits
 from hyperdas.target.distributed import Runtime
+from hyperdas.target.hooks import can_start_after, check_layer, edit_residual, replace_at, start_after
 
-REQUIRED_FIELDS = ("input_prefix", "input_suffix", "counterfactual_input_prefix", "counterfactual_input_suffix",
-                   "target", "counterfactual_target", "attribute_type", "domain", "attribute", "target_attribute",
-                   "base_template", "base_entity_position", "source_entity_position")
+REQUIRED_FIELDS = (
+    "input_prefix",
+    "input_suffix",
+    "counterfactual_input_prefix",
+    "counterfactual_input_suffix",
+    "target",
+    "counterfactual_target",
+    "attribute_type",
+    "domain",
+    "attribute",
+    "target_attribute",
+    "base_template",
+    "base_entity_position",
+    "source_entity_position",
+)
 RECORD_FIELDS = ("domain", "target_attribute", "attribute", "base_template", "attribute_type")
 
 
@@ -39,24 +52,28 @@ def check_rows(rows, what: str = "dataset") -> None:
 class Encoded:
     """Token ids of a list of pairs (plain lists; batches are padded on the fly)."""
 
-    base: list[list[int]]      # base prompt + answer tokens except the last
-    answers: list[list[int]]   # expected answer's first <= 3 tokens
-    first: list[int]           # index whose logits predict the first answer token
+    base: list[list[int]]  # base prompt + answer tokens except the last
+    answers: list[list[int]]  # expected answer's first <= 3 tokens
+    first: list[int]  # index whose logits predict the first answer token
     base_pos: list[int]
     source: list[list[int]]
     source_pos: list[int]
-    records: list[dict]        # the fields the metrics group by
-    expected: list[str]        # the whole expected value (for the generation-based score)
-    expected_len: list[int]    # its length in tokens, appended to the base prompt
+    records: list[dict]  # the fields the metrics group by
+    expected: list[str]  # the whole expected value (for the generation-based score)
+    expected_len: list[int]  # its length in tokens, appended to the base prompt
     instructions: list[list[int]] = dataclasses.field(default_factory=list)  # HyperDAS's, when added
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def subset(self, index: list[int]) -> "Encoded":
+    def subset(self, index: list[int]) -> Encoded:
         """The pairs `index`, in that order (e.g. one process's share of a split)."""
-        return Encoded(**{f.name: [getattr(self, f.name)[i] for i in index] if getattr(self, f.name) else []
-                          for f in dataclasses.fields(self)})
+        return Encoded(
+            **{
+                f.name: [getattr(self, f.name)[i] for i in index] if getattr(self, f.name) else []
+                for f in dataclasses.fields(self)
+            }
+        )
 
 
 def encode(tokenizer, rows) -> Encoded:
@@ -71,10 +88,14 @@ def encode(tokenizer, rows) -> Encoded:
         enc.answers.append(answer)
         enc.first.append(len(ids) - 1)
         enc.base_pos.append(row["base_entity_position"])
-        enc.source.append(tokenizer(row["counterfactual_input_prefix"] + row["counterfactual_input_suffix"])["input_ids"])
+        enc.source.append(
+            tokenizer(row["counterfactual_input_prefix"] + row["counterfactual_input_suffix"])["input_ids"]
+        )
         enc.source_pos.append(row["source_entity_position"])
         # the instructed source entity too: leakage controls key on it (hyperdas.experiments.leakage)
-        enc.records.append({**{f: row[f] for f in RECORD_FIELDS}, "counterfactual_entity": row.get("counterfactual_entity")})
+        enc.records.append(
+            {**{f: row[f] for f in RECORD_FIELDS}, "counterfactual_entity": row.get("counterfactual_entity")}
+        )
         enc.expected.append(expected_output(row))
         enc.expected_len.append(len(full))
     return enc
@@ -108,8 +129,16 @@ def source_vectors(target, layer: int, enc: Encoded, batch_size: int = 32, progr
     return torch.cat(out)
 
 
-def make_edit(method, target, layer: int, enc: Encoded, index: list[int], sources: torch.Tensor | None,
-              rows: list[list[int]], offsets: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_edit(
+    method,
+    target,
+    layer: int,
+    enc: Encoded,
+    index: list[int],
+    sources: torch.Tensor | None,
+    rows: list[list[int]],
+    offsets: list[int],
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The residual edit of `method` for the examples `index`, laid out as `rows` padded to a common
     width with `offsets[r]` pad tokens before row r (0 for right padding).
 
@@ -150,8 +179,9 @@ def intervened_logits(target, layer: int, method, enc: Encoded, index: list[int]
     return logits, labels
 
 
-def generated_answers(target, layer: int, method, enc: Encoded, index: list[int], sources: torch.Tensor | None,
-                      extra_tokens: int = 2) -> list[str]:
+def generated_answers(
+    target, layer: int, method, enc: Encoded, index: list[int], sources: torch.Tensor | None, extra_tokens: int = 2
+) -> list[str]:
     """Greedy continuations of the base prompts of `index`, the method's edit applied to the prompt.
 
     The prompt pass (left-padded, position ids counted from each row's first real token, so
@@ -192,8 +222,16 @@ MODES = ("teacher_forced", "generation")
 
 
 @torch.no_grad()
-def evaluate(target, layer: int, method, enc: Encoded, sources: torch.Tensor | None = None,
-             batch_size: int = 32, progress: bool = False, mode: str = "teacher_forced") -> tuple[dict, list[dict]]:
+def evaluate(
+    target,
+    layer: int,
+    method,
+    enc: Encoded,
+    sources: torch.Tensor | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+    mode: str = "teacher_forced",
+) -> tuple[dict, list[dict]]:
     """(scores, per-example records with `correct`) for any method (see `make_edit`).
 
     mode "teacher_forced": the argmax matches the expected value's first <= 3 tokens (training's

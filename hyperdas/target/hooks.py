@@ -4,11 +4,12 @@
 state the next block reads. Decoder blocks return a bare tensor in recent transformers and a
 tuple ``(hidden, ...)`` in older ones; both are handled.
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -93,9 +94,7 @@ def edit_residual(model: torch.nn.Module | Target, layer: int, fn: EditFn) -> It
         hidden = _hidden_of(output)
         new = fn(hidden)
         if new.shape != hidden.shape:
-            raise ValueError(
-                f"edit at layer {index} returned shape {tuple(new.shape)}, expected {tuple(hidden.shape)}"
-            )
+            raise ValueError(f"edit at layer {index} returned shape {tuple(new.shape)}, expected {tuple(hidden.shape)}")
         return _with_hidden(output, new)
 
     with _forward_hooks([(blocks[index], hook)]):
@@ -132,9 +131,7 @@ def replace_at(hidden: torch.Tensor, positions, values: torch.Tensor) -> torch.T
 
 
 @contextmanager
-def patch_residual(
-    model: torch.nn.Module | Target, layer: int, positions, values: torch.Tensor
-) -> Iterator[None]:
+def patch_residual(model: torch.nn.Module | Target, layer: int, positions, values: torch.Tensor) -> Iterator[None]:
     """Overwrite the residual stream after `layer` at `positions` with `values` (see replace_at).
 
     During cached generation the later one-token steps are left untouched: the patched prompt
@@ -221,6 +218,7 @@ def checkpointed(model: torch.nn.Module | Target, first: int) -> Iterator[None]:
             if not torch.is_grad_enabled() or cached:
                 return forward(*args, **kwargs)
             return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
         return run
 
     try:

@@ -4,6 +4,7 @@ Embedded models ship as GGUF files inside PyPI wheels (installed with ``--no-dep
 imported). The first load verifies the file's sha256, de-quantises it with transformers'
 ``gguf_file=`` loader and saves a plain HF folder under the cache; later loads read that folder.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,7 @@ class EmbeddedModel:
             path = Path(dist.locate_file(rel))
             if not path.is_file():
                 raise ModelLoadError(
-                    f"wheel {dist_name!r} is installed but {rel} is missing from it; "
-                    f"reinstall: {self.install}"
+                    f"wheel {dist_name!r} is installed but {rel} is missing from it; reinstall: {self.install}"
                 )
             paths.append(path)
         return paths
@@ -215,9 +215,7 @@ def _quantization_config(device: str):
         import bitsandbytes
         import bitsandbytes.functional
     except ImportError:
-        raise ModelLoadError(
-            "load_in_4bit=True needs bitsandbytes: pip install 'hyperdas[quant]'"
-        ) from None
+        raise ModelLoadError("load_in_4bit=True needs bitsandbytes: pip install 'hyperdas[quant]'") from None
     try:  # a probe: bitsandbytes builds lack kernels for some devices (or CUDA versions)
         bitsandbytes.functional.quantize_4bit(torch.ones(64, dtype=torch.bfloat16, device=device), quant_type="nf4")
     except Exception as err:  # noqa: BLE001  any failure means the same: no 4-bit on this device
@@ -269,15 +267,17 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
     dtype = _resolve_dtype(config.dtype, device)
     kwargs: dict = {"dtype": dtype}
     if config.load_in_4bit:
-        kwargs.update(dtype=torch.bfloat16, quantization_config=_quantization_config(device),
-                      device_map={"": device})
+        kwargs.update(dtype=torch.bfloat16, quantization_config=_quantization_config(device), device_map={"": device})
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except OSError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        hint = "" if Path(where).is_dir() else (
-            " (it is no local folder either; offline, pass a local folder or fill the HF cache first)")
+        hint = (
+            ""
+            if Path(where).is_dir()
+            else (" (it is no local folder either; offline, pass a local folder or fill the HF cache first)")
+        )
         raise ModelLoadError(f"could not load model {config.spec!r} from {where}: {first}{hint}") from err
     if not config.load_in_4bit:
         model.to(device)
@@ -303,4 +303,4 @@ def greedy_complete(target: Target, prompts: list[str], max_new_tokens: int = 8)
         out = target.model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
         )
-    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)

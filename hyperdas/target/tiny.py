@@ -3,6 +3,7 @@
 They are saved as ordinary HF folders, so loading them exercises the same path as any
 user-named model folder. Built deterministically from a seed; no download.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

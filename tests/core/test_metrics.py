@@ -1,4 +1,5 @@
 """RAVEL metrics on hand-made rows: exact match, macro-averaging order, Disentangle."""
+
 import pytest
 
 from hyperdas.core.metrics import disentangle, exact_match, scores
@@ -12,8 +13,14 @@ def test_exact_match_reads_the_first_three_answer_tokens():
 
 
 def row(kind, queried, template, correct, instructed="Country", domain="city"):
-    return {"attribute_type": kind, "attribute": queried, "base_template": template, "correct": correct,
-            "target_attribute": instructed, "domain": domain}
+    return {
+        "attribute_type": kind,
+        "attribute": queried,
+        "base_template": template,
+        "correct": correct,
+        "target_attribute": instructed,
+        "domain": domain,
+    }
 
 
 def test_cause_is_a_mean_over_templates_not_over_rows():
@@ -24,7 +31,8 @@ def test_cause_is_a_mean_over_templates_not_over_rows():
 
 def test_iso_averages_templates_then_queried_attributes():
     rows = (
-        [row("isolate", "Continent", "c1", True)] * 3 + [row("isolate", "Continent", "c2", False)]
+        [row("isolate", "Continent", "c1", True)] * 3
+        + [row("isolate", "Continent", "c2", False)]
         + [row("isolate", "Language", "l1", True)] * 1
     )
     # Continent: (1 + 0) / 2 = 0.5; Language: 1.0; Iso = 0.75 (row-level would be 4/5 = 0.8;
@@ -37,7 +45,8 @@ def test_iso_averages_templates_then_queried_attributes():
 
 def test_disentangle_and_domain_then_overall_averages():
     rows = [
-        row("causal", "Country", "t", True), row("isolate", "Language", "l", False),  # city/Country: 1, 0
+        row("causal", "Country", "t", True),
+        row("isolate", "Language", "l", False),  # city/Country: 1, 0
         row("causal", "Language", "l", True, instructed="Language"),
         row("isolate", "Country", "t", True, instructed="Language"),  # city/Language: 1, 1
         row("causal", "Field", "f", False, instructed="Field", domain="nobel"),

@@ -1,14 +1,22 @@
 """The filter rule: answer joining, teacher-forced exact match, and the shared-prefix path."""
+
 import pytest
 import torch
 
 from hyperdas.core.scoring import answer_ids, answer_text, check_answers
 
 
-@pytest.mark.parametrize("prompt, joined", [
-    ("Paris is in", " France"), ("Paris is in ", "France"), ('"city": "', "France"),
-    ("the city's '", "France"), ("Paris (", "France"), ("Paris:", " France"),
-])
+@pytest.mark.parametrize(
+    "prompt, joined",
+    [
+        ("Paris is in", " France"),
+        ("Paris is in ", "France"),
+        ('"city": "', "France"),
+        ("the city's '", "France"),
+        ("Paris (", "France"),
+        ("Paris:", " France"),
+    ],
+)
 def test_value_is_joined_with_a_space_unless_the_prompt_ends_in_one_quote_or_paren(prompt, joined):
     assert answer_text(prompt, "France") == joined
 
@@ -23,13 +31,17 @@ def _greedy_word(target, prompt: str) -> str:
     ids = target.tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = target.model.generate(ids, max_new_tokens=1, do_sample=False, pad_token_id=0)
-    return target.tokenizer.decode(out[0, ids.shape[1]:])
+    return target.tokenizer.decode(out[0, ids.shape[1] :])
 
 
 # templates with a shared prefix before the entity, one- and two-word entities (padding) and
 # batches of 3 exercise the key/value reuse; the first template has no shared prefix at all
-TEMPLATES = ["%s is a city in the country of", "Travel guide : %s , on the continent of",
-             "Q : Which language is spoken in %s ? A :", "The mayor of %s said that"]
+TEMPLATES = [
+    "%s is a city in the country of",
+    "Travel guide : %s , on the continent of",
+    "Q : Which language is spoken in %s ? A :",
+    "The mayor of %s said that",
+]
 
 
 @pytest.mark.parametrize("reuse_prefix", [True, False])

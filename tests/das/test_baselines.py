@@ -1,23 +1,29 @@
 """run_baselines: one record per (method, attribute, layer), the same evaluation for all; named errors."""
+
 import pytest
 
 from hyperdas.das.baselines import run_baselines, table, target_attributes
+from hyperdas.das.training import DASConfig
 from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.target.hooks import LayerIndexError
-from hyperdas.das.training import DASConfig
 
 BASE = DASConfig(layer=1, k=8, batch_size=8, steps=4, eval_every=2, max_val_pairs=24)
 
 
 @pytest.fixture(scope="module")
 def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                       PairConfig(max_pairs={"train": 120, "val": 60, "test": 60}))
+    return build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 120, "val": 60, "test": 60}),
+    )
 
 
 def test_records_cover_every_method_attribute_and_layer(synthetic_target, pairs, tmp_path):
-    records = run_baselines(synthetic_target, pairs, BASE, attributes=["Country"], layers=[0, 1],
-                            checkpoint_root=tmp_path, progress=False)
+    records = run_baselines(
+        synthetic_target, pairs, BASE, attributes=["Country"], layers=[0, 1], checkpoint_root=tmp_path, progress=False
+    )
     assert [(r["method"], r["layer"]) for r in records] == [(m, l) for l in (0, 1) for m in ("das", "mdas", "full")]
     for r in records:
         assert r["domain"] == "city" and r["attribute"] == "Country" and r["seed"] == 0
@@ -25,12 +31,22 @@ def test_records_cover_every_method_attribute_and_layer(synthetic_target, pairs,
         assert set(r["generation"]) == {"cause", "iso", "disentangle"} and r["n_causal"] > 0 and r["n_isolate"] > 0
     trained = [r for r in records if r["method"] != "full"]
     assert all(r["config"]["target_attribute"] == "Country" and r["history"] for r in trained)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{m}-Country-L{l}-k8-s0" for m in ("das", "mdas") for l in (0, 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{m}-Country-L{l}-k8-s0" for m in ("das", "mdas") for l in (0, 1)
+    ]
     rows = table(records, layer=1)
     assert [r["method"] for r in rows] == ["das", "mdas", "full"] and set(rows[0]) >= {"cause", "iso", "disentangle"}
     # rerunning resumes every finished run from its checkpoint: same numbers, no training
-    again = run_baselines(synthetic_target, pairs, BASE, attributes=["Country"], layers=[0, 1], generation=False,
-                          checkpoint_root=tmp_path, progress=False)
+    again = run_baselines(
+        synthetic_target,
+        pairs,
+        BASE,
+        attributes=["Country"],
+        layers=[0, 1],
+        generation=False,
+        checkpoint_root=tmp_path,
+        progress=False,
+    )
     assert [r["cause"] for r in again] == [r["cause"] for r in records]
     assert all(r["resumed_from"] == r["steps_run"] for r in again if r["method"] != "full")
 

@@ -1,20 +1,26 @@
 """Known answers on the synthetic world, whose model has a purely local first block (every fact
 about the entity reaches the question through the entity token's residual after layer 0)."""
+
 import pytest
 
-from hyperdas.data.pairs import PairConfig, build_pairs
-from hyperdas.target.evaluate import encode, evaluate
 from hyperdas.das.interventions import FullInterchange
 from hyperdas.das.training import DASConfig, select_rows, train_das
+from hyperdas.data.pairs import PairConfig, build_pairs
+from hyperdas.target.evaluate import encode, evaluate
 
-COUNTRY = DASConfig(target_attribute="Country", layer=0, k=8, lr=1e-2, batch_size=16, steps=300, eval_every=50,
-                    patience=3)
+COUNTRY = DASConfig(
+    target_attribute="Country", layer=0, k=8, lr=1e-2, batch_size=16, steps=300, eval_every=50, patience=3
+)
 
 
 @pytest.fixture(scope="module")
 def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                       PairConfig(max_pairs={"train": 600, "val": 90, "test": 300}))
+    return build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 600, "val": 90, "test": 300}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +81,14 @@ def _greedy_by_rerunning(target, layer, intervention, enc, index, sources, steps
             wanted = [(r, len(row) - 1) for r, row in enumerate(rows)]
             tokens = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id).argmax(-1).tolist()
             rows = [row + [t] for row, t in zip(rows, tokens)]
-    return [target.tokenizer.decode(row[enc.first[i] + 1:], skip_special_tokens=True) for row, i in zip(rows, index)]
+    return [target.tokenizer.decode(row[enc.first[i] + 1 :], skip_special_tokens=True) for row, i in zip(rows, index)]
 
 
 def test_cached_left_padded_generation_equals_rerunning_the_sequence(synthetic_target, country_test):
     import torch
 
-    from hyperdas.target.evaluate import generated_answers, source_vectors
     from hyperdas.das.interventions import RotatedSpaceInterchange
+    from hyperdas.target.evaluate import generated_answers, source_vectors
 
     torch.manual_seed(0)
     index = list(range(min(24, len(country_test))))

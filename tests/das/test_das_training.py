@@ -1,27 +1,39 @@
 """DAS/MDAS training on the synthetic world: checkpoints reload exactly; bad input is named."""
+
 import pytest
 import torch
 
+from hyperdas.das.training import DASConfig, load_checkpoint, select_rows, train_das
 from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.target.evaluate import encode, evaluate
 from hyperdas.target.hooks import LayerIndexError
-from hyperdas.das.training import DASConfig, load_checkpoint, select_rows, train_das
 
 SHORT = DASConfig(target_attribute="Country", layer=1, k=8, batch_size=8, steps=6, eval_every=3, max_val_pairs=24)
 
 
 @pytest.fixture(scope="module")
 def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                       PairConfig(max_pairs={"train": 120, "val": 60, "test": 60}))
+    return build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 120, "val": 60, "test": 60}),
+    )
 
 
 def test_checkpoint_reloads_to_identical_outputs(synthetic_target, pairs, tmp_path):
     result = train_das(synthetic_target, pairs, SHORT.replace(method="mdas"), checkpoint_dir=tmp_path, progress=False)
-    assert result.best_val["iso"] is not None and [h["step"] for h in result.history] == list(range(1, len(result.history) + 1))
+    assert result.best_val["iso"] is not None and [h["step"] for h in result.history] == list(
+        range(1, len(result.history) + 1)
+    )
     loaded, config = load_checkpoint(tmp_path, synthetic_target.hidden_size)
     assert config == SHORT.replace(method="mdas")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "intervention.safetensors", "meta.json", "resume.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "intervention.safetensors",
+        "meta.json",
+        "resume.pt",
+    ]
     test = encode(synthetic_target.tokenizer, pairs["test"])
     ours, _ = evaluate(synthetic_target, SHORT.layer, result.intervention, test)
     theirs, _ = evaluate(synthetic_target, SHORT.layer, loaded, test)
@@ -36,8 +48,15 @@ def test_das_trains_on_causal_rows_only_mdas_adds_isolate(pairs):
 
 
 def test_same_seed_same_numbers(synthetic_target, pairs):
-    run = lambda: [h["loss"] for h in train_das(synthetic_target, pairs, SHORT.replace(steps=3, eval_every=99),  # noqa: E731
-                                                progress=False).history]
+    run = lambda: [
+        h["loss"]
+        for h in train_das(
+            synthetic_target,
+            pairs,
+            SHORT.replace(steps=3, eval_every=99),  # noqa: E731
+            progress=False,
+        ).history
+    ]
     assert run() == run()
 
 

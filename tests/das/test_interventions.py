@@ -1,4 +1,5 @@
 """Interventions as modules, and the evaluation entry point, on known answers."""
+
 import pytest
 import torch
 

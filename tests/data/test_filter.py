@@ -1,4 +1,5 @@
 """Template selection, filtering on the synthetic world, and the on-disk verdict cache."""
+
 import pytest
 
 from hyperdas.data.filter import AnswerCache, FilterConfig, filter_domain, select_templates, split_quotas

@@ -1,4 +1,5 @@
 """Each pair rule, asserted on pairs built from the synthetic world and its trained model."""
+
 import dataclasses
 import random
 from collections import Counter
@@ -7,8 +8,15 @@ import pytest
 
 from hyperdas.core.config import ConfigError
 from hyperdas.data.filter import FilterConfig, filter_domain
-from hyperdas.data.pairs import (PAIR_FIELDS, PairConfig, _pick_by_value, build_pairs, pair_counts,
-                                 source_label_counts, split_at_entity)
+from hyperdas.data.pairs import (
+    PAIR_FIELDS,
+    PairConfig,
+    _pick_by_value,
+    build_pairs,
+    pair_counts,
+    source_label_counts,
+    split_at_entity,
+)
 from hyperdas.data.ravel import RavelDataError
 
 SMALL = PairConfig(max_pairs={"train": 240, "val": 60, "test": 60})
@@ -16,8 +24,12 @@ SMALL = PairConfig(max_pairs={"train": 240, "val": 60, "test": 60})
 
 @pytest.fixture(scope="module")
 def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                       SMALL.replace(generalisation_sets=True, entity_split="ravel"))
+    return build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        SMALL.replace(generalisation_sets=True, entity_split="ravel"),
+    )
 
 
 def rows(pairs):
@@ -28,7 +40,9 @@ def test_fields_and_counts(pairs):
     assert set(pairs) == {"train", "val", "test", "test_entity", "test_context"}
     assert list(pairs["train"].features) == list(PAIR_FIELDS)
     counts = pair_counts(pairs)
-    assert counts["train"] == {f"{k}/{a}": 40 for k in ("causal", "isolate") for a in ("Continent", "Country", "Language")}
+    assert counts["train"] == {
+        f"{k}/{a}": 40 for k in ("causal", "isolate") for a in ("Continent", "Country", "Language")
+    }
 
 
 def test_causal_rows(pairs, synthetic_data):
@@ -68,8 +82,12 @@ def test_prefix_suffix_and_last_entity_token(pairs, synthetic_target):
         assert r["counterfactual_input_prefix"].endswith(r["counterfactual_entity"])
         for prefix, suffix, entity, pos in [
             (r["input_prefix"], r["input_suffix"], r["entity"], r["base_entity_position"]),
-            (r["counterfactual_input_prefix"], r["counterfactual_input_suffix"], r["counterfactual_entity"],
-             r["source_entity_position"]),
+            (
+                r["counterfactual_input_prefix"],
+                r["counterfactual_input_suffix"],
+                r["counterfactual_entity"],
+                r["source_entity_position"],
+            ),
         ]:
             ids = tok(prefix + suffix)["input_ids"]
             assert tok.convert_ids_to_tokens(ids[pos]) == entity.split()[-1]
@@ -78,8 +96,13 @@ def test_prefix_suffix_and_last_entity_token(pairs, synthetic_target):
 
 def test_splits_follow_ravel(pairs, synthetic_data):
     prompt_split, entity_split = synthetic_data.prompt_to_split, synthetic_data.entity_to_split
-    expected = {"train": ("train", "train"), "val": ("val", "val"), "test": ("test", "test"),
-                "test_entity": ("train", "test"), "test_context": ("test", "train")}
+    expected = {
+        "train": ("train", "train"),
+        "val": ("val", "val"),
+        "test": ("test", "test"),
+        "test_entity": ("train", "test"),
+        "test_context": ("test", "train"),
+    }
     for name, split in pairs.items():
         templates, entities = expected[name]
         assert len(split) > 0, name
@@ -115,15 +138,23 @@ def test_a_named_wikipedia_prompt_keeps_its_entity(synthetic_data, synthetic_kno
 
 
 def test_causal_fraction(synthetic_data, synthetic_known, synthetic_target):
-    built = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                        SMALL.replace(causal_fraction=0.75, max_pairs={"train": 240}))
+    built = build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        SMALL.replace(causal_fraction=0.75, max_pairs={"train": 240}),
+    )
     kinds = Counter(built["train"]["attribute_type"])
     assert kinds == {"causal": 180, "isolate": 60}
 
 
 def test_deterministic_for_a_seed(synthetic_data, synthetic_known, synthetic_target):
-    build = lambda seed: build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,  # noqa: E731
-                                     SMALL.replace(seed=seed))["train"].to_list()
+    build = lambda seed: build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,  # noqa: E731
+        SMALL.replace(seed=seed),
+    )["train"].to_list()
     assert build(3) == build(3)
     assert build(3) != build(4)
 
@@ -132,7 +163,8 @@ def test_balancing_draws_values_uniformly():
     entities = [f"a{i}" for i in range(90)] + [f"b{i}" for i in range(10)]
     value_of = lambda e: e[0]  # noqa: E731
     draw = lambda balance: Counter(  # noqa: E731
-        value_of(_pick_by_value(rng, entities, value_of, "z", balance)) for _ in range(2000))
+        value_of(_pick_by_value(rng, entities, value_of, "z", balance)) for _ in range(2000)
+    )
     rng = random.Random(0)
     assert 0.45 < draw(True)["b"] / 2000 < 0.55
     assert draw(False)["b"] / 2000 < 0.15
@@ -163,12 +195,15 @@ def test_bad_configs_are_named():
 
 def test_unknown_or_unfiltered_attribute(synthetic_data, synthetic_known, synthetic_target):
     with pytest.raises(RavelDataError, match=r"unknown attribute\(s\) \['Size'\]"):
-        build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer, SMALL.replace(target_attributes=("Size",)))
+        build_pairs(
+            synthetic_data, synthetic_known, synthetic_target.tokenizer, SMALL.replace(target_attributes=("Size",))
+        )
 
 
 def test_a_model_that_knows_nothing_gives_a_clear_error(tiny_llama, synthetic_data):
-    known = filter_domain(tiny_llama, synthetic_data, FilterConfig(templates_per_attribute=1, max_entities=20),
-                          progress=False)
+    known = filter_domain(
+        tiny_llama, synthetic_data, FilterConfig(templates_per_attribute=1, max_entities=20), progress=False
+    )
     with pytest.raises(RavelDataError, match=r"zero usable causal pairs for city/Country .* answered 0 of 20 prompts"):
         build_pairs(synthetic_data, known, tiny_llama.tokenizer, SMALL)
 

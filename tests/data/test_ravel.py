@@ -101,6 +101,7 @@ def test_environment_variable_names_the_folder(tmp_path, monkeypatch):
 
 # --- the download path, against a server on loopback -------------------------------------------
 
+
 def _fake_archive(tmp_path: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:

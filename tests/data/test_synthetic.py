@@ -1,4 +1,5 @@
 """The synthetic RAVEL world: official schema, entangled and independent attributes, a model that learns it."""
+
 import json
 
 from hyperdas.data.ravel import DOMAINS, domain_files, load_domain, resolve_ravel_dir
@@ -36,5 +37,7 @@ def test_ravel_dir_synthetic_names_the_test_world(monkeypatch):
 
 def test_trained_model_reports_its_accuracy(synthetic_target):
     report = json.loads((synthetic_model_folder() / "training.json").read_text())
-    assert report["accuracy"] >= 0.95 and report["local_layers"] == 1 and report["n_facts"] == 4 * 6 * 300 + 300  # + one fact card per city
+    assert (
+        report["accuracy"] >= 0.95 and report["local_layers"] == 1 and report["n_facts"] == 4 * 6 * 300 + 300
+    )  # + one fact card per city
     assert synthetic_target.n_layers == 4 and synthetic_target.hidden_size == 128

@@ -1,35 +1,49 @@
 """The leakage ablations on the synthetic world: every function runs on the tiny model, the conflict
 control tells a faithful intervention from a leaky one, and bad requests fail by name."""
+
 import pytest
 import torch
 
+from hyperdas.core.config import ConfigError
+from hyperdas.das.interventions import FullInterchange
+from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.experiments import ablations
 from hyperdas.experiments.ablations import AblationConfig, AblationRunner, entity_span, token_role
-from hyperdas.core.config import ConfigError
-from hyperdas.data.pairs import PairConfig, build_pairs
+from hyperdas.experiments.leakage import (
+    FixedSelection,
+    InstructionLeak,
+    LookupTable,
+    conflict_outcomes,
+    conflict_rows,
+    entity_vectors,
+    swapped,
+)
 from hyperdas.hyper.model import HyperDASConfig
 from hyperdas.hyper.training import HyperTrainConfig, save_hyperdas
-from hyperdas.das.interventions import FullInterchange
-from hyperdas.experiments.leakage import (FixedSelection, InstructionLeak, LookupTable, conflict_outcomes, conflict_rows,
-                              entity_vectors, swapped)
 
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
 TRAIN = HyperTrainConfig(batch_size=8, lr=1e-3, max_val_pairs=8)
-SETTINGS = AblationConfig(steps=2, max_test_pairs=24, n_blocks=(0, 1), cross_attention=("both", "neither"),
-                          n_selections=2)
+SETTINGS = AblationConfig(
+    steps=2, max_test_pairs=24, n_blocks=(0, 1), cross_attention=("both", "neither"), n_selections=2
+)
 
 
 @pytest.fixture(scope="module")
 def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                       PairConfig(max_pairs={"train": 80, "val": 16, "test": 60}, generalisation_sets=True))
+    return build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 80, "val": 16, "test": 60}, generalisation_sets=True),
+    )
 
 
 @pytest.fixture(scope="module")
 def runner(synthetic_target, pairs, tmp_path_factory):
     torch.manual_seed(0)
-    return AblationRunner(synthetic_target, pairs, MODEL, TRAIN, SETTINGS,
-                          folder=tmp_path_factory.mktemp("ablations"), progress=False)
+    return AblationRunner(
+        synthetic_target, pairs, MODEL, TRAIN, SETTINGS, folder=tmp_path_factory.mktemp("ablations"), progress=False
+    )
 
 
 def _metrics_ok(record):
@@ -75,7 +89,10 @@ def test_a_lookup_table_run_alone_equals_the_same_run_after_others(synthetic_tar
 def test_symmetric_picks_are_distributions(runner):
     records = ablations.symmetric(runner)
     assert [(r["variant"], r["config"]["position_offsets"]) for r in records] == [
-        ("asymmetric", 0), ("symmetric", 0), ("asymmetric, offsets 8", 8)]
+        ("asymmetric", 0),
+        ("symmetric", 0),
+        ("asymmetric, offsets 8", 8),
+    ]
     for r in records:
         for sides in r["picks"].values():
             for roles in sides.values():

@@ -1,5 +1,6 @@
 """Notebook 05 and hyperdas.experiments.plots on a fixture results folder: every figure is written from files
 alone, a missing input skips its figure with the reason, an old-schema file fails by name."""
+
 import json
 import random
 
@@ -22,8 +23,15 @@ def _selection(rng, mode, example=0):
     base, source = ["<s>", "Paris", "is", "in"], ["<s>", "Rome", "<keep base>"]
     columns = [[rng.random() for _ in base] for _ in source]
     A = [[c / sum(col) for c in col] for col in zip(*columns)]
-    return {"mode": mode, "example": example, "instruction": "Paris ; Rome - Country", "attribute_type": "causal",
-            "base_tokens": base, "source_tokens": source, "A": [list(r) for r in zip(*A)]}
+    return {
+        "mode": mode,
+        "example": example,
+        "instruction": "Paris ; Rome - Country",
+        "attribute_type": "causal",
+        "base_tokens": base,
+        "source_tokens": source,
+        "A": [list(r) for r in zip(*A)],
+    }
 
 
 def make_results(folder, seed=0):
@@ -32,29 +40,98 @@ def make_results(folder, seed=0):
     folder.mkdir(parents=True)
     (folder / "selections").mkdir()
     record = lambda **kw: {"domain": "city", **kw, **_m(rng)}  # noqa: E731
-    (folder / "hyperdas.json").write_text(json.dumps({"model": "fixture", "records": [
-        record(method="hyperdas", mode=m, attribute=a, layer=2) for m in MODES for a in ATTRIBUTES]}))
-    (folder / "baselines.json").write_text(json.dumps({"model": "fixture", "records": [
-        record(method=m, attribute=a, layer=layer, k=8, history=[{"step": s, "loss": 1 / s, "val": _m(rng)} for s in (5, 10)])
-        for m in ("das", "mdas", "full") for a in ATTRIBUTES for layer in (1, 2)]}))
-    (folder / "das_sweep.json").write_text(json.dumps({"attribute": "Country", "runs": [
-        {"kind": kind, "config": {"layer": layer, "k": k}, "val": _m(rng)}
-        for kind, layer, k in [("mdas", 1, 8), ("mdas", 2, 8), ("mdas", 2, 16), ("mdas", 2, 32), ("das", 2, 8)]]}))
-    (folder / "train_log.jsonl").write_text("".join(json.dumps(
-        {"method": "hyperdas", "step": s, "loss": 3 / s, "ce": 2 / s, **({"val": {m: _m(rng) for m in MODES}} if s % 5 == 0 else {})})
-        + "\n" for s in range(1, 21)))
+    (folder / "hyperdas.json").write_text(
+        json.dumps(
+            {
+                "model": "fixture",
+                "records": [record(method="hyperdas", mode=m, attribute=a, layer=2) for m in MODES for a in ATTRIBUTES],
+            }
+        )
+    )
+    (folder / "baselines.json").write_text(
+        json.dumps(
+            {
+                "model": "fixture",
+                "records": [
+                    record(
+                        method=m,
+                        attribute=a,
+                        layer=layer,
+                        k=8,
+                        history=[{"step": s, "loss": 1 / s, "val": _m(rng)} for s in (5, 10)],
+                    )
+                    for m in ("das", "mdas", "full")
+                    for a in ATTRIBUTES
+                    for layer in (1, 2)
+                ],
+            }
+        )
+    )
+    (folder / "das_sweep.json").write_text(
+        json.dumps(
+            {
+                "attribute": "Country",
+                "runs": [
+                    {"kind": kind, "config": {"layer": layer, "k": k}, "val": _m(rng)}
+                    for kind, layer, k in [
+                        ("mdas", 1, 8),
+                        ("mdas", 2, 8),
+                        ("mdas", 2, 16),
+                        ("mdas", 2, 32),
+                        ("das", 2, 8),
+                    ]
+                ],
+            }
+        )
+    )
+    (folder / "train_log.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "method": "hyperdas",
+                    "step": s,
+                    "loss": 3 / s,
+                    "ce": 2 / s,
+                    **({"val": {m: _m(rng) for m in MODES}} if s % 5 == 0 else {}),
+                }
+            )
+            + "\n"
+            for s in range(1, 21)
+        )
+    )
     (folder / "selections" / "test_examples.json").write_text(json.dumps([_selection(rng, m) for m in MODES]))
-    (folder / "selections" / "householder.json").write_text(json.dumps({
-        "attribute": [a for a in ATTRIBUTES for _ in range(4)], "vectors": [[rng.gauss(0, 1) for _ in range(6)] for _ in range(12)]}))
+    (folder / "selections" / "householder.json").write_text(
+        json.dumps(
+            {
+                "attribute": [a for a in ATTRIBUTES for _ in range(4)],
+                "vectors": [[rng.gauss(0, 1) for _ in range(6)] for _ in range(12)],
+            }
+        )
+    )
     scored = lambda ablation, variant, **kw: {"ablation": ablation, "variant": variant, "overall": _m(rng), **kw}  # noqa: E731
-    records = [scored("blocks_cross_attention", f"N={n}, {c}", n_blocks=n, cross_attention=c)
-               for n, c in [(0, "n/a"), (2, "both"), (2, "neither")]]
-    records += [scored("sparsity", v, selection_entropy=1.0, last_token_mass=0.5, selections=[_selection(rng, "soft")])
-                for v in ("default", "off", "strong")]
-    records += [scored("initialisation", v, loss_curve=[[s, 3 / s] for s in range(1, 11)]) for v in ("target", "scratch")]
+    records = [
+        scored("blocks_cross_attention", f"N={n}, {c}", n_blocks=n, cross_attention=c)
+        for n, c in [(0, "n/a"), (2, "both"), (2, "neither")]
+    ]
+    records += [
+        scored("sparsity", v, selection_entropy=1.0, last_token_mass=0.5, selections=[_selection(rng, "soft")])
+        for v in ("default", "off", "strong")
+    ]
+    records += [
+        scored("initialisation", v, loss_curve=[[s, 3 / s] for s in range(1, 11)]) for v in ("target", "scratch")
+    ]
     records += [scored("controls", v) for v in ("reference", "blanked", "random_subspace", "fixed_positions")]
-    records.append({"ablation": "controls", "variant": "conflict", "follows_activations": 0.5, "follows_instruction": 0.2,
-                    "follows_neither": 0.3, "verdict": "activations", "n": 10})
+    records.append(
+        {
+            "ablation": "controls",
+            "variant": "conflict",
+            "follows_activations": 0.5,
+            "follows_instruction": 0.2,
+            "follows_neither": 0.3,
+            "verdict": "activations",
+            "n": 10,
+        }
+    )
     (folder / "ablations.json").write_text(json.dumps({"model": "fixture", "records": records}))
     return folder
 
@@ -62,9 +139,13 @@ def make_results(folder, seed=0):
 def test_figures_notebook_writes_every_figure_from_files_alone(tmp_path):
     folder = make_results(tmp_path / "results" / "fixture")
     out = tmp_path / "05.ipynb"
-    papermill.execute_notebook(str(batch.NOTEBOOKS / "05_figures.ipynb"), str(out), cwd=str(batch.NOTEBOOKS),
-                               parameters={"model": "fixture", "results_root": str(tmp_path / "results")},
-                               progress_bar=False)
+    papermill.execute_notebook(
+        str(batch.NOTEBOOKS / "05_figures.ipynb"),
+        str(out),
+        cwd=str(batch.NOTEBOOKS),
+        parameters={"model": "fixture", "results_root": str(tmp_path / "results")},
+        progress_bar=False,
+    )
     figures = folder / "figures"
     for name in plots.FIGURES:
         for ext in ("png", "pdf"):
@@ -106,9 +187,30 @@ def test_layer_sweep_draws_hyperdas_at_every_layer_notebook_03_ran(tmp_path):
     """hyperdas.json keeps the latest run; hyperdas_layers.json every layer's (a layer sweep)."""
     folder = make_results(tmp_path / "results")
     rng = random.Random(1)
-    (folder / "hyperdas_layers.json").write_text(json.dumps({"written_at": "now", **{
-        f"layer{layer}": {"records": [{"domain": "city", "method": "hyperdas", "mode": m, "attribute": a, "layer": layer,
-                                       **_m(rng)} for m in MODES for a in ATTRIBUTES]} for layer in (1, 2)}}))
+    (folder / "hyperdas_layers.json").write_text(
+        json.dumps(
+            {
+                "written_at": "now",
+                **{
+                    f"layer{layer}": {
+                        "records": [
+                            {
+                                "domain": "city",
+                                "method": "hyperdas",
+                                "mode": m,
+                                "attribute": a,
+                                "layer": layer,
+                                **_m(rng),
+                            }
+                            for m in MODES
+                            for a in ATTRIBUTES
+                        ]
+                    }
+                    for layer in (1, 2)
+                },
+            }
+        )
+    )
     layers = sorted({r["layer"] for r in plots._hyperdas_layers(plots.Results(folder))})
     assert layers == [1, 2]
     plots.layer_sweep(plots.Results(folder))

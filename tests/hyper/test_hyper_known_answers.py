@@ -11,28 +11,37 @@ entity token takes the source's last entity token in every Country pair. With th
 "Postcard", a word whose state it never saw, about as often as the entity's last token. MDAS at the
 last entity token cannot swap Climate at all (Cause 0). Without the instruction (N=0 and the same
 text "edit" for every pair) Disentangle fell to 0.28 against 0.88 (asserted: at least 0.1 lower)."""
+
 import pytest
 import torch
 
 from hyperdas.data.filter import FilterConfig, filter_domain
 from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.hyper.model import HyperDASConfig, Inference
-from hyperdas.target.evaluate import evaluate, intervened_logits
 from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, train_hyperdas
+from hyperdas.target.evaluate import evaluate, intervened_logits
 
 ATTRIBUTES = ("Country", "Climate")
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4, position_offsets=8)
-TRAIN = HyperTrainConfig(steps=800, batch_size=16, lr=1e-3, lr_rotation=1e-2, eval_every=10**6, max_val_pairs=30,
-                         eval_modes=("soft",))
+TRAIN = HyperTrainConfig(
+    steps=800, batch_size=16, lr=1e-3, lr_rotation=1e-2, eval_every=10**6, max_val_pairs=30, eval_modes=("soft",)
+)
 
 
 @pytest.fixture(scope="module")
 def pairs(synthetic_target, synthetic_data):
-    known = filter_domain(synthetic_target, synthetic_data,
-                          FilterConfig(attributes=ATTRIBUTES, templates_per_attribute=None, max_entities=None),
-                          progress=False)
-    return build_pairs(synthetic_data, known, synthetic_target.tokenizer,
-                       PairConfig(target_attributes=ATTRIBUTES, max_pairs={"train": 1200, "val": 60, "test": 240}))
+    known = filter_domain(
+        synthetic_target,
+        synthetic_data,
+        FilterConfig(attributes=ATTRIBUTES, templates_per_attribute=None, max_entities=None),
+        progress=False,
+    )
+    return build_pairs(
+        synthetic_data,
+        known,
+        synthetic_target.tokenizer,
+        PairConfig(target_attributes=ATTRIBUTES, max_pairs={"train": 1200, "val": 60, "test": 240}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +74,8 @@ def test_the_papers_head_misplaces_country_on_a_held_out_template(synthetic_targ
 
 
 def test_mdas_at_the_last_entity_token_cannot_swap_climate(synthetic_target, pairs):
-    from hyperdas.target.evaluate import encode
     from hyperdas.das.training import DASConfig, select_rows, train_das
+    from hyperdas.target.evaluate import encode
 
     config = DASConfig(method="mdas", target_attribute="Climate", layer=0, k=8, lr=1e-2, steps=100, eval_every=50)
     result = train_das(synthetic_target, pairs, config, progress=False)
@@ -102,9 +111,12 @@ def test_without_the_instruction_it_does_clearly_worse(synthetic_target, pairs, 
     """N=0 blocks and one constant instruction ("edit" for every pair): nothing tells the model which
     attribute to swap, so at best it swaps one of them everywhere (Disentangle <= 0.75 here)."""
     torch.manual_seed(0)
-    blind = train_hyperdas(synthetic_target, pairs, MODEL.replace(n_blocks=0, instruction="edit"), TRAIN,
-                           progress=False).model
+    blind = train_hyperdas(
+        synthetic_target, pairs, MODEL.replace(n_blocks=0, instruction="edit"), TRAIN, progress=False
+    ).model
     blind_enc = encoded_pairs(synthetic_target, pairs["test"], "edit")
-    scores = [evaluate(synthetic_target, 0, Inference(model, "soft"), enc)[0]["overall"]["disentangle"]
-              for model, enc in ((trained, test_enc), (blind, blind_enc))]
+    scores = [
+        evaluate(synthetic_target, 0, Inference(model, "soft"), enc)[0]["overall"]["disentangle"]
+        for model, enc in ((trained, test_enc), (blind, blind_enc))
+    ]
     assert scores[1] <= scores[0] - 0.1

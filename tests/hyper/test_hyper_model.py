@@ -1,4 +1,5 @@
 """HyperDAS editing through the shared evaluation entry point: batch- and padding-independent."""
+
 import pytest
 import torch
 
@@ -12,8 +13,12 @@ CONFIG = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
 
 @pytest.fixture(scope="module")
 def rows(synthetic_data, synthetic_known, synthetic_target):
-    pairs = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                        PairConfig(max_pairs={"train": 60, "val": 12, "test": 24}))
+    pairs = build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 60, "val": 12, "test": 24}),
+    )
     return pairs["test"]
 
 
@@ -61,10 +66,16 @@ def test_an_example_does_not_depend_on_padding_side(synthetic_target, model, enc
         right, _ = intervened_logits(synthetic_target, 0, method, enc, index, None)
         edit = make_edit(method, synthetic_target, 0, enc, index, None, rows, offsets)
         with edit_residual(synthetic_target, 0, edit):
-            logits = synthetic_target.model(input_ids=ids, attention_mask=mask,
-                                            position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
-    left = torch.stack([logits[r, off + enc.first[i] + t] for r, (off, i) in enumerate(zip(offsets, index))
-                        for t in range(len(enc.answers[i]))])
+            logits = synthetic_target.model(
+                input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)
+            ).logits
+    left = torch.stack(
+        [
+            logits[r, off + enc.first[i] + t]
+            for r, (off, i) in enumerate(zip(offsets, index))
+            for t in range(len(enc.answers[i]))
+        ]
+    )
     assert torch.allclose(left, right, atol=1e-4)
 
 
@@ -82,8 +93,8 @@ def test_edited_run_started_from_the_read_pass_equals_the_full_run(synthetic_tar
 def test_length_groups_split_only_when_it_saves_padding():
     from hyperdas.hyper.model import length_groups
 
-    assert length_groups([5, 20, 6, 19]) == [[0, 2], [3, 1]]          # 80 padded tokens -> 12 + 40
-    assert length_groups([10, 11, 12, 12]) == [[0, 1, 2, 3]]          # saves under 15%: one pass
+    assert length_groups([5, 20, 6, 19]) == [[0, 2], [3, 1]]  # 80 padded tokens -> 12 + 40
+    assert length_groups([10, 11, 12, 12]) == [[0, 1, 2, 3]]  # saves under 15%: one pass
     assert length_groups([7]) == [[0]]
 
 
@@ -100,8 +111,11 @@ def test_read_passes_in_groups_equal_one_padded_pass(synthetic_target, enc, monk
         monkeypatch.setattr(editor_module, "length_groups", lambda widths: [list(range(len(widths)))])
         single, _ = intervened_logits(synthetic_target, 0, Inference(model), enc, index, None)
         A_single = model.last_plan[0]
-        monkeypatch.setattr(editor_module, "length_groups",
-                            lambda widths: [list(range(1, len(widths), 2)), list(range(0, len(widths), 2))])
+        monkeypatch.setattr(
+            editor_module,
+            "length_groups",
+            lambda widths: [list(range(1, len(widths), 2)), list(range(0, len(widths), 2))],
+        )
         grouped, _ = intervened_logits(synthetic_target, 0, Inference(model), enc, index, None)
     torch.testing.assert_close(grouped, single, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(model.last_plan[0], A_single, atol=1e-5, rtol=1e-4)
@@ -112,8 +126,8 @@ def test_selection_never_reads_past_the_entity(synthetic_target, model, enc):
         intervened_logits(synthetic_target, 0, Inference(model), enc, list(range(8)), None)
     A, W = model.last_plan
     for b, i in enumerate(range(8)):
-        assert (A[b, :-1, enc.base_pos[i] + 1 :] == 0).all()        # base tokens after the entity keep base
-        assert (A[b, enc.source_pos[i] + 1 : -1] == 0).all()        # source tokens after the entity are never read
+        assert (A[b, :-1, enc.base_pos[i] + 1 :] == 0).all()  # base tokens after the entity keep base
+        assert (A[b, enc.source_pos[i] + 1 : -1] == 0).all()  # source tokens after the entity are never read
     assert W.shape == (8, synthetic_target.hidden_size, 8)
 
 
@@ -140,7 +154,9 @@ def test_bad_use_is_named(synthetic_target, model, rows):
     with pytest.raises(ValueError, match="carry no instructions"):
         intervened_logits(synthetic_target, 0, Inference(model), bare, [0], None)
     with pytest.raises(ValueError, match="intervenes after layer 0, not 2"):
-        intervened_logits(synthetic_target, 2, Inference(model), add_instructions(bare, synthetic_target.tokenizer, rows), [0], None)
+        intervened_logits(
+            synthetic_target, 2, Inference(model), add_instructions(bare, synthetic_target.tokenizer, rows), [0], None
+        )
     with pytest.raises(ValueError, match="unknown selection mode 'hard'"):
         Inference(model, "hard")
     with pytest.raises(ConfigError, match="subspace='pca'"):

@@ -1,4 +1,5 @@
 """HyperDAS training on the synthetic world: logs, schedules, checkpoints that reload exactly, resume."""
+
 import json
 
 import pytest
@@ -7,8 +8,8 @@ import torch
 from hyperdas.core.config import ConfigError
 from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.hyper.model import HyperDASConfig, Inference
-from hyperdas.target.evaluate import evaluate
 from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
+from hyperdas.target.evaluate import evaluate
 
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
 TRAIN = HyperTrainConfig(steps=6, batch_size=8, lr=1e-3, eval_every=3, max_val_pairs=16)
@@ -16,8 +17,12 @@ TRAIN = HyperTrainConfig(steps=6, batch_size=8, lr=1e-3, eval_every=3, max_val_p
 
 @pytest.fixture(scope="module")
 def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                       PairConfig(max_pairs={"train": 90, "val": 30, "test": 30}))
+    return build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 90, "val": 30, "test": 30}),
+    )
 
 
 def test_sparsity_and_temperature_schedules():
@@ -71,8 +76,8 @@ def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tm
 
 def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_path):
     from hyperdas.hyper.model import HyperDAS
-    from hyperdas.target.hooks import LayerIndexError
     from hyperdas.hyper.training import save_hyperdas
+    from hyperdas.target.hooks import LayerIndexError
 
     with pytest.raises(FileNotFoundError, match="no HyperDAS checkpoint"):
         load_hyperdas(tmp_path, synthetic_target)
@@ -84,8 +89,12 @@ def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_
     causal_only = {**pairs, "train": pairs["train"].filter(lambda r: r["attribute_type"] == "causal")}
     with pytest.raises(ValueError, match="iso_weight=0.5 but the training pairs hold no isolate rows"):
         train_hyperdas(synthetic_target, causal_only, MODEL, TRAIN, progress=False)
-    assert train_hyperdas(synthetic_target, causal_only, MODEL, TRAIN.replace(steps=1, iso_weight=0.0),
-                          progress=False).history[0]["step"] == 1
+    assert (
+        train_hyperdas(
+            synthetic_target, causal_only, MODEL, TRAIN.replace(steps=1, iso_weight=0.0), progress=False
+        ).history[0]["step"]
+        == 1
+    )
 
 
 def test_a_run_the_device_cannot_hold_is_refused_before_training(synthetic_target, pairs, monkeypatch, capsys):
@@ -99,6 +108,7 @@ def test_a_run_the_device_cannot_hold_is_refused_before_training(synthetic_targe
 
 def test_checkpointing_the_target_changes_no_number(synthetic_target, pairs):
     plain = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(eval_every=100), progress=False)
-    saved = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(eval_every=100, checkpoint_target=True),
-                           progress=False)
+    saved = train_hyperdas(
+        synthetic_target, pairs, MODEL, TRAIN.replace(eval_every=100, checkpoint_target=True), progress=False
+    )
     assert [e["loss"] for e in plain.history] == pytest.approx([e["loss"] for e in saved.history], rel=1e-5)

@@ -1,4 +1,5 @@
 """The hypernetwork body reproduces the target's blocks exactly before any training."""
+
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 """The memory estimate printed before HyperDAS training: exact parameter counts, sensible scaling,
 and a clear refusal when the device cannot hold the run."""
+
 import pytest
 
 from hyperdas.hyper import memory
@@ -7,11 +8,15 @@ from hyperdas.hyper.model import HyperDAS, HyperDASConfig
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
-@pytest.mark.parametrize("config", [HyperDASConfig(layer=1, k=4, n_blocks=2, selection_heads=4),
-                                    HyperDASConfig(layer=1, k=4, n_blocks=1, selection_heads=4, subspace="mask",
-                                                   source_ca=False),
-                                    HyperDASConfig(layer=1, k=4, n_blocks=0, selection_heads=4, subspace="none")],
-                         ids=["householder", "mask-no-source-ca", "none-N0"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        HyperDASConfig(layer=1, k=4, n_blocks=2, selection_heads=4),
+        HyperDASConfig(layer=1, k=4, n_blocks=1, selection_heads=4, subspace="mask", source_ca=False),
+        HyperDASConfig(layer=1, k=4, n_blocks=0, selection_heads=4, subspace="none"),
+    ],
+    ids=["householder", "mask-no-source-ca", "none-N0"],
+)
 def test_parameter_count_is_exact_without_building(tiny_folders, arch, config):
     from hyperdas.target.models import load_target
 
@@ -42,8 +47,14 @@ def test_checkpointing_lowers_the_edited_pass_estimate(tiny_llama):
 
 def test_allocator_overhead_follows_the_device_type():
     """CPU and CUDA allocators were calibrated apart (hyperdas/memory.py); an unknown type takes the CPU's."""
-    parts = dict(in_use=1000, target_weights=500, hypernetwork=700, read_states=100, hypernetwork_activations=100,
-                 edited_pass=100)
+    parts = dict(
+        in_use=1000,
+        target_weights=500,
+        hypernetwork=700,
+        read_states=100,
+        hypernetwork_activations=100,
+        edited_pass=100,
+    )
     for device, (state, activations) in (("cpu", (1.3, 1.3)), ("cuda:0", (1.0, 1.1)), ("mps", (1.3, 1.3))):
         found = memory.MemoryEstimate(device=device, **parts)
         assert found.added == int(700 * state + 300 * activations) and found.total == 1000 + found.added

@@ -1,4 +1,5 @@
 """HyperDAS pieces as pure modules: selection head, inference modes, sparsity, subspaces, interchange."""
+
 import pytest
 import torch
 
@@ -8,11 +9,15 @@ from hyperdas.hyper.subspace import Subspace, interchange
 
 def _inputs(B=3, Tb=5, Ts=4, D=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    base, source, z = torch.randn(B, Tb, D, generator=g), torch.randn(B, Ts, D, generator=g), torch.randn(B, D, generator=g)
+    base, source, z = (
+        torch.randn(B, Tb, D, generator=g),
+        torch.randn(B, Ts, D, generator=g),
+        torch.randn(B, D, generator=g),
+    )
     base_mask = torch.ones(B, Tb, dtype=torch.bool)
-    base_mask[:, -2:] = False            # e.g. answer tokens: never selectable
+    base_mask[:, -2:] = False  # e.g. answer tokens: never selectable
     source_mask = torch.ones(B, Ts, dtype=torch.bool)
-    source_mask[0, -1] = False           # padding of a shorter source
+    source_mask[0, -1] = False  # padding of a shorter source
     return z, base, base_mask, source, source_mask
 
 
@@ -22,7 +27,7 @@ def test_selection_is_a_distribution_per_base_column_and_respects_masks():
     A = SelectionHead(16, 4)(z, base, base_mask, source, source_mask)
     assert A.shape == (3, 5, 5)
     assert torch.allclose(A.sum(dim=1), torch.ones(3, 5))
-    assert (A[0, 3] == 0).all()                                  # the padded source token is never picked
+    assert (A[0, 3] == 0).all()  # the padded source token is never picked
     assert (A[:, -1, 3:] == 1).all() and (A[:, :-1, 3:] == 0).all()  # unselectable base columns keep base
 
 
@@ -41,10 +46,10 @@ def test_split_scores_equal_the_pair_by_pair_attention(symmetric, offsets):
     if offsets:  # trained offset vectors (they start at zero)
         torch.nn.init.normal_(head.base_offset), torch.nn.init.normal_(head.source_offset)
     B, Tb, D = base.shape
-    feats = head.pair_features(base, source, base_mask, source_mask)    # (B, Ts+1, Tb, D)
+    feats = head.pair_features(base, source, base_mask, source_mask)  # (B, Ts+1, Tb, D)
     q = head.query(z).view(B, 4, D // 4)
     k = head.key(feats).view(B, feats.shape[1], Tb, 4, D // 4)
-    reference = torch.einsum("bhd,bijhd->bij", q, k)                     # every pair, every head
+    reference = torch.einsum("bhd,bijhd->bij", q, k)  # every pair, every head
     assert torch.allclose(head.scores(z, base, source, base_mask, source_mask), reference, atol=1e-4)
 
 
@@ -64,7 +69,9 @@ def test_offset_head_starts_as_the_papers_head():
     paper = SelectionHead(16, 4)
     torch.manual_seed(0)
     with_offsets = SelectionHead(16, 4, offsets=8)
-    assert torch.equal(paper(z, base, base_mask, source, source_mask), with_offsets(z, base, base_mask, source, source_mask))
+    assert torch.equal(
+        paper(z, base, base_mask, source, source_mask), with_offsets(z, base, base_mask, source, source_mask)
+    )
     with pytest.raises(ValueError, match="offsets=-1"):
         SelectionHead(16, 4, offsets=-1)
     with pytest.raises(ValueError, match="needs the base and source masks"):
@@ -106,7 +113,7 @@ def test_interchange_keep_source_and_full_vector():
     keep[:, -1] = 1
     assert torch.equal(interchange(base, source, keep, Subspace("shared", 16, 4)(z)), base)
     take = torch.zeros(3, 5, 5)
-    take[:, 2] = 1                                               # every base token reads source token 2
+    take[:, 2] = 1  # every base token reads source token 2
     assert torch.allclose(interchange(base, source, take, None), source[:, 2:3].expand(-1, 5, -1))
     W = Subspace("shared", 16, 4)(z)
     out = interchange(base, source, take, W)

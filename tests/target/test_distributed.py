@@ -1,6 +1,7 @@
 """Multi-process training (hyperdas.target.distributed): two CPU processes over gloo, launched by
 `accelerate launch`, give the loss trajectory of one process on the same global batch, write
 every result and checkpoint once, and leave checkpoints a single process loads."""
+
 import json
 import os
 import subprocess
@@ -9,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hyperdas.target import distributed
 from hyperdas.cli import main
 from hyperdas.data.dataset import save_pairs
 from hyperdas.data.pairs import PairConfig, build_pairs
+from hyperdas.target import distributed
 from hyperdas.target.distributed import DistributedError, Runtime
 
 # relative, per logged loss. Only the order of float sums differs between the runs (shards, thread
@@ -64,8 +65,10 @@ def test_micro_batches_accumulate_to_the_same_step(synthetic_target, pairs_folde
     pairs = load_pairs(pairs_folder)
     config = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4)
     train = HyperTrainConfig(steps=4, batch_size=8, eval_every=4, max_val_pairs=8, sparsity_start=0.0)
-    runs = [train_hyperdas(synthetic_target, pairs, config, train, progress=False, runtime=Runtime(None, micro))
-            for micro in (None, 3)]
+    runs = [
+        train_hyperdas(synthetic_target, pairs, config, train, progress=False, runtime=Runtime(None, micro))
+        for micro in (None, 3)
+    ]
     for whole, parts in zip(*(r.history for r in runs)):
         for key in ("loss", "ce", "sparsity"):
             assert parts[key] == pytest.approx(whole[key], rel=TOLERANCE), key
@@ -74,11 +77,43 @@ def test_micro_batches_accumulate_to_the_same_step(synthetic_target, pairs_folde
 
 @pytest.mark.parametrize("method", ["hyperdas", "mdas"])
 def test_two_processes_follow_the_one_process_trajectory(method, synthetic_target, pairs_folder, tmp_path):
-    args = ["--config", "smoke", "--method", method, "--attribute", "Country", "--no-progress",
-            "--set", f"pairs_in={pairs_folder}", "--set", "steps=6", "--set", "eval_every=3", "--set", "batch_size=8",
-            "--set", "hyper_steps=6", "--set", "hyper_eval_every=3", "--set", "hyper_batch_size=8",
-            "--set", "hyper_max_val_pairs=12", "--set", "max_val_pairs=12", "--set", "n_blocks=1", "--set", "k=4",
-            "--set", "lr=1e-3", "--set", "hyper_lr=1e-4", "--set", "hyper_lr_rotation=1e-4"]
+    args = [
+        "--config",
+        "smoke",
+        "--method",
+        method,
+        "--attribute",
+        "Country",
+        "--no-progress",
+        "--set",
+        f"pairs_in={pairs_folder}",
+        "--set",
+        "steps=6",
+        "--set",
+        "eval_every=3",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "hyper_steps=6",
+        "--set",
+        "hyper_eval_every=3",
+        "--set",
+        "hyper_batch_size=8",
+        "--set",
+        "hyper_max_val_pairs=12",
+        "--set",
+        "max_val_pairs=12",
+        "--set",
+        "n_blocks=1",
+        "--set",
+        "k=4",
+        "--set",
+        "lr=1e-3",
+        "--set",
+        "hyper_lr=1e-4",
+        "--set",
+        "hyper_lr_rotation=1e-4",
+    ]
     assert main(args + ["--results", str(tmp_path / "one")]) == 0
     launched = _launch(args + ["--results", str(tmp_path / "two")], processes=2)
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
@@ -128,7 +163,7 @@ def _loads_single_process(method, target, one: Path, two: Path) -> None:
 
 
 def _launch(args: list[str], processes: int) -> subprocess.CompletedProcess:
-    command = distributed.launch_command(processes, ["-m", "hyperdas.das.training", *args])
+    command = distributed.launch_command(processes, ["-m", "hyperdas.cli", *args])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
@@ -142,6 +177,10 @@ class _FakeWorld:
 
 @pytest.fixture(scope="module")
 def pairs_folder(synthetic_data, synthetic_known, synthetic_target, tmp_path_factory):
-    pairs = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                        PairConfig(max_pairs={"train": 48, "val": 12, "test": 12}))
+    pairs = build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 48, "val": 12, "test": 12}),
+    )
     return save_pairs(pairs, tmp_path_factory.mktemp("pairs") / "pairs", {})

@@ -1,4 +1,5 @@
 """The real embedded model: SmolLM2-135M-Instruct from its wheel, offline (slow: ~40 s conversion)."""
+
 import time
 
 import pytest
@@ -71,8 +72,8 @@ def test_residual_stream_of_real_model(embedded):
 
 def test_filter_rule_on_real_city_prompts(embedded):
     """Prefix reuse changes nothing on real RAVEL templates; a fact the model knows passes."""
-    from hyperdas.data.ravel import load_domain
     from hyperdas.core.scoring import check_answers
+    from hyperdas.data.ravel import load_domain
 
     target = embedded[1]
     data = load_domain("city")

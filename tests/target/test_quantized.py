@@ -1,4 +1,5 @@
 """4-bit (NF4, bf16 compute) target: gradients through it agree with the bf16 target's."""
+
 import pytest
 import torch
 
@@ -69,8 +70,12 @@ def test_4bit_without_bitsandbytes_says_how_to_install(tiny_folders, monkeypatch
 def quantized_pairs(synthetic_target, synthetic_data, synthetic_known):
     from hyperdas.data.pairs import PairConfig, build_pairs
 
-    return build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer,
-                       PairConfig(max_pairs={"train": 40, "val": 8, "test": 8}))
+    return build_pairs(
+        synthetic_data,
+        synthetic_known,
+        synthetic_target.tokenizer,
+        PairConfig(max_pairs={"train": 40, "val": 8, "test": 8}),
+    )
 
 
 @pytest.mark.skipif(bool(SKIP), reason=SKIP or "runs")
@@ -81,7 +86,9 @@ def test_4bit_on_a_device_bitsandbytes_cannot_serve_is_refused(tiny_folders, mon
         raise NotImplementedError("no kernel for this device\nmore detail")
 
     monkeypatch.setattr(bitsandbytes.functional, "quantize_4bit", no_kernel)
-    with pytest.raises(ModelLoadError, match=r"cannot quantize on device 'cpu' \(no kernel for this device\).*load_in_4bit=False"):
+    with pytest.raises(
+        ModelLoadError, match=r"cannot quantize on device 'cpu' \(no kernel for this device\).*load_in_4bit=False"
+    ):
         load_target(str(tiny_folders["llama"]), load_in_4bit=True)
 
 
@@ -89,7 +96,10 @@ def test_hyperdas_gradients_through_a_4bit_target_match_bf16(quantized_pairs):
     from hyperdas.hyper.model import HyperDAS, HyperDASConfig
     from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
 
-    bf16, quantized = load_target("synthetic-llama", dtype="bfloat16"), load_target("synthetic-llama", load_in_4bit=True)
+    bf16, quantized = (
+        load_target("synthetic-llama", dtype="bfloat16"),
+        load_target("synthetic-llama", load_in_4bit=True),
+    )
     with torch.no_grad():  # an eval-mode pass without gradients first: bitsandbytes' CPU repacking must stay off
         quantized.model(**quantized.tokenizer(["Dune Arvel is a city in"], return_tensors="pt"))
     enc = encoded_pairs(bf16, quantized_pairs["train"])
@@ -98,7 +108,9 @@ def test_hyperdas_gradients_through_a_4bit_target_match_bf16(quantized_pairs):
     model = HyperDAS(bf16, HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)).train()
     grads = []
     for target in (bf16, quantized):  # the same hypernetwork, read through either target
-        train_step(target, model, enc, list(range(8)), example_weights(enc, frozen), make_optimizer(model, frozen), frozen, 1)
+        train_step(
+            target, model, enc, list(range(8)), example_weights(enc, frozen), make_optimizer(model, frozen), frozen, 1
+        )
         grads.append(torch.cat([p.grad.float().flatten() for p in model.parameters() if p.grad is not None]))
     cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
     relative = (grads[0] - grads[1]).norm() / grads[0].norm()
@@ -120,7 +132,9 @@ def test_hyperdas_trains_with_a_4bit_target_and_a_full_precision_hypernetwork(qu
     assert all(p.is_floating_point() and p.requires_grad for p in model.parameters())  # de-quantised copies
     assert not any(type(m).__name__ == "Linear4bit" for m in model.modules())
     optimizer, weights = make_optimizer(model, train), example_weights(enc, train)
-    losses = [train_step(quantized, model, enc, list(range(8)), weights, optimizer, train, 1)["loss"] for _ in range(12)]
+    losses = [
+        train_step(quantized, model, enc, list(range(8)), weights, optimizer, train, 1)["loss"] for _ in range(12)
+    ]
     assert min(losses[-3:]) < 0.85 * losses[0], losses  # measured: 8.06 -> 5.5
 
 

@@ -1,0 +1,146 @@
+"""What notebook 03 writes after training HyperDAS: test records per attribute and inference mode,
+the training log, saved selections and Householder vectors, and the results files.
+
+The schema of `hyperdas.json` (read by `hyperdas.experiments.plots` and `hyperdas.batch.headline`):
+`records` is a list of {method, mode, domain, attribute, layer, cause, iso, disentangle, n_causal,
+n_isolate[, generation]}; `config` holds the model, hyperdas and train configs and the pairs folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from hyperdas.core.results import portable_path, read_json, write_json, write_section
+from hyperdas.hyper.model import Inference, householder_vectors, selection_matrices, selection_record
+from hyperdas.hyper.selection import MODES
+from hyperdas.hyper.training import LOG
+from hyperdas.target.evaluate import evaluate
+
+METRICS = ("cause", "iso", "disentangle")
+RESULTS, LAYERS, TRAIN_LOG = "hyperdas.json", "hyperdas_layers.json", "train_log.jsonl"
+
+
+def score_test_pairs(target, model, test, layer: int, generation: bool = False) -> tuple[list[dict], float]:
+    """One record per (inference mode, domain, attribute) of the encoded test pairs; and the seconds taken."""
+    records, start = [], time.perf_counter()
+    for mode in MODES:
+        method = Inference(model, mode)
+        scores, _ = evaluate(target, layer, method, test)
+        generated = evaluate(target, layer, method, test, mode="generation")[0] if generation else None
+        for domain, attributes in scores["per_attribute"].items():
+            for attribute, s in attributes.items():
+                record = {
+                    "method": "hyperdas",
+                    "mode": mode,
+                    "domain": domain,
+                    "attribute": attribute,
+                    "layer": layer,
+                    **{m: s[m] for m in (*METRICS, "n_causal", "n_isolate")},
+                }
+                if generated:
+                    g = generated["per_attribute"][domain][attribute]
+                    record["generation"] = {m: g[m] for m in METRICS}
+                records.append(record)
+    return records, time.perf_counter() - start
+
+
+def copy_train_log(checkpoint: str | Path, out_dir: str | Path) -> list[dict]:
+    """The checkpoint's training log, tagged with the method, as `<out_dir>/train_log.jsonl`."""
+    log = [json.loads(line) for line in (Path(checkpoint) / LOG).read_text().splitlines()]
+    lines = "".join(json.dumps({"method": "hyperdas", **entry}) + "\n" for entry in log)
+    (Path(out_dir) / TRAIN_LOG).write_text(lines)
+    return log
+
+
+def comparison_rows(records: list[dict], baselines: str | Path, layer: int) -> list[dict]:
+    """Test scores per method and attribute: HyperDAS's modes, and notebook 02's methods at `layer` if
+    its `baselines.json` exists."""
+    fields = ("attribute", *METRICS)
+    rows = [{"method": f"hyperdas ({r['mode']})", **{m: r[m] for m in fields}} for r in records]
+    if Path(baselines).is_file():
+        rows += [
+            {"method": b["method"], **{m: b[m] for m in fields}}
+            for b in read_json(baselines)["records"]
+            if b["layer"] == layer
+        ]
+    return rows
+
+
+def save_selections(
+    target, model, test, instructions: list[str], folder: str | Path, n_examples: int, n_householder: int
+) -> list[dict]:
+    """Selection matrices of the first `n_examples` test pairs in every mode (`test_examples.json`),
+    and the Householder vectors of the first `n_householder` test instructions per attribute
+    (`householder.json`, projected by the figures). Returns the selection records."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = list(range(min(n_examples, len(test))))
+    saved = [
+        selection_record(target.tokenizer, test, i, A, mode=mode, instruction=instructions[i])
+        for mode in MODES
+        for i, A in zip(index, selection_matrices(target, model, test, index, mode))
+    ]
+    (folder / "test_examples.json").write_text(json.dumps(saved))
+    by_attribute: dict[str, list[int]] = {}
+    for i, r in enumerate(test.records):
+        by_attribute.setdefault(r["target_attribute"], []).append(i)
+    chosen = sorted(i for ids in by_attribute.values() for i in ids[:n_householder])
+    vectors = householder_vectors(target, model, test, chosen) if chosen else None
+    if vectors is not None:
+        (folder / "householder.json").write_text(
+            json.dumps(
+                {
+                    "attribute": [test.records[i]["target_attribute"] for i in chosen],
+                    "attribute_type": [test.records[i]["attribute_type"] for i in chosen],
+                    "instruction": [instructions[i] for i in chosen],
+                    "vectors": [[round(x, 5) for x in v] for v in vectors.tolist()],
+                }
+            )
+        )
+    return saved
+
+
+def write_results(
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    configs: dict,
+    pairs_folder: str | Path,
+    seed: int,
+    records: list[dict],
+    result,
+    test_seconds: float,
+    results_root: str | Path,
+) -> tuple[Path, Path]:
+    """`hyperdas.json` (this run) and this layer's section of `hyperdas_layers.json` (every layer run
+    so far, for the layer-sweep figure). `configs`: {"model", "hyperdas", "train"} configs."""
+    out_dir = Path(out_dir)
+    layer = configs["hyperdas"].layer
+    path = write_json(
+        out_dir / RESULTS,
+        {
+            "model": model_name,
+            "config": {**configs, "pairs": portable_path(pairs_folder, results_root)},
+            "seed": seed,
+            "records": records,
+            "best_step": result.best_step,
+            "best_val": result.best_val,
+            "steps_run": len(result.history),
+            "trainable_parameters": sum(p.numel() for p in result.model.parameters()),
+            "timings": {"train_seconds": result.seconds, "test_seconds": test_seconds},
+        },
+    )
+    layers = write_section(
+        out_dir / LAYERS,
+        f"layer{layer}",
+        {
+            "records": records,
+            "config": {"hyperdas": configs["hyperdas"], "train": configs["train"]},
+            "seed": seed,
+            "best_step": result.best_step,
+            "steps_run": len(result.history),
+        },
+    )
+    return path, layers
