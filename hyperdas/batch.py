@@ -101,9 +101,9 @@ def run_notebook(book: Path, params: dict, out_dir: Path, profile: str) -> RunRe
 
 
 def notebook_defaults(book: str | Path, skip: tuple[str, ...] = ("results_root", "pairs_in")) -> dict:
-    """A notebook's `parameters` cell as values (literal assignments), so that code outside the
-    notebook (the CLI) starts from the same defaults; `skip`: paths relative to notebooks/. Read
-    from the notebook's JSON, so the CLI needs no notebook packages (papermill is an extra)."""
+    """A notebook's `parameters` cell as values (literal assignments), e.g. to check them against the
+    configs' defaults; `skip`: paths relative to notebooks/. Read from the notebook's JSON, so no
+    notebook package is needed (papermill is an extra)."""
     import ast
 
     book = Path(book) if Path(book).suffix else NOTEBOOKS / f"{book}.ipynb"

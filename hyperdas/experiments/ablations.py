@@ -16,11 +16,13 @@ import dataclasses
 import hashlib
 import json
 import random
+import time
 from pathlib import Path
 
 import torch
 
 from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.core.results import portable_path, write_json
 from hyperdas.experiments.leakage import (
     BLANKED_INSTRUCTION,
     LOOKUP_INSTRUCTION,
@@ -551,3 +553,51 @@ def describe(name: str, records: list[dict]) -> list[str]:
             f"  {r['variant']}: Cause {_f(o['cause'])}, Iso {_f(o['iso'])}, Disentangle {_f(o['disentangle'])}{extra}"
         )
     return lines
+
+
+def check_names(names) -> None:
+    unknown = [name for name in names if name not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {unknown}; known: {sorted(ABLATIONS)}")
+
+
+def run_each(names, runner: AblationRunner, model: HyperDAS | None = None):
+    """Run the named ablations in turn; yield (name, records, seconds, sentences) after each, so a
+    caller can write what it has before the next one starts."""
+    check_names(names)
+    for name in names:
+        start = time.perf_counter()
+        found = run(name, runner, model=model)
+        yield name, found, time.perf_counter() - start, describe(name, found)
+
+
+def write_results(
+    path: str | Path,
+    *,
+    model_name: str,
+    seed: int,
+    records: list[dict],
+    timings: dict,
+    interpretation: dict,
+    configs: dict,
+    checkpoint: str | Path,
+    pairs_folder: str | Path,
+    results_root: str | Path,
+) -> Path:
+    """`ablations.json` (read by `hyperdas.experiments.plots`): every record so far, the seconds and
+    sentences per ablation, and the configs (`configs`: model, hyperdas, train, ablation, ablations)."""
+    return write_json(
+        path,
+        {
+            "model": model_name,
+            "seed": seed,
+            "records": records,
+            "timings": timings,
+            "interpretation": interpretation,
+            "config": {
+                **configs,
+                "checkpoint": portable_path(checkpoint, results_root),
+                "pairs": portable_path(pairs_folder, results_root),
+            },
+        },
+    )

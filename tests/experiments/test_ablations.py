@@ -1,6 +1,8 @@
 """The leakage ablations on the synthetic world: every function runs on the tiny model, the conflict
 control tells a faithful intervention from a leaky one, and bad requests fail by name."""
 
+import json
+
 import pytest
 import torch
 
@@ -171,3 +173,26 @@ def test_bad_requests_fail_by_name(runner, tmp_path):
     save_hyperdas(tmp_path / "k4", type(other)(runner.target, MODEL.replace(k=4)))
     with pytest.raises(ValueError, match=r"differs in \['k'\].*must match notebook 03"):
         ablations.main_model(runner, tmp_path / "k4")
+
+
+def test_run_each_yields_after_every_ablation_and_the_file_keeps_what_it_has(runner, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown ablation\(s\) \['sparsty'\]"):
+        next(ablations.run_each(["sparsty"], runner))
+    records = []
+    for name, found, seconds, sentences in ablations.run_each(["lookup_table"], runner):
+        records += found
+        path = ablations.write_results(
+            tmp_path / "r" / "m" / "ablations.json",
+            model_name="m",
+            seed=0,
+            records=records,
+            timings={name: seconds},
+            interpretation={name: sentences},
+            configs={"ablations": [name]},
+            checkpoint=tmp_path / "r" / "m" / "checkpoints" / "hyperdas",
+            pairs_folder=tmp_path / "elsewhere",
+            results_root=tmp_path / "r",
+        )
+    written = json.loads(path.read_text())
+    assert written["records"] == records and written["interpretation"]["lookup_table"] == sentences
+    assert written["config"]["checkpoint"] == "<results>/m/checkpoints/hyperdas"
