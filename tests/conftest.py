@@ -81,3 +81,14 @@ def interrupt():
         return lambda: monkeypatch.setattr(module, name, real)
 
     return install
+
+
+@pytest.fixture(scope="session")
+def synthetic_pairs(synthetic_data, synthetic_known, synthetic_target):
+    """synthetic_pairs(**PairConfig fields): base/source pairs of the synthetic world."""
+    from hyperdas.data.pairs import PairConfig, build_pairs
+
+    def build(**fields):
+        return build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer, PairConfig(**fields))
+
+    return build

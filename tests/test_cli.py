@@ -4,7 +4,6 @@ import json
 
 from hyperdas.cli import main
 from hyperdas.data.dataset import save_pairs
-from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.experiments import params as P
 
 
@@ -56,13 +55,8 @@ def test_notebook_defaults_need_no_notebook_packages_and_name_a_non_literal(tmp_
         notebook_defaults(tmp_path / "missing.ipynb")
 
 
-def test_cli_trains_and_writes(synthetic_data, synthetic_known, synthetic_target, tmp_path, capsys):
-    pairs = build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 40, "val": 12, "test": 12}),
-    )
+def test_cli_trains_and_writes(synthetic_pairs, tmp_path, capsys):
+    pairs = synthetic_pairs(max_pairs={"train": 40, "val": 12, "test": 12})
     folder = save_pairs(pairs, tmp_path / "pairs", {})
     code = main(
         [
@@ -99,13 +93,8 @@ def test_cli_names_bad_input(capsys):
     assert "subspace='pca'" in capsys.readouterr().err
 
 
-def test_cli_names_an_attribute_without_pairs(synthetic_data, synthetic_known, synthetic_target, tmp_path, capsys):
-    pairs = build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 20, "val": 6, "test": 6}),
-    )
+def test_cli_names_an_attribute_without_pairs(synthetic_pairs, tmp_path, capsys):
+    pairs = synthetic_pairs(max_pairs={"train": 20, "val": 6, "test": 6})
     folder = save_pairs(pairs, tmp_path / "pairs", {})
     code = main(
         [

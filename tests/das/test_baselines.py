@@ -4,20 +4,14 @@ import pytest
 
 from hyperdas.das.baselines import run_baselines, table, target_attributes
 from hyperdas.das.training import DASConfig
-from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.target.hooks import LayerIndexError
 
 BASE = DASConfig(layer=1, k=8, batch_size=8, steps=4, eval_every=2, max_val_pairs=24)
 
 
 @pytest.fixture(scope="module")
-def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 120, "val": 60, "test": 60}),
-    )
+def pairs(synthetic_pairs):
+    return synthetic_pairs(max_pairs={"train": 120, "val": 60, "test": 60})
 
 
 def test_records_cover_every_method_attribute_and_layer(synthetic_target, pairs, tmp_path):

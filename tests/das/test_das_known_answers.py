@@ -5,7 +5,6 @@ import pytest
 
 from hyperdas.das.interventions import FullInterchange
 from hyperdas.das.training import DASConfig, select_rows, train_das
-from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.target.evaluate import encode, evaluate
 
 COUNTRY = DASConfig(
@@ -14,13 +13,8 @@ COUNTRY = DASConfig(
 
 
 @pytest.fixture(scope="module")
-def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 600, "val": 90, "test": 300}),
-    )
+def pairs(synthetic_pairs):
+    return synthetic_pairs(max_pairs={"train": 600, "val": 90, "test": 300})
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from hyperdas.das.training import DASConfig, load_checkpoint, select_rows, train_das
-from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.target.evaluate import encode, evaluate
 from hyperdas.target.hooks import LayerIndexError
 
@@ -12,13 +11,8 @@ SHORT = DASConfig(target_attribute="Country", layer=1, k=8, batch_size=8, steps=
 
 
 @pytest.fixture(scope="module")
-def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 120, "val": 60, "test": 60}),
-    )
+def pairs(synthetic_pairs):
+    return synthetic_pairs(max_pairs={"train": 120, "val": 60, "test": 60})
 
 
 def test_checkpoint_reloads_to_identical_outputs(synthetic_target, pairs, tmp_path):

@@ -8,7 +8,6 @@ import torch
 
 from hyperdas.core.config import ConfigError
 from hyperdas.das.interventions import FullInterchange
-from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.experiments import ablations
 from hyperdas.experiments.ablations import AblationConfig, AblationRunner, entity_span, token_role
 from hyperdas.experiments.leakage import (
@@ -31,13 +30,8 @@ SETTINGS = AblationConfig(
 
 
 @pytest.fixture(scope="module")
-def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 80, "val": 16, "test": 60}, generalisation_sets=True),
-    )
+def pairs(synthetic_pairs):
+    return synthetic_pairs(max_pairs={"train": 80, "val": 16, "test": 60}, generalisation_sets=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from hyperdas.core.results import read_json
-from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.experiments import hyperdas_run as run
 from hyperdas.experiments.plots import Results
 from hyperdas.hyper.model import HyperDASConfig
@@ -17,13 +16,8 @@ TRAIN = HyperTrainConfig(steps=2, eval_every=2, max_val_pairs=6)
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_data, synthetic_known, synthetic_target, tmp_path_factory):
-    pairs = build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 24, "val": 6, "test": 12}),
-    )
+def trained(synthetic_pairs, synthetic_target, tmp_path_factory):
+    pairs = synthetic_pairs(max_pairs={"train": 24, "val": 6, "test": 12})
     checkpoint = tmp_path_factory.mktemp("ckpt")
     result = train_hyperdas(synthetic_target, pairs, CONFIG, TRAIN, out_dir=checkpoint, progress=False)
     return pairs, result, checkpoint

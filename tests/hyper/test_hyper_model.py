@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from hyperdas.core.config import ConfigError
-from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference, add_instructions, instruction_text
 from hyperdas.target.evaluate import encode, evaluate, generated_answers, intervened_logits
 
@@ -12,13 +11,8 @@ CONFIG = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
 
 
 @pytest.fixture(scope="module")
-def rows(synthetic_data, synthetic_known, synthetic_target):
-    pairs = build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 60, "val": 12, "test": 24}),
-    )
+def rows(synthetic_pairs):
+    pairs = synthetic_pairs(max_pairs={"train": 60, "val": 12, "test": 24})
     return pairs["test"]
 
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hyperdas.core.config import ConfigError
-from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.hyper.model import HyperDASConfig, Inference
 from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
 from hyperdas.target.evaluate import evaluate
@@ -16,13 +15,8 @@ TRAIN = HyperTrainConfig(steps=6, batch_size=8, lr=1e-3, eval_every=3, max_val_p
 
 
 @pytest.fixture(scope="module")
-def pairs(synthetic_data, synthetic_known, synthetic_target):
-    return build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 90, "val": 30, "test": 30}),
-    )
+def pairs(synthetic_pairs):
+    return synthetic_pairs(max_pairs={"train": 90, "val": 30, "test": 30})
 
 
 def test_sparsity_and_temperature_schedules():

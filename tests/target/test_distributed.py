@@ -12,7 +12,6 @@ import torch
 
 from hyperdas.cli import main
 from hyperdas.data.dataset import save_pairs
-from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.target import distributed
 from hyperdas.target.distributed import DistributedError, Runtime
 
@@ -176,11 +175,6 @@ class _FakeWorld:
 
 
 @pytest.fixture(scope="module")
-def pairs_folder(synthetic_data, synthetic_known, synthetic_target, tmp_path_factory):
-    pairs = build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 48, "val": 12, "test": 12}),
-    )
+def pairs_folder(synthetic_pairs, tmp_path_factory):
+    pairs = synthetic_pairs(max_pairs={"train": 48, "val": 12, "test": 12})
     return save_pairs(pairs, tmp_path_factory.mktemp("pairs") / "pairs", {})

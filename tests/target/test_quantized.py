@@ -67,15 +67,9 @@ def test_4bit_without_bitsandbytes_says_how_to_install(tiny_folders, monkeypatch
 
 
 @pytest.fixture(scope="module")
-def quantized_pairs(synthetic_target, synthetic_data, synthetic_known):
-    from hyperdas.data.pairs import PairConfig, build_pairs
+def quantized_pairs(synthetic_pairs):
 
-    return build_pairs(
-        synthetic_data,
-        synthetic_known,
-        synthetic_target.tokenizer,
-        PairConfig(max_pairs={"train": 40, "val": 8, "test": 8}),
-    )
+    return synthetic_pairs(max_pairs={"train": 40, "val": 8, "test": 8})
 
 
 @pytest.mark.skipif(bool(SKIP), reason=SKIP or "runs")
