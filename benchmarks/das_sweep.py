@@ -36,7 +36,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     target = load_target(args.model)
     pairs = load_pairs(pairs_dir(args.results, target.name))
-    base = DASConfig(method="mdas", target_attribute=args.attribute, steps=args.steps, eval_every=25, patience=2)
+    # the sweep's starting point (k, lr and validation size until the sweep picks them), not DASConfig's defaults
+    base = DASConfig(
+        method="mdas",
+        target_attribute=args.attribute,
+        layer=9,
+        k=128,
+        lr=1e-2,
+        steps=args.steps,
+        eval_every=25,
+        patience=2,
+        max_val_pairs=200,
+    )
     val = encode(target.tokenizer, select_rows(pairs["val"], base))
     runs = []
 
