@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from hyperdas.core.errors import HyperDASError
 from hyperdas.core.results import model_dir_name, read_json, write_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ NOTEBOOKS = REPO / "notebooks"
 CONFIGS = REPO / "configs"
 
 
-class ProfileError(ValueError):
+class ProfileError(HyperDASError, ValueError):
     pass
 
 
@@ -127,16 +128,29 @@ def notebook_defaults(book: str | Path, skip: tuple[str, ...] = ("results_root",
 
 
 def declared_parameters(books: list[Path]) -> set[str]:
-    import papermill
+    """Every name the notebooks' `parameters` cells declare (read from their JSON: no papermill needed)."""
+    return {name for book in books for name in notebook_defaults(book, skip=())}
 
-    return {name for book in books for name in papermill.inspect_notebook(str(book))}
+
+def check_names(params: dict, books: list[Path], what: str = "parameter") -> None:
+    """papermill only warns about a parameter a notebook lacks, and the CLI would ignore it; a typo would
+    then run the defaults. Refuse it by name, with the nearest known name."""
+    import difflib
+
+    known = declared_parameters(books)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        hints = [
+            f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
+            for name in unknown
+        ]
+        raise ProfileError(
+            f"unknown {what}(s) {', '.join(hints)}: no notebook of {[b.name for b in books]} declares it"
+        )
 
 
 def check_overrides(overrides: dict, books: list[Path]) -> None:
-    """papermill only warns about a parameter a notebook lacks; a typo would then run the defaults."""
-    unknown = sorted(set(overrides) - declared_parameters(books))
-    if unknown:
-        raise ProfileError(f"override(s) {unknown} name no parameter of {[b.name for b in books]}")
+    check_names(overrides, books, what="override")
 
 
 def headline(model_dir: Path) -> str:
@@ -154,6 +168,18 @@ def headline(model_dir: Path) -> str:
                 groups.setdefault(f"{'hyperdas ' if key == 'mode' else ''}{r[key]}", []).append(r["disentangle"])
         parts += [f"{k} {sum(v) / len(v):.3f}" for k, v in groups.items()]
     return ("Disentangle: " + ", ".join(parts)) if parts else ""
+
+
+def preflight(params: dict) -> None:
+    """A profile's names, types and ranges, checked the way the notebooks and the CLI check them
+    (`hyperdas.experiments.params`), before the first notebook starts."""
+    from hyperdas.experiments import params as P
+    from hyperdas.target.models import check_device
+
+    check_names(params, chain(), what="profile parameter")
+    check_device(P.model_config(params).device)
+    P.hyperdas_configs(params)
+    P.das_config(params)
 
 
 def run_profile(profile: str, overrides: dict, results: Path, selected: list[str] | None) -> list[RunRecord]:
@@ -197,10 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = parse_overrides(args.overrides)
         check_overrides(overrides, chain(args.notebooks))
+        for profile in args.profile or ["cpu"]:  # every profile checked before anything runs
+            preflight({**load_profile(profile), **overrides})
         records = []
         for profile in args.profile or ["cpu"]:
             records += run_profile(profile, overrides, Path(args.results), args.notebooks)
-    except ProfileError as err:
+    except HyperDASError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\nsummary")

@@ -24,7 +24,8 @@ import json
 import sys
 from pathlib import Path
 
-from hyperdas.batch import ProfileError, load_profile, parse_overrides
+from hyperdas.batch import chain, check_names, load_profile, parse_overrides
+from hyperdas.core.errors import HyperDASError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,23 +42,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     args = parser.parse_args(argv)
-    from hyperdas.experiments import params as P
-    from hyperdas.target.distributed import DistributedError, runtime
-
     try:
-        params = {**load_profile(args.config), **parse_overrides(args.overrides)}
-        model_config = P.model_config(params)
-        hyper, train = P.hyperdas_configs(params)
-        das = (
-            P.das_config(params, method=args.method, target_attribute=args.attribute)
-            if args.method != "hyperdas"
-            else None
-        )
-        run = runtime(model_config.device, args.micro_batch, model_config.load_in_4bit)
-    except (ProfileError, DistributedError, ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        return _train(args)
+    except (HyperDASError, OSError, MemoryError) as err:
+        if args.debug:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, HyperDASError) else f"{type(err).__name__}: {text}"
+
+
+def _train(args) -> int:
+    from hyperdas.experiments import params as P
+    from hyperdas.target.distributed import runtime
+    from hyperdas.target.models import check_device
+
+    # everything the user gave is checked before any model loads
+    params = {**load_profile(args.config), **parse_overrides(args.overrides)}
+    check_names(params, chain())
+    model_config = P.model_config(params)
+    hyper, train = P.hyperdas_configs(params)
+    das = (
+        P.das_config(params, method=args.method, target_attribute=args.attribute) if args.method != "hyperdas" else None
+    )
+    check_device(model_config.device)
+    run = runtime(model_config.device, args.micro_batch, model_config.load_in_4bit)
     from hyperdas.core.results import results_dir, write_json
     from hyperdas.das.training import train_das
     from hyperdas.data.dataset import load_pairs, pairs_dir

@@ -110,7 +110,7 @@ def test_unknown_profile_lists_known(capsys):
 
 def test_an_override_no_notebook_declares_is_refused(tmp_path, capsys):
     assert batch.main(["--profile", "smoke", "--set", "n_block=3", "--results", str(tmp_path)]) == 2
-    assert "override(s) ['n_block'] name no parameter" in capsys.readouterr().err
+    assert "unknown override(s) n_block (did you mean n_blocks?)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before anything ran
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
+from hyperdas.core.errors import CheckpointError
 from hyperdas.das.interventions import RotatedSpaceInterchange
+from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.distributed import SINGLE, DistributedError, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits, source_vectors
 from hyperdas.target.hooks import check_layer
@@ -46,6 +48,12 @@ class DASConfig(FrozenConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            positive=("lr",),
+            non_negative=("steps", "causal_weight", "iso_weight", "layer"),
+            at_least_one=("k", "batch_size", "eval_every", "patience", "max_val_pairs"),
+        )
         if self.method not in METHODS:
             raise ConfigError(f"DASConfig.method={self.method!r}: use one of {METHODS}")
         if self.k < 1 or self.batch_size < 1 or self.steps < 0:
@@ -63,7 +71,7 @@ def select_rows(split, config: DASConfig, limit: int | None = None):
     ]
     if not any(split["attribute_type"][i] == "causal" for i in keep):
         found = sorted(set(split["target_attribute"]))
-        raise ValueError(
+        raise RavelDataError(
             f"no causal rows for attribute {config.target_attribute!r} in this split (attributes present: {found})"
         )
     if limit is not None and len(keep) > limit:
@@ -97,7 +105,7 @@ def load_checkpoint(folder: str | Path, hidden_size: int) -> tuple[RotatedSpaceI
     config = DASConfig.load(folder / "config.json")
     saved = json.loads((folder / "meta.json").read_text())["hidden_size"]
     if saved != hidden_size:
-        raise ValueError(f"checkpoint {folder} was trained on a model with hidden size {saved}, not {hidden_size}")
+        raise CheckpointError(f"checkpoint {folder} was trained on a model with hidden size {saved}, not {hidden_size}")
     intervention = RotatedSpaceInterchange(hidden_size, config.k)
     intervention.load_state_dict(load_file(str(folder / "intervention.safetensors")))
     return intervention, config
@@ -129,7 +137,7 @@ def _load_resume(folder: Path, config: DASConfig) -> dict | None:
         return None
     state = torch.load(path, weights_only=True)
     if state["config"] != config.to_dict():
-        raise ValueError(
+        raise CheckpointError(
             f"{folder} holds a run with another configuration; pass a fresh checkpoint_dir "
             f"or resume=False to start over"
         )
@@ -157,7 +165,7 @@ def train_das(
     if runtime.fsdp:
         raise DistributedError("DAS/MDAS train one D x k rotation, which FSDP has nothing to shard: launch with DDP")
     if config.k > target.hidden_size:
-        raise ValueError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
+        raise ConfigError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     train = encode(target.tokenizer, select_rows(pairs["train"], config))

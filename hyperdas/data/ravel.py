@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from hyperdas.core.cache import cache_root, convert_once, file_sha256
+from hyperdas.core.errors import HyperDASError
 
 DOMAINS = ("city", "nobel_prize_winner", "occupation", "physical_object", "verb")
 SPLITS = ("train", "val", "test")
@@ -26,7 +27,7 @@ SYNTHETIC = "synthetic"  # ravel_dir value naming the made-up test world of hype
 SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ravel"
 
 
-class RavelDataError(ValueError):
+class RavelDataError(HyperDASError, ValueError):
     """Missing or malformed RAVEL data; the message names the file and key."""
 
 

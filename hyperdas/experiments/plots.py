@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from hyperdas.core.errors import HyperDASError
 from hyperdas.core.results import REPO
 
 METRICS = ("cause", "iso", "disentangle")
@@ -31,7 +32,7 @@ class Missing(LookupError):
     """A figure's input is absent: the message says which."""
 
 
-class SchemaError(ValueError):
+class SchemaError(HyperDASError, ValueError):
     """A results file from an older or foreign layout."""
 
 

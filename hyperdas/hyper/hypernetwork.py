@@ -18,8 +18,10 @@ import copy
 import torch
 from torch import nn
 
+from hyperdas.core.errors import HyperDASError
 
-class StructureError(TypeError):
+
+class StructureError(HyperDASError, TypeError):
     """A target whose decoder blocks lack the parts the hypernetwork copies."""
 
 

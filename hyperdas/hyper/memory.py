@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from hyperdas.core.errors import ResourceError
+
 GIB = 1024**3
 # what training adds, times these, by device type: (the hypernetwork's weights, gradients and AdamW
 # moments; the activations), for allocator caching and fragmentation and backward's transient
@@ -198,10 +200,10 @@ def estimate_for(target, config, enc, batch_size: int, checkpoint_target: bool =
 
 
 def check_fits(found: MemoryEstimate, free: int | None = None, device: torch.device | None = None) -> None:
-    """Refuse (MemoryError) when what training adds exceeds what the device can still give."""
+    """Refuse (ResourceError, a MemoryError) when what training adds exceeds what the device can still give."""
     free = free if free is not None else available(device or torch.device(found.device))
     if free is not None and found.added > free:
-        raise MemoryError(
+        raise ResourceError(
             f"HyperDAS training needs about {found.added / GIB:.1f} GiB more but {found.device} has "
             f"{free / GIB:.1f} GiB free ({found.describe()}): lower hyper_batch_size or n_blocks, or "
             f"load the target in 4-bit (load_in_4bit=True)"

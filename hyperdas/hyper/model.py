@@ -17,7 +17,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.hyper.hypernetwork import INITS, HyperNetwork
 from hyperdas.hyper.selection import MODES, SelectionHead, harden
 from hyperdas.hyper.subspace import KINDS, Subspace, interchange
@@ -42,6 +42,9 @@ class HyperDASConfig(FrozenConfig):
     instruction: str = DEFAULT_INSTRUCTION  # str.format over the pair's fields
 
     def __post_init__(self) -> None:
+        check_ranges(
+            self, non_negative=("layer", "n_blocks", "position_offsets"), at_least_one=("k", "selection_heads")
+        )
         for field, value, allowed in (("init", self.init, INITS), ("subspace", self.subspace, KINDS)):
             if value not in allowed:
                 raise ConfigError(f"HyperDASConfig.{field}={value!r}: use one of {allowed}")

@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
+from hyperdas.core.errors import CheckpointError
+from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.memory import check_fits, estimate_for
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
 from hyperdas.hyper.selection import MODES, sparsity_penalty
@@ -56,6 +58,12 @@ class HyperTrainConfig(FrozenConfig):
     checkpoint_target: bool = False  # gradient checkpointing of the target's blocks above the layer
 
     def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            positive=("lr", "lr_rotation", "clip"),
+            non_negative=("steps", "weight_decay", "causal_weight", "iso_weight", "sparsity_from", "sparsity_to"),
+            at_least_one=("batch_size", "eval_every", "max_val_pairs"),
+        )
         unknown = [m for m in self.eval_modes if m not in MODES]
         if unknown:
             raise ConfigError(f"HyperTrainConfig.eval_modes: unknown mode(s) {unknown}; use {MODES}")
@@ -112,14 +120,16 @@ def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = No
         raise FileNotFoundError(f"no HyperDAS checkpoint ({WEIGHTS}) in {folder}")
     saved = json.loads((folder / CONFIG).read_text())
     if saved["hidden_size"] != target.hidden_size or saved.get("target", target.name) != target.name:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
             f"{saved['hidden_size']}), not on {target.name} (hidden size {target.hidden_size})"
         )
     wanted = json.loads(json.dumps(expect.to_dict())) if expect is not None else saved["model"]  # JSON's types
     differ = sorted(k for k, v in wanted.items() if saved["model"].get(k) != v)
     if differ:
-        raise ValueError(f"checkpoint {folder} was saved with another HyperDAS configuration (differs in {differ})")
+        raise CheckpointError(
+            f"checkpoint {folder} was saved with another HyperDAS configuration (differs in {differ})"
+        )
     model = HyperDAS(target, HyperDASConfig.from_dict(saved["model"])).to(target.device)
     model.load_state_dict(load_file(str(folder / WEIGHTS)))
     return model, saved
@@ -245,9 +255,9 @@ def train_hyperdas(
     enc = encoded_pairs(target, rows, config.instruction)
     kinds = set(rows["attribute_type"])
     if "causal" not in kinds:
-        raise ValueError("the training pairs hold no causal rows")
+        raise RavelDataError("the training pairs hold no causal rows")
     if train.iso_weight > 0 and "isolate" not in kinds:
-        raise ValueError(
+        raise RavelDataError(
             f"iso_weight={train.iso_weight} but the training pairs hold no isolate rows: "
             f"build pairs with isolate rows (notebook 01) or set iso_weight=0"
         )
@@ -277,7 +287,9 @@ def train_hyperdas(
     if folder is not None and resume and (folder / RESUME).is_file():
         saved = torch.load(folder / RESUME, weights_only=True)
         if saved["config"] != config.to_dict() or saved["train"] != json.loads(json.dumps(train.to_dict())):
-            raise ValueError(f"{folder} holds a run with another configuration; pass a fresh out_dir or resume=False")
+            raise CheckpointError(
+                f"{folder} holds a run with another configuration; pass a fresh out_dir or resume=False"
+            )
         model.load_state_dict(saved["weights"])
         optimizer.load_state_dict(saved["optimizer"])
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))

@@ -21,8 +21,10 @@ from contextlib import nullcontext
 
 import torch
 
+from hyperdas.core.errors import HyperDASError
 
-class DistributedError(RuntimeError):
+
+class DistributedError(HyperDASError, RuntimeError):
     """A multi-process set-up that cannot work; the message says why and what to change."""
 
 

@@ -13,12 +13,13 @@ from contextlib import contextmanager
 
 import torch
 
+from hyperdas.core.errors import HyperDASError
 from hyperdas.target.models import Target, decoder_layers
 
 EditFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-class LayerIndexError(IndexError):
+class LayerIndexError(HyperDASError, IndexError):
     """A layer index outside the model's decoder blocks."""
 
 

@@ -16,11 +16,12 @@ import torch
 
 from hyperdas.core.cache import cache_root, convert_once, file_sha256
 from hyperdas.core.config import ModelConfig
+from hyperdas.core.errors import HyperDASError
 from hyperdas.target.distributed import local_device
 from hyperdas.target.tiny import TEST_MODELS, test_model_folder
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(HyperDASError, RuntimeError):
     """A target model that cannot be found, verified or used; the message says why and what to do."""
 
 
@@ -252,6 +253,25 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this torch cannot use, naming why, before anything is loaded."""
+    kind, _, index = str(device).partition(":")
+    if kind == "cpu":
+        return
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            built = "was built without CUDA" if torch.version.cuda is None else "sees no GPU"
+            raise ModelLoadError(
+                f"device {device!r} is not available: torch {torch.__version__} {built}; use device=cpu"
+            )
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ModelLoadError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return
+    if kind == "mps" and not index and torch.backends.mps.is_available():
+        return
+    raise ModelLoadError(f"device {device!r} is not available here: use cpu or cuda[:N]")
+
+
 def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target:
     """Load a frozen target model and its tokenizer.
 
@@ -264,6 +284,7 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
     config = config.replace(**overrides) if overrides else config
     where, name = _folder_for(config.spec)
     device = local_device(config.device)  # under a multi-process launch, "cuda" is this process's GPU
+    check_device(device)
     dtype = _resolve_dtype(config.dtype, device)
     kwargs: dict = {"dtype": dtype}
     if config.load_in_4bit:

@@ -155,5 +155,5 @@ def test_bad_use_is_named(synthetic_target, model, rows):
         Inference(model, "hard")
     with pytest.raises(ConfigError, match="subspace='pca'"):
         HyperDASConfig(subspace="pca")
-    with pytest.raises(ConfigError, match="position_offsets must be >= 0"):
+    with pytest.raises(ConfigError, match="position_offsets=-2: must be >= 0"):
         HyperDASConfig(position_offsets=-2)

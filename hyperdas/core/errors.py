@@ -1,0 +1,14 @@
+"""The package's own exceptions share one base, so every command line can turn them into one
+`error: ...` line (tracebacks only behind `--debug`). Each keeps the builtin base it always had."""
+
+
+class HyperDASError(Exception):
+    """An input or state the package cannot work with; the message names it and, where there is one, the fix."""
+
+
+class CheckpointError(HyperDASError, ValueError):
+    """A checkpoint that belongs to another run (configuration, model) or cannot be read."""
+
+
+class ResourceError(HyperDASError, MemoryError):
+    """A run refused before it starts because it would not fit the memory or device it was given."""

@@ -1,0 +1,110 @@
+"""Bad input at the command lines: refused before any model loads (or, once it is loaded, as soon as
+the problem shows), as one `error: ...` line that names the problem, with exit status 2."""
+
+import pytest
+import torch
+
+from hyperdas import batch
+from hyperdas.cli import main
+from hyperdas.core.config import ConfigError
+from hyperdas.data.dataset import save_pairs
+from hyperdas.experiments import params as P
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
+
+BEFORE_LOADING = [
+    (["--set", "hyper_stepz=3"], "unknown parameter(s) hyper_stepz (did you mean hyper_steps?)"),
+    (["--set", "hyper_steps=abc"], "HyperTrainConfig.steps must be int, not str 'abc'"),
+    (["--set", "hyper_lr=fast"], "HyperTrainConfig.lr must be float, not str 'fast'"),
+    (["--set", "hyper_lr=-1"], "HyperTrainConfig.lr=-1: must be > 0"),
+    (["--set", "hyper_lr_rotation=0"], "HyperTrainConfig.lr_rotation=0: must be > 0"),
+    (["--set", "causal_weight=-3"], "HyperTrainConfig.causal_weight=-3: must be >= 0"),
+    (["--set", "iso_weight=-0.5"], "HyperTrainConfig.iso_weight=-0.5: must be >= 0"),
+    (["--set", "hyper_batch_size=0"], "HyperTrainConfig.batch_size=0: must be >= 1"),
+    (["--set", "hyper_eval_every=0"], "HyperTrainConfig.eval_every=0: must be >= 1"),
+    (["--set", "hyper_steps=-5"], "HyperTrainConfig.steps=-5: must be >= 0"),
+    (["--set", "k=0"], "HyperDASConfig.k=0: must be >= 1"),
+    (["--set", "layer=-1"], "HyperDASConfig.layer=-1: must be >= 0"),
+    (["--set", "n_blocks=-1"], "HyperDASConfig.n_blocks=-1: must be >= 0"),
+    (["--set", "source_ca=maybe"], "HyperDASConfig.source_ca must be bool, not str 'maybe'"),
+    (["--set", "subspace=pca"], "HyperDASConfig.subspace='pca'"),
+    (["--method", "mdas", "--set", "lr=0"], "DASConfig.lr=0: must be > 0"),
+    (["--method", "mdas", "--set", "patience=0"], "DASConfig.patience=0: must be >= 1"),
+    (["--method", "das", "--set", "steps=ten"], "DASConfig.steps must be int, not str 'ten'"),
+    (["--set", "dtype=float8"], "ModelConfig.dtype='float8'"),
+    (["--set", "device=tpu"], "device 'tpu' is not available here"),
+    (["--set", "foo"], "override 'foo' is not of the form key=value"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BEFORE_LOADING, ids=[m[:40] for _, m in BEFORE_LOADING])
+def test_cli_refuses_before_loading_a_model(extra, message, capsys, monkeypatch):
+    import hyperdas.target.models as models
+
+    monkeypatch.setattr(models, "load_target", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main(["--config", "smoke", "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+@NO_CUDA
+def test_cuda_on_a_cpu_only_torch_is_refused_by_name(capsys):
+    assert main(["--config", "smoke", "--set", "device=cuda"]) == 2
+    assert "device 'cuda' is not available" in capsys.readouterr().err
+
+
+def test_an_unknown_profile_and_a_profile_with_a_typo(tmp_path, capsys):
+    assert main(["--config", "nope"]) == 2
+    assert "no profile 'nope'" in capsys.readouterr().err
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("model: synthetic-llama\nhyper_stepz: 3\n")
+    assert main(["--config", str(profile)]) == 2
+    assert "unknown parameter(s) hyper_stepz" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pairs_folder(synthetic_pairs, tmp_path_factory):
+    pairs = synthetic_pairs(max_pairs={"train": 20, "val": 6, "test": 6})
+    return save_pairs(pairs, tmp_path_factory.mktemp("pairs") / "pairs", {})
+
+
+AFTER_LOADING = [
+    (["--set", "layer=999"], "layer 999"),
+    (["--set", "k=100000", "--method", "mdas"], "k=100000 exceeds the hidden size"),
+    (["--set", "pairs_in=/nonexistent/pairs"], "/nonexistent/pairs"),
+]
+
+
+@pytest.mark.parametrize("extra, message", AFTER_LOADING, ids=[m for _, m in AFTER_LOADING])
+def test_cli_names_what_shows_once_the_model_is_loaded(extra, message, pairs_folder, tmp_path, capsys):
+    args = ["--config", "smoke", "--results", str(tmp_path), "--no-progress", "--set", f"pairs_in={pairs_folder}"]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err  # transformers' loading bar may come first
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(ConfigError, match="must be > 0"):
+        main(["--config", "smoke", "--set", "hyper_lr=-1", "--debug"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--set", "hyper_lr=-1"], "HyperTrainConfig.lr=-1: must be > 0"),
+        (["--set", "hyper_stepz=3"], "unknown override(s) hyper_stepz"),
+        (["--set", "k=abc"], "HyperDASConfig.k must be int"),
+    ],
+)
+def test_batch_runner_refuses_before_the_first_notebook(overrides, message, tmp_path, capsys):
+    assert batch.main(["--profile", "smoke", "--results", str(tmp_path), *overrides]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing was written
+
+
+def test_notebooks_build_their_configs_through_the_same_checks():
+    with pytest.raises(ConfigError, match="HyperTrainConfig.lr=-0.1: must be > 0"):
+        P.hyperdas_configs({"hyper_lr": -0.1})
+    with pytest.raises(ConfigError, match="DASConfig.max_val_pairs=0: must be >= 1"):
+        P.das_config({"max_val_pairs": 0})
