@@ -73,6 +73,7 @@ def _train(args) -> int:
     )
     check_device(model_config.device)
     run = runtime(model_config.device, args.micro_batch, model_config.load_in_4bit)
+    from hyperdas.core.files import write_text
     from hyperdas.core.results import results_dir, write_json
     from hyperdas.das.training import train_das
     from hyperdas.data.dataset import load_pairs, pairs_dir
@@ -97,7 +98,7 @@ def _train(args) -> int:
         result = train_das(target, pairs, das, checkpoint_dir=out, progress=args.progress, runtime=run)
         configs = {"model": model_config, "das": das}
         if run.is_main:  # the loss log HyperDAS writes as it goes
-            (out / "train_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in result.history))
+            write_text(out / "train_log.jsonl", "".join(json.dumps(entry) + "\n" for entry in result.history))
     if run.is_main:
         write_json(
             out / f"{args.method}_cli.json",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hyperdas.core.errors import HyperDASError
+from hyperdas.core.files import write_text
 
 T = TypeVar("T", bound="FrozenConfig")
 
@@ -95,11 +96,8 @@ class FrozenConfig:
         return dataclasses.replace(self, **changes)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"config_class": type(self).__name__, **self.to_dict()}
-        path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        return path
+        return write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls: type[T], path: str | Path) -> T:

@@ -12,3 +12,7 @@ class CheckpointError(HyperDASError, ValueError):
 
 class ResourceError(HyperDASError, MemoryError):
     """A run refused before it starts because it would not fit the memory or device it was given."""
+
+
+class ResultsError(HyperDASError, ValueError):
+    """A results file that cannot be read, named with the notebook or command that writes it."""

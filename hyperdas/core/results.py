@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hyperdas.core.files import write_text
+
 _PACKAGES = ("hyperdas", "torch", "transformers", "datasets", "accelerate", "bitsandbytes", "gguf")
 
 
@@ -69,19 +71,23 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` plus a timestamp and the environment; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         **payload,
         "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
     }
-    path.write_text(json.dumps(record, indent=2, default=_jsonable) + "\n")
-    return path
+    return write_text(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """A results file; one that is empty or cut short is named with the fix (rerun what wrote it)."""
+    from hyperdas.core.errors import ResultsError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ResultsError(f"{path} is not valid JSON ({err}): rerun the notebook or command that writes it") from err
 
 
 def write_section(path: str | Path, key: str, section: dict[str, Any]) -> Path:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import random
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError
+from hyperdas.core.files import atomic_path, folder_lock, read_or_explain, write_text
 from hyperdas.das.interventions import RotatedSpaceInterchange
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.distributed import SINGLE, DistributedError, Runtime, weighted_step
@@ -86,12 +88,10 @@ def save_checkpoint(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.detach().contiguous() for k, v in intervention.state_dict().items()},
-        str(folder / "intervention.safetensors"),
-    )
+    with atomic_path(folder / "intervention.safetensors") as tmp:
+        save_file({k: v.detach().contiguous() for k, v in intervention.state_dict().items()}, str(tmp))
     config.save(folder / "config.json")
-    (folder / "meta.json").write_text(json.dumps({"hidden_size": intervention.hidden_size, **(extra or {})}))
+    write_text(folder / "meta.json", json.dumps({"hidden_size": intervention.hidden_size, **(extra or {})}))
     return folder
 
 
@@ -102,12 +102,13 @@ def load_checkpoint(folder: str | Path, hidden_size: int) -> tuple[RotatedSpaceI
     folder = Path(folder)
     if not (folder / "intervention.safetensors").is_file():
         raise FileNotFoundError(f"no intervention checkpoint in {folder}")
-    config = DASConfig.load(folder / "config.json")
-    saved = json.loads((folder / "meta.json").read_text())["hidden_size"]
+    fix = f"delete {folder} to train again, or pass another checkpoint folder"
+    config = read_or_explain(folder / "config.json", DASConfig.load, fix)
+    saved = read_or_explain(folder / "meta.json", lambda p: json.loads(p.read_text()), fix)["hidden_size"]
     if saved != hidden_size:
         raise CheckpointError(f"checkpoint {folder} was trained on a model with hidden size {saved}, not {hidden_size}")
     intervention = RotatedSpaceInterchange(hidden_size, config.k)
-    intervention.load_state_dict(load_file(str(folder / "intervention.safetensors")))
+    intervention.load_state_dict(read_or_explain(folder / "intervention.safetensors", lambda p: load_file(str(p)), fix))
     return intervention, config
 
 
@@ -126,16 +127,15 @@ RESUME_FILE = "resume.pt"
 
 
 def _save_resume(folder: Path, state: dict) -> None:
-    tmp = folder / (RESUME_FILE + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(folder / RESUME_FILE)  # atomic: an interruption never leaves half a file
+    with atomic_path(folder / RESUME_FILE) as tmp:  # an interruption never leaves half a file
+        torch.save(state, tmp)
 
 
 def _load_resume(folder: Path, config: DASConfig) -> dict | None:
     path = folder / RESUME_FILE
     if not path.is_file():
         return None
-    state = torch.load(path, weights_only=True)
+    state = read_or_explain(path, lambda p: torch.load(p, weights_only=True), "delete it to start this run from step 0")
     if state["config"] != config.to_dict():
         raise CheckpointError(
             f"{folder} holds a run with another configuration; pass a fresh checkpoint_dir "
@@ -161,6 +161,21 @@ def train_das(
     launch` (`hyperdas.target.distributed.runtime()`); the numbers equal one process's, only the main
     process writes.
     """
+    lock = folder_lock(checkpoint_dir) if checkpoint_dir is not None and runtime.is_main else nullcontext()
+    with lock:  # one writer per checkpoint folder
+        return _train_das_unlocked(target, pairs, config, checkpoint_dir, progress, resume, runtime)
+
+
+def _train_das_unlocked(
+    target,
+    pairs,
+    config: DASConfig,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    runtime: Runtime = SINGLE,
+) -> TrainResult:
+
     layer = check_layer(target.n_layers, config.layer)
     if runtime.fsdp:
         raise DistributedError("DAS/MDAS train one D x k rotation, which FSDP has nothing to shard: launch with DDP")

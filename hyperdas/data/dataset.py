@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hyperdas.core.files import write_text
 from hyperdas.data.filter import FilterConfig, FilterResult, filter_domain
 from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.data.ravel import RavelDataError, load_domain
@@ -53,7 +54,7 @@ def save_pairs(pairs, folder: str | Path, meta: dict) -> Path:
     """Save the DatasetDict plus the configs that made it (pairs_meta.json)."""
     folder = Path(folder)
     pairs.save_to_disk(str(folder))
-    (folder / "pairs_meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+    write_text(folder / "pairs_meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
     return folder
 
 

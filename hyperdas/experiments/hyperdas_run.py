@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from hyperdas.core.files import write_text
 from hyperdas.core.results import portable_path, read_json, write_json, write_section
 from hyperdas.hyper.model import Inference, householder_vectors, selection_matrices, selection_record
 from hyperdas.hyper.selection import MODES
@@ -50,7 +51,7 @@ def copy_train_log(checkpoint: str | Path, out_dir: str | Path) -> list[dict]:
     """The checkpoint's training log, tagged with the method, as `<out_dir>/train_log.jsonl`."""
     log = [json.loads(line) for line in (Path(checkpoint) / LOG).read_text().splitlines()]
     lines = "".join(json.dumps({"method": "hyperdas", **entry}) + "\n" for entry in log)
-    (Path(out_dir) / TRAIN_LOG).write_text(lines)
+    write_text(Path(out_dir) / TRAIN_LOG, lines)
     return log
 
 
@@ -82,14 +83,15 @@ def save_selections(
         for mode in MODES
         for i, A in zip(index, selection_matrices(target, model, test, index, mode))
     ]
-    (folder / "test_examples.json").write_text(json.dumps(saved))
+    write_text(folder / "test_examples.json", json.dumps(saved))
     by_attribute: dict[str, list[int]] = {}
     for i, r in enumerate(test.records):
         by_attribute.setdefault(r["target_attribute"], []).append(i)
     chosen = sorted(i for ids in by_attribute.values() for i in ids[:n_householder])
     vectors = householder_vectors(target, model, test, chosen) if chosen else None
     if vectors is not None:
-        (folder / "householder.json").write_text(
+        write_text(
+            folder / "householder.json",
             json.dumps(
                 {
                     "attribute": [test.records[i]["target_attribute"] for i in chosen],
@@ -97,7 +99,7 @@ def save_selections(
                     "instruction": [instructions[i] for i in chosen],
                     "vectors": [[round(x, 5) for x in v] for v in vectors.tolist()],
                 }
-            )
+            ),
         )
     return saved
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError
+from hyperdas.core.files import append_line, atomic_path, folder_lock, read_or_explain, write_text
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.memory import check_fits, estimate_for
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
@@ -98,7 +99,8 @@ def save_hyperdas(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = state if state is not None else model.state_dict()
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / WEIGHTS))
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
     payload = {
         "model": model.config.to_dict(),
         "train": train_config.to_dict() if train_config else None,
@@ -106,7 +108,7 @@ def save_hyperdas(
         "target": model.target_name,
         **(extra or {}),
     }
-    (folder / CONFIG).write_text(json.dumps(payload, indent=1, default=list))
+    write_text(folder / CONFIG, json.dumps(payload, indent=1, default=list))
     return folder
 
 
@@ -118,7 +120,8 @@ def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = No
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"no HyperDAS checkpoint ({WEIGHTS}) in {folder}")
-    saved = json.loads((folder / CONFIG).read_text())
+    fix = f"delete {folder} to train again, or pass another results folder"
+    saved = read_or_explain(folder / CONFIG, lambda p: json.loads(p.read_text()), fix)
     if saved["hidden_size"] != target.hidden_size or saved.get("target", target.name) != target.name:
         raise CheckpointError(
             f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
@@ -131,7 +134,7 @@ def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = No
             f"checkpoint {folder} was saved with another HyperDAS configuration (differs in {differ})"
         )
     model = HyperDAS(target, HyperDASConfig.from_dict(saved["model"])).to(target.device)
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    model.load_state_dict(read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), fix))
     return model, saved
 
 
@@ -248,6 +251,26 @@ def train_hyperdas(
     the memory estimate first and refuse a run the device cannot hold (`hyperdas.hyper.memory`).
     `runtime`: several processes under `accelerate launch` (`hyperdas.target.distributed.runtime()`);
     the numbers equal one process's on the same global batch, only the main process writes."""
+    lock = folder_lock(out_dir) if out_dir is not None and runtime.is_main else nullcontext()
+    with lock:  # one writer per checkpoint folder
+        return _train_hyperdas_unlocked(
+            target, pairs, config, train, out_dir, progress, resume, model, check_memory, runtime
+        )
+
+
+def _train_hyperdas_unlocked(
+    target,
+    pairs,
+    config: HyperDASConfig,
+    train: HyperTrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    model: HyperDAS | None = None,
+    check_memory: bool = True,
+    runtime: Runtime = SINGLE,
+) -> HyperTrainResult:
+
     check_layer(target.n_layers, config.layer)
     started = time.perf_counter()
     torch.manual_seed(train.seed)
@@ -285,7 +308,8 @@ def train_hyperdas(
     folder = Path(out_dir) if out_dir is not None else None
     saved = None
     if folder is not None and resume and (folder / RESUME).is_file():
-        saved = torch.load(folder / RESUME, weights_only=True)
+        fix = "delete it to start this run from step 0"
+        saved = read_or_explain(folder / RESUME, lambda p: torch.load(p, weights_only=True), fix)
         if saved["config"] != config.to_dict() or saved["train"] != json.loads(json.dumps(train.to_dict())):
             raise CheckpointError(
                 f"{folder} holds a run with another configuration; pass a fresh out_dir or resume=False"
@@ -305,49 +329,40 @@ def train_hyperdas(
     writes = folder is not None and runtime.is_main
     if writes:
         folder.mkdir(parents=True, exist_ok=True)
-    log = open(folder / LOG, "w") if writes else None
-    if log is not None:  # a resumed run rewrites the log up to its saved step: no step is logged twice
-        log.writelines(json.dumps(entry) + "\n" for entry in history)
+        # a resumed run rewrites the log up to its saved step: no step is logged twice
+        write_text(folder / LOG, "".join(json.dumps(entry) + "\n" for entry in history))
     bar = tqdm(range(first, train.steps + 1), desc="HyperDAS", disable=not (progress and runtime.is_main))
-    try:
-        for step in bar:
-            index = rng.sample(range(len(enc)), min(train.batch_size, len(enc)))
-            entry = train_step(target, model, enc, index, weights, optimizer, train, step, runtime, planner)
-            evaluated = val is not None and (step % train.eval_every == 0 or step == train.steps)
-            if evaluated:
-                entry["val"] = validate(target, model, val, train.eval_modes, runtime)
-                score = entry["val"].get("soft", next(iter(entry["val"].values())))["disentangle"]
-                if best_val is None or score > best_val["disentangle"]:  # the same on every process
-                    best_val, best_step = entry["val"].get("soft", next(iter(entry["val"].values()))), step
-                    best_state = {k: v.detach().clone() for k, v in runtime.state_dict(planner, model).items()}
-                    if writes:
-                        save_hyperdas(folder, model, train, {"step": step, "val": entry["val"]}, best_state)
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
-            history.append(entry)
-            if log is not None:
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-            if writes and not runtime.fsdp and (evaluated or step == train.steps):  # FSDP: no resume files
-                tmp = folder / (RESUME + ".tmp")
-                torch.save(
-                    {
-                        "config": config.to_dict(),
-                        "train": json.loads(json.dumps(train.to_dict())),
-                        "step": step,
-                        "history": history,
-                        "weights": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rng": rng.getstate(),
-                        "best_val": best_val,
-                        "best_step": best_step,
-                        "best_state": best_state,
-                    },
-                    tmp,
-                )
-                tmp.replace(folder / RESUME)
-    finally:
-        if log is not None:
-            log.close()
+    for step in bar:
+        index = rng.sample(range(len(enc)), min(train.batch_size, len(enc)))
+        entry = train_step(target, model, enc, index, weights, optimizer, train, step, runtime, planner)
+        evaluated = val is not None and (step % train.eval_every == 0 or step == train.steps)
+        if evaluated:
+            entry["val"] = validate(target, model, val, train.eval_modes, runtime)
+            score = entry["val"].get("soft", next(iter(entry["val"].values())))["disentangle"]
+            if best_val is None or score > best_val["disentangle"]:  # the same on every process
+                best_val, best_step = entry["val"].get("soft", next(iter(entry["val"].values()))), step
+                best_state = {k: v.detach().clone() for k, v in runtime.state_dict(planner, model).items()}
+                if writes:
+                    save_hyperdas(folder, model, train, {"step": step, "val": entry["val"]}, best_state)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
+        history.append(entry)
+        if writes:
+            append_line(folder / LOG, json.dumps(entry))
+        if writes and not runtime.fsdp and (evaluated or step == train.steps):  # FSDP: no resume files
+            state = {
+                "config": config.to_dict(),
+                "train": json.loads(json.dumps(train.to_dict())),
+                "step": step,
+                "history": history,
+                "weights": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng.getstate(),
+                "best_val": best_val,
+                "best_step": best_step,
+                "best_state": best_state,
+            }
+            with atomic_path(folder / RESUME) as tmp:
+                torch.save(state, tmp)
     if best_state is not None and not runtime.fsdp:  # FSDP: the best weights are in the checkpoint
         model.load_state_dict(best_state)
     elif best_state is None and folder is not None:

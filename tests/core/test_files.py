@@ -1,0 +1,120 @@
+"""Results and checkpoints are written whole or not at all, read back with a named error when they
+are not, and one checkpoint folder has one writer."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hyperdas.core.errors import CheckpointError, HyperDASError, ResultsError
+from hyperdas.core.files import append_line, atomic_path, folder_lock, remove_leftovers, write_text
+from hyperdas.core.results import read_json, write_json
+from hyperdas.das.interventions import RotatedSpaceInterchange
+from hyperdas.das.training import DASConfig, load_checkpoint, save_checkpoint
+
+
+def test_an_error_inside_the_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = write_text(tmp_path / "r.json", "old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half of the ne")
+        raise RuntimeError("disk full")
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+KILLED_MID_WRITE = """
+import os, sys
+from hyperdas.core.files import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("half of the ne")
+    os._exit(9)  # kill -9 between the temporary write and the rename
+"""
+
+
+def test_a_writer_killed_before_the_rename_leaves_the_old_file_and_the_next_holder_cleans_up(tmp_path):
+    path = write_text(tmp_path / "hyperdas.safetensors", "old")
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path)])
+    assert done.returncode == 9 and path.read_text() == "old"
+    assert len(list(tmp_path.iterdir())) == 2  # the dead writer's temporary file
+    with folder_lock(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".lock")) == [path.name]
+    assert remove_leftovers(tmp_path / "missing") == []
+
+
+def test_log_lines_are_appended_whole(tmp_path):
+    for step in range(3):
+        append_line(tmp_path / "log.jsonl", json.dumps({"step": step}))
+    assert [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()] == [0, 1, 2]
+
+
+def test_a_truncated_or_empty_checkpoint_is_named_with_the_fix(tmp_path):
+    folder = save_checkpoint(tmp_path / "mdas", RotatedSpaceInterchange(16, 4), DASConfig(k=4))
+    weights = folder / "intervention.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"intervention.safetensors \(40 bytes\) cannot be read.*delete"):
+        load_checkpoint(folder, 16)
+    (folder / "meta.json").write_text("")
+    with pytest.raises(CheckpointError, match=r"meta.json \(0 bytes\) cannot be read"):
+        load_checkpoint(folder, 16)
+
+
+def test_an_empty_resume_file_is_named(synthetic_target, synthetic_pairs, tmp_path):
+    from hyperdas.das.training import train_das
+
+    (tmp_path / "resume.pt").write_bytes(b"")
+    pairs = synthetic_pairs(max_pairs={"train": 16, "val": 4, "test": 4})
+    config = DASConfig(method="mdas", layer=0, k=4, steps=2, eval_every=2)
+    with pytest.raises(CheckpointError, match=r"resume.pt \(0 bytes\) cannot be read.*start this run from step 0"):
+        train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_a_cut_short_results_file_names_itself(tmp_path):
+    path = write_json(tmp_path / "hyperdas.json", {"records": []})
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(ResultsError, match="hyperdas.json is not valid JSON.*rerun"):
+        read_json(path)
+
+
+HOLDER = """
+import sys, time
+from hyperdas.core.files import folder_lock
+with folder_lock(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def _hold(folder):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid_and_a_killed_holders_lock_is_free(tmp_path):
+    holder = _hold(tmp_path)
+    try:
+        with pytest.raises(HyperDASError, match=rf"in use by another run \(pid {holder.pid}\)"), folder_lock(tmp_path):
+            pass
+    finally:
+        holder.kill()  # kill -9: the lock goes with the process
+        holder.wait()
+    with folder_lock(tmp_path):
+        assert (tmp_path / ".lock.pid").read_text().strip() == str(os.getpid())
+
+
+def test_training_into_a_folder_in_use_is_refused(synthetic_target, synthetic_pairs, tmp_path):
+    from hyperdas.das.training import train_das
+
+    holder = _hold(tmp_path)
+    try:
+        pairs = synthetic_pairs(max_pairs={"train": 16, "val": 4, "test": 4})
+        config = DASConfig(method="mdas", layer=0, k=4, steps=2, eval_every=2)
+        start = time.perf_counter()
+        with pytest.raises(HyperDASError, match="in use by another run"):
+            train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+        assert time.perf_counter() - start < 5  # refused at once, not after waiting
+    finally:
+        holder.kill()
+        holder.wait()
