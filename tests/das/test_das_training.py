@@ -22,7 +22,7 @@ def test_checkpoint_reloads_to_identical_outputs(synthetic_target, pairs, tmp_pa
     )
     loaded, config = load_checkpoint(tmp_path, synthetic_target.hidden_size)
     assert config == SHORT.replace(method="mdas")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
         "config.json",
         "intervention.safetensors",
         "meta.json",
