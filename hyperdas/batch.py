@@ -51,7 +51,12 @@ def load_profile(name_or_path: str) -> dict:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
         raise ProfileError(f"no profile {name_or_path!r} ({path}); known profiles: {known}")
-    params = yaml.safe_load(path.read_text()) or {}
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ProfileError(f"{path}{where} is not valid YAML: {getattr(err, 'problem', None) or err}") from None
     if not isinstance(params, dict):
         raise ProfileError(f"{path} must hold a mapping of parameter names to values")
     return params

@@ -108,3 +108,11 @@ def test_notebooks_build_their_configs_through_the_same_checks():
         P.hyperdas_configs({"hyper_lr": -0.1})
     with pytest.raises(ConfigError, match="DASConfig.max_val_pairs=0: must be >= 1"):
         P.das_config({"max_val_pairs": 0})
+
+
+def test_a_malformed_profile_names_its_file_and_line(tmp_path, capsys):
+    profile = tmp_path / "broken.yaml"
+    profile.write_text("model: synthetic-llama\nk: [8\nlayer: 0\n")
+    assert main(["--config", str(profile)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.yaml line" in err and "is not valid YAML" in err and err.count("\n") == 1, err
