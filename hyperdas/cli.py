@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--fresh", action="store_true", help="train again, ignoring the checkpoint folder's state")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     args = parser.parse_args(argv)
     try:
@@ -82,7 +83,7 @@ def _train(args) -> int:
 
     root = Path(args.results or params.get("results_root") or "results")
     target = load_target(model_config)
-    pairs = load_pairs(params.get("pairs_in") or pairs_dir(root, target.name))
+    pairs = load_pairs(params.get("pairs_in") or pairs_dir(root, target.name), tokenizer=target.tokenizer)
     if das is not None and args.attribute not in set(pairs["train"]["target_attribute"]):
         found = sorted(set(pairs["train"]["target_attribute"]))
         print(
@@ -92,10 +93,14 @@ def _train(args) -> int:
     name = args.method if das is None else f"{args.method}-{args.attribute}"
     out = results_dir(root, target.name) / "checkpoints" / name
     if das is None:
-        result = train_hyperdas(target, pairs, hyper, train, out_dir=out, progress=args.progress, runtime=run)
+        result = train_hyperdas(
+            target, pairs, hyper, train, out_dir=out, progress=args.progress, runtime=run, resume=not args.fresh
+        )
         configs = {"model": model_config, "hyperdas": hyper, "train": train}
     else:
-        result = train_das(target, pairs, das, checkpoint_dir=out, progress=args.progress, runtime=run)
+        result = train_das(
+            target, pairs, das, checkpoint_dir=out, progress=args.progress, runtime=run, resume=not args.fresh
+        )
         configs = {"model": model_config, "das": das}
         if run.is_main:  # the loss log HyperDAS writes as it goes
             write_text(out / "train_log.jsonl", "".join(json.dumps(entry) + "\n" for entry in result.history))

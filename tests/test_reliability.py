@@ -116,3 +116,56 @@ def test_a_malformed_profile_names_its_file_and_line(tmp_path, capsys):
     assert main(["--config", str(profile)]) == 2
     err = capsys.readouterr().err
     assert "broken.yaml line" in err and "is not valid YAML" in err and err.count("\n") == 1, err
+
+
+def test_resume_and_already_done_reuse_a_checkpoint_only_for_what_built_it(
+    synthetic_target, synthetic_pairs, tmp_path, monkeypatch
+):
+    from hyperdas.core.errors import CheckpointError
+    from hyperdas.das.training import DASConfig, train_das
+
+    config = DASConfig(method="mdas", layer=0, k=4, steps=2, eval_every=2)
+    pairs = synthetic_pairs(max_pairs={"train": 16, "val": 4, "test": 4})
+    first = train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+    again = train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+    assert again.history == first.history  # already done: reused
+    other_pairs = synthetic_pairs(max_pairs={"train": 20, "val": 4, "test": 4})
+    with pytest.raises(CheckpointError, match=r"trained on other pairs: rerun with --fresh"):
+        train_das(synthetic_target, other_pairs, config, checkpoint_dir=tmp_path, progress=False)
+    monkeypatch.setattr(synthetic_target, "_weights_sha256", "another model's weights", raising=False)
+    with pytest.raises(CheckpointError, match=r"trained on another model"):
+        train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+    fresh = train_das(synthetic_target, other_pairs, config, checkpoint_dir=tmp_path, progress=False, resume=False)
+    assert fresh.resumed_from == 0
+
+
+def test_cli_refuses_a_checkpoint_of_other_pairs_until_fresh(synthetic_pairs, tmp_path, capsys):
+    base = ["--config", "smoke", "--results", str(tmp_path), "--no-progress", "--set", "hyper_steps=2"]
+    base += ["--set", "hyper_eval_every=2", "--set", "n_blocks=1", "--set", "k=4"]
+    for n, size in enumerate((20, 24)):
+        folder = save_pairs(synthetic_pairs(max_pairs={"train": size, "val": 4, "test": 4}), tmp_path / f"p{n}", {})
+        code = main([*base, "--set", f"pairs_in={folder}"])
+    assert code == 2 and "trained on other pairs: rerun with --fresh" in capsys.readouterr().err
+    assert main([*base, "--set", f"pairs_in={folder}", "--fresh"]) == 0
+
+
+def test_pairs_built_for_another_tokenizer_are_refused(synthetic_pairs, synthetic_target, tiny_llama, tmp_path):
+    from hyperdas.data.dataset import load_pairs
+    from hyperdas.data.ravel import RavelDataError
+
+    pairs = synthetic_pairs(max_pairs={"train": 8, "val": 4, "test": 4})
+    folder = save_pairs(pairs, tmp_path / "pairs", {"model": "synthetic-llama"}, tokenizer=synthetic_target.tokenizer)
+    assert len(load_pairs(folder, tokenizer=synthetic_target.tokenizer)["train"]) == len(pairs["train"])
+    with pytest.raises(RavelDataError, match="built with the tokenizer of synthetic-llama.*build pairs for it"):
+        load_pairs(folder, tokenizer=tiny_llama.tokenizer)
+
+
+def test_a_truncated_pairs_file_is_named(synthetic_pairs, tmp_path):
+    from hyperdas.data.dataset import load_pairs
+    from hyperdas.data.ravel import RavelDataError
+
+    folder = save_pairs(synthetic_pairs(max_pairs={"train": 8, "val": 4, "test": 4}), tmp_path / "pairs", {})
+    arrow = next((folder / "train").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:100])
+    with pytest.raises(RavelDataError, match=r"the pairs in .* cannot be read .*rebuild them with notebook 01"):
+        load_pairs(folder)["train"][:]

@@ -67,8 +67,10 @@ def run_baselines(
     generation: bool = True,
     checkpoint_root: str | Path | None = None,
     progress: bool = True,
+    resume: bool = True,
 ) -> list[dict]:
-    """Train and evaluate every (method, attribute, layer); one record each (see module doc)."""
+    """Train and evaluate every (method, attribute, layer); one record each (see module doc).
+    `resume=False` trains again what the checkpoints hold."""
     attributes = list(attributes or target_attributes(pairs["train"]))
     layers = list(layers if layers is not None else [base.layer])
     _check_request(target, pairs, methods, attributes, layers)
@@ -91,7 +93,7 @@ def run_baselines(
                     else Path(checkpoint_root)
                     / f"{method}-{attribute}-L{layer}-k{config.k}-s{config.seed}".replace(" ", "_")
                 )
-                result = train_das(target, pairs, config, checkpoint_dir=folder, progress=progress)
+                result = train_das(target, pairs, config, checkpoint_dir=folder, progress=progress, resume=resume)
                 intervention = result.intervention
                 extra = {
                     "best_step": result.best_step,

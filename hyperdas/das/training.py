@@ -28,6 +28,7 @@ from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.distributed import SINGLE, DistributedError, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits, source_vectors
 from hyperdas.target.hooks import check_layer
+from hyperdas.target.provenance import check_provenance, provenance
 
 METHODS = ("das", "mdas")
 
@@ -138,8 +139,8 @@ def _load_resume(folder: Path, config: DASConfig) -> dict | None:
     state = read_or_explain(path, lambda p: torch.load(p, weights_only=True), "delete it to start this run from step 0")
     if state["config"] != config.to_dict():
         raise CheckpointError(
-            f"{folder} holds a run with another configuration; pass a fresh checkpoint_dir "
-            f"or resume=False to start over"
+            f"{folder} holds a run with another configuration: rerun with --fresh (notebooks: fresh=True, "
+            f"Python: resume=False) to train it again, or write to another results folder"
         )
     return state
 
@@ -193,8 +194,10 @@ def _train_das_unlocked(
     rng = random.Random(config.seed)
     history, best_val, best_step, best_state, bad, first = [], None, 0, None, 0, 1
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    built_from = provenance(target, pairs) if folder is not None else None
     saved = _load_resume(folder, config) if folder is not None and resume else None
     if saved is not None:
+        check_provenance(saved.get("provenance"), built_from, folder)
         intervention.load_state_dict(saved["weights"])
         optimizer.load_state_dict(saved["optimizer"])
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
@@ -241,7 +244,9 @@ def _train_das_unlocked(
                 best_val, best_step, bad = scores["overall"], step, 0
                 best_state = {k: v.detach().clone() for k, v in intervention.state_dict().items()}
                 if writes:
-                    save_checkpoint(folder, intervention, config, {"step": step, "val": best_val})
+                    save_checkpoint(
+                        folder, intervention, config, {"step": step, "val": best_val, "provenance": built_from}
+                    )
             else:
                 bad += 1
             bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
@@ -262,6 +267,7 @@ def _train_das_unlocked(
                     "best_step": best_step,
                     "best_state": best_state,
                     "bad": bad,
+                    "provenance": built_from,
                 },
             )
         if done:
@@ -269,7 +275,7 @@ def _train_das_unlocked(
     if best_state is not None:
         intervention.load_state_dict(best_state)
     elif writes and saved is None:
-        save_checkpoint(folder, intervention, config, {"step": config.steps})
+        save_checkpoint(folder, intervention, config, {"step": config.steps, "provenance": built_from})
     runtime.barrier()  # the checkpoint exists for every process from here on
     return TrainResult(
         intervention,

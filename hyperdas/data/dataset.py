@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -50,22 +51,53 @@ def pairs_from(target, datas: dict, filtered: dict[str, FilterResult], pair_conf
     return DatasetDict({s: concatenate_datasets([p[s] for p in per_domain]) for s in per_domain[0]})
 
 
-def save_pairs(pairs, folder: str | Path, meta: dict) -> Path:
-    """Save the DatasetDict plus the configs that made it (pairs_meta.json)."""
+def pairs_fingerprint(pairs) -> str:
+    """sha256 of the pairs' content (every split, column and value)."""
+    digest = hashlib.sha256()
+    for split in sorted(pairs):
+        for column in sorted(pairs[split].column_names):
+            digest.update(json.dumps([split, column, pairs[split][column]], default=str).encode())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of a tokenizer's vocabulary: pairs store token positions, which only fit its tokens."""
+    return hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()
+
+
+def save_pairs(pairs, folder: str | Path, meta: dict, tokenizer=None) -> Path:
+    """Save the DatasetDict plus the configs that made it (pairs_meta.json), with the content's and
+    (given the tokenizer that built them) the tokenizer's fingerprints."""
     folder = Path(folder)
     pairs.save_to_disk(str(folder))
+    meta = {**meta, "content_sha256": pairs_fingerprint(pairs)}
+    if tokenizer is not None:
+        meta["tokenizer_sha256"] = tokenizer_fingerprint(tokenizer)
     write_text(folder / "pairs_meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
     return folder
 
 
-def load_pairs(folder: str | Path):
-    """Load pairs saved by `save_pairs` (clear error when notebook 01 has not run)."""
+def load_pairs(folder: str | Path, tokenizer=None):
+    """Load pairs saved by `save_pairs` (clear error when notebook 01 has not run). Given the
+    target's tokenizer, pairs built with another tokenizer are refused: their positions would not fit."""
     from datasets import load_from_disk
 
     folder = Path(folder)
     if not (folder / "dataset_dict.json").is_file():
         raise RavelDataError(f"no RAVEL pairs in {folder}: run notebooks/01_data.ipynb for this model first")
-    return load_from_disk(str(folder))
+    meta_path = folder / "pairs_meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    built_with = meta.get("tokenizer_sha256")
+    if tokenizer is not None and built_with is not None and built_with != tokenizer_fingerprint(tokenizer):
+        raise RavelDataError(
+            f"the pairs in {folder} were built with the tokenizer of {meta.get('model', 'another model')}, whose "
+            f"token positions do not fit this model's: build pairs for it (notebook 01, another pairs_out)"
+        )
+    try:
+        return load_from_disk(str(folder))
+    except Exception as err:  # a truncated .arrow file or a deleted split: name the folder and the fix
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise RavelDataError(f"the pairs in {folder} cannot be read ({first}): rebuild them with notebook 01") from err
 
 
 def filter_table(filtered: dict[str, FilterResult]) -> list[dict]:

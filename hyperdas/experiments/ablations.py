@@ -110,6 +110,7 @@ class AblationRunner:
         settings: AblationConfig,
         folder: str | Path | None = None,
         progress: bool = True,
+        resume: bool = True,
     ):
         for split in ("train", "test"):
             check_split(pairs, split)
@@ -118,7 +119,7 @@ class AblationRunner:
             steps=settings.steps, eval_every=settings.steps, eval_modes=(settings.mode,), seed=settings.seed
         )
         self.folder = Path(folder) if folder is not None else None
-        self.progress = progress
+        self.progress, self.resume = progress, resume  # resume=False: retrain every variant
         self._trained: dict[str, object] = {}
         self._encoded: dict[tuple, object] = {}
 
@@ -147,7 +148,14 @@ class AblationRunner:
             torch.manual_seed(train.seed)  # a built variant's initial weights do not depend on what ran before
             model = build(self.target, config) if build is not None else None
             self._trained[key] = train_hyperdas(
-                self.target, self.pairs, config, train, out_dir=out, progress=self.progress, model=model
+                self.target,
+                self.pairs,
+                config,
+                train,
+                out_dir=out,
+                progress=self.progress,
+                model=model,
+                resume=self.resume,
             )
         return self._trained[key]
 

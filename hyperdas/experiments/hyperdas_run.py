@@ -132,6 +132,7 @@ def write_results(
             "steps_run": len(result.history),
             "trainable_parameters": sum(p.numel() for p in result.model.parameters()),
             "timings": {"train_seconds": result.seconds, "test_seconds": test_seconds},
+            "provenance": result.provenance,
         },
     )
     layers = write_section(

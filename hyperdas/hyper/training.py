@@ -32,6 +32,7 @@ from hyperdas.hyper.selection import MODES, sparsity_penalty
 from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits
 from hyperdas.target.hooks import check_layer, checkpointed
+from hyperdas.target.provenance import check_provenance, provenance
 
 WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
 
@@ -146,6 +147,7 @@ class HyperTrainResult:
     best_val: dict | None
     seconds: float
     resumed_from: int = 0
+    provenance: dict | None = None  # what the checkpoint was built from (`hyperdas.target.provenance`)
 
 
 def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION):
@@ -307,13 +309,16 @@ def _train_hyperdas_unlocked(
     history, best_val, best_step, best_state, first = [], None, 0, None, 1
     folder = Path(out_dir) if out_dir is not None else None
     saved = None
+    built_from = provenance(target, pairs) if folder is not None else None
     if folder is not None and resume and (folder / RESUME).is_file():
         fix = "delete it to start this run from step 0"
         saved = read_or_explain(folder / RESUME, lambda p: torch.load(p, weights_only=True), fix)
         if saved["config"] != config.to_dict() or saved["train"] != json.loads(json.dumps(train.to_dict())):
             raise CheckpointError(
-                f"{folder} holds a run with another configuration; pass a fresh out_dir or resume=False"
+                f"{folder} holds a run with another configuration: rerun with --fresh (notebooks: fresh=True, "
+                f"Python: resume=False) to train it again, or write to another results folder"
             )
+        check_provenance(saved.get("provenance"), built_from, folder)
         model.load_state_dict(saved["weights"])
         optimizer.load_state_dict(saved["optimizer"])
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
@@ -343,7 +348,9 @@ def _train_hyperdas_unlocked(
                 best_val, best_step = entry["val"].get("soft", next(iter(entry["val"].values()))), step
                 best_state = {k: v.detach().clone() for k, v in runtime.state_dict(planner, model).items()}
                 if writes:
-                    save_hyperdas(folder, model, train, {"step": step, "val": entry["val"]}, best_state)
+                    save_hyperdas(
+                        folder, model, train, {"step": step, "val": entry["val"], "provenance": built_from}, best_state
+                    )
             bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
         history.append(entry)
         if writes:
@@ -360,6 +367,7 @@ def _train_hyperdas_unlocked(
                 "best_val": best_val,
                 "best_step": best_step,
                 "best_state": best_state,
+                "provenance": built_from,
             }
             with atomic_path(folder / RESUME) as tmp:
                 torch.save(state, tmp)
@@ -368,9 +376,15 @@ def _train_hyperdas_unlocked(
     elif best_state is None and folder is not None:
         state = runtime.state_dict(planner, model)
         if writes:
-            save_hyperdas(folder, model, train, {"step": train.steps}, state)
+            save_hyperdas(folder, model, train, {"step": train.steps, "provenance": built_from}, state)
     runtime.barrier()  # the checkpoint exists for every process from here on
     model.eval()
     return HyperTrainResult(
-        model, history, best_step, best_val, time.perf_counter() - started, resumed_from=first - 1 if saved else 0
+        model,
+        history,
+        best_step,
+        best_val,
+        time.perf_counter() - started,
+        resumed_from=first - 1 if saved else 0,
+        provenance=built_from,
     )
