@@ -36,6 +36,27 @@ class SchemaError(HyperDASError, ValueError):
     """A results file from an older or foreign layout."""
 
 
+def _non_numeric_scores(data, where: str = "") -> str | None:
+    """The first score field (cause / iso / disentangle) anywhere in `data` that holds no number."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            here = f"{where}.{key}" if where else str(key)
+            if key in METRICS and not (
+                value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
+            ):
+                if not isinstance(value, (dict, list)):
+                    return f"{here}={value!r}"
+            found = _non_numeric_scores(value, here)
+            if found:
+                return found
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found = _non_numeric_scores(value, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
 class Results:
     """The files of one `results/<model>/` folder, with the checks the figures need."""
 
@@ -51,12 +72,20 @@ class Results:
         if not self.folder.is_dir():
             raise FileNotFoundError(f"no results folder {self.folder}: run the notebooks first (make reproduce)")
         self.reference_dir = Path(reference) if reference is not None else None
+        self.read: list[str] = []  # the files read since the last reset (make_all names them on a failure)
 
     def json(self, name: str) -> dict:
         path = self.folder / name
         if not path.is_file():
             raise Missing(f"{name} is missing in {self.folder}")
-        data = json.loads(path.read_text())
+        self.read.append(name)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise SchemaError(f"{path} is not valid JSON ({err}): rerun the notebook that writes it") from None
+        bad = _non_numeric_scores(data)
+        if bad:
+            raise SchemaError(f"{path}: {bad} must be a number: rerun the notebook that writes it")
         missing = [k for k in self.REQUIRED.get(name, ()) if k not in data]
         if missing:
             raise SchemaError(
@@ -68,7 +97,15 @@ class Results:
         path = self.folder / name
         if not path.is_file():
             raise Missing(f"{name} is missing in {self.folder}")
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        self.read.append(name)
+        rows = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise SchemaError(f"{path} line {n} is not JSON: rerun the notebook that writes it") from None
+        return rows
 
     def records(self, name: str) -> list[dict]:
         return self.json(name)["records"]
@@ -456,6 +493,18 @@ FIGURES = {
 }
 
 
+# what a results file with renamed fields, values of the wrong type or a bad line raises
+UNREADABLE = (SchemaError, KeyError, TypeError, ValueError, IndexError)
+
+
+def _failed(results: Results, why: Exception) -> str:
+    if isinstance(why, SchemaError):
+        return f"failed: {why}"
+    problem = f"no field {why}" if isinstance(why, KeyError) else f"{type(why).__name__}: {why}"
+    files = ", ".join(dict.fromkeys(results.read)) or "(no file read)"
+    return f"failed: {files} in {results.folder}: {problem}; rerun the notebook that writes it"
+
+
 def make_all(results: Results, out: str | Path, names=None) -> dict[str, str]:
     """Write every figure as PNG and PDF (and the main table as Markdown / LaTeX) under `out`;
     returns name -> "written" or the reason it was skipped."""
@@ -466,16 +515,24 @@ def make_all(results: Results, out: str | Path, names=None) -> dict[str, str]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     status = {}
+    results.read = []
     try:
         write_tables(results, out)
         status["main_table"] = "written"
     except Missing as why:
         status["main_table"] = f"skipped: {why}"
+    except UNREADABLE as why:
+        status["main_table"] = _failed(results, why)
     for name in names or FIGURES:
+        results.read = []
         try:
             fig = FIGURES[name](results)
         except Missing as why:
             status[name] = f"skipped: {why}"
+            continue
+        except UNREADABLE as why:  # one bad file costs its own figures only
+            plt.close("all")
+            status[name] = _failed(results, why)
             continue
         for ext in ("png", "pdf"):
             fig.savefig(out / f"{name}.{ext}")

@@ -216,3 +216,22 @@ def test_layer_sweep_draws_hyperdas_at_every_layer_notebook_03_ran(tmp_path):
     plots.layer_sweep(plots.Results(folder))
     (folder / "hyperdas_layers.json").unlink()
     assert {r["layer"] for r in plots._hyperdas_layers(plots.Results(folder))} == {2}  # hyperdas.json alone
+
+
+def test_a_bad_results_file_names_itself_and_costs_only_its_own_figures(tmp_path):
+    folder = make_results(tmp_path / "fixture")
+    log = (folder / "train_log.jsonl").read_text().splitlines()
+    (folder / "train_log.jsonl").write_text("\n".join(log[:3] + ["{not json"] + log[3:]))
+    ablations = json.loads((folder / "ablations.json").read_text())
+    for r in ablations["records"]:
+        r.pop("n_blocks", None)  # a renamed field
+    (folder / "ablations.json").write_text(json.dumps(ablations))
+    sweep = json.loads((folder / "das_sweep.json").read_text())
+    for run in sweep["runs"]:
+        run["val"] = {m: "high" for m in ("cause", "iso", "disentangle")}  # scores as strings
+    (folder / "das_sweep.json").write_text(json.dumps(sweep))
+    status = plots.make_all(plots.Results(folder), tmp_path / "figures")
+    assert status["convergence"].startswith("failed:") and "train_log.jsonl line 4 is not JSON" in status["convergence"]
+    assert "ablations.json" in status["blocks_cross_attention"] and "n_blocks" in status["blocks_cross_attention"]
+    assert "das_sweep.json: runs[0].val.cause='high' must be a number" in status["k_tradeoff"]
+    assert status["main_table"] == status["main_disentangle"] == status["leakage_controls"] == "written"
