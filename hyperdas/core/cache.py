@@ -14,7 +14,12 @@ from filelock import FileLock
 
 def cache_root() -> Path:
     """Cache for converted models and data; set HYPERDAS_CACHE to move it."""
-    return Path(os.environ.get("HYPERDAS_CACHE", Path.home() / ".cache" / "hyperdas")).expanduser()
+    root = Path(os.environ.get("HYPERDAS_CACHE", Path.home() / ".cache" / "hyperdas")).expanduser()
+    if root.exists() and not root.is_dir():
+        from hyperdas.core.errors import HyperDASError
+
+        raise HyperDASError(f"the cache {root} (HYPERDAS_CACHE) is a file, not a folder: point it at a folder")
+    return root
 
 
 def convert_once(folder: Path, build: Callable[[Path], None]) -> Path:

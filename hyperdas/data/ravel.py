@@ -169,6 +169,19 @@ def load_domain(domain: str, ravel_dir: str | Path | None = None) -> RavelDomain
                 f"{files['entity_attributes']}: entity {entity!r} has attribute(s) {sorted(unknown)} "
                 f"with no prompts in {files['attribute_to_prompts']}"
             )
+        not_text = {a: v for a, v in values.items() if not isinstance(v, str)}
+        if not_text:
+            attribute, value = next(iter(not_text.items()))
+            raise RavelDataError(
+                f"{files['entity_attributes']}: entity {entity!r} has {attribute}={value!r} "
+                f"({type(value).__name__}); attribute values must be strings"
+            )
+    unsplit = [e for e in raw["entity_attributes"] if e not in raw["entity_to_split"]]
+    if unsplit:
+        raise RavelDataError(
+            f"{files['entity_to_split']}: {len(unsplit)} entit{'y has' if len(unsplit) == 1 else 'ies have'} no split "
+            f"(e.g. {unsplit[:3]}); give every entity of {files['entity_attributes']} one of {SPLITS}"
+        )
     _check_split(files["entity_to_split"], raw["entity_to_split"])
     _check_split(files["prompt_to_split"], raw["prompt_to_split"])
     for template, info in raw["wikipedia_prompts"].items():

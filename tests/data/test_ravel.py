@@ -87,6 +87,34 @@ def test_bad_split_is_named(tmp_path):
 
 
 @needs_shared
+def test_a_value_that_is_not_a_string_is_named(tmp_path):
+    folder = _copy_domain(tmp_path)
+    _edit(folder / "ravel_city_entity_attributes.json", lambda d: d["Aalborg"].update(Country=45))
+    with pytest.raises(
+        RavelDataError, match=r"entity 'Aalborg' has Country=45 \(int\); attribute values must be strings"
+    ):
+        load_domain("city", folder)
+
+
+@needs_shared
+def test_entities_without_a_split_are_counted_with_examples(tmp_path):
+    folder = _copy_domain(tmp_path)
+    _edit(folder / "ravel_city_entity_to_split.json", lambda d: [d.pop(e) for e in ("Aalborg", "Aarhus")])
+    with pytest.raises(RavelDataError, match=r"2 entities have no split \(e.g. \['Aalborg', 'Aarhus'\]\)"):
+        load_domain("city", folder)
+
+
+def test_a_cache_that_is_a_file_is_named(tmp_path, monkeypatch):
+    from hyperdas.core.cache import cache_root
+    from hyperdas.core.errors import HyperDASError
+
+    (tmp_path / "cache").write_text("")
+    monkeypatch.setenv("HYPERDAS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(HyperDASError, match="is a file, not a folder"):
+        cache_root()
+
+
+@needs_shared
 def test_attribute_without_prompts_is_named(tmp_path):
     folder = _copy_domain(tmp_path)
     _edit(folder / "ravel_city_entity_attributes.json", lambda d: d["Aalborg"].update(Mayor="x"))
