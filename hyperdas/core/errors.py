@@ -16,3 +16,7 @@ class ResourceError(HyperDASError, MemoryError):
 
 class ResultsError(HyperDASError, ValueError):
     """A results file that cannot be read, named with the notebook or command that writes it."""
+
+
+class WriteError(HyperDASError, OSError):
+    """A results or checkpoint file that could not be written (a full disk, a read-only folder)."""

@@ -41,6 +41,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_folder(path.parent)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        from hyperdas.core.errors import WriteError
+
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise WriteError(f"could not write {path} ({first}); the previous file, if any, is unchanged") from err
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -18,10 +18,23 @@ from hyperdas.das.training import DASConfig, load_checkpoint, save_checkpoint
 
 def test_an_error_inside_the_write_leaves_the_old_file_and_no_temporary(tmp_path):
     path = write_text(tmp_path / "r.json", "old")
-    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+    with pytest.raises(ZeroDivisionError), atomic_path(path) as tmp:
         tmp.write_text("half of the ne")
-        raise RuntimeError("disk full")
+        raise ZeroDivisionError("a bug in the writer")
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_full_disk_is_named_and_leaves_the_old_file(tmp_path):
+    from hyperdas.core.errors import WriteError
+
+    path = write_text(tmp_path / "resume.pt", "old")
+    with pytest.raises(
+        WriteError, match=r"could not write .*resume.pt \(\[Errno 28\] No space left on device\).*unchanged"
+    ):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"x" * 1000)
+            raise OSError(28, "No space left on device")
+    assert path.read_text() == "old" and len(list(tmp_path.iterdir())) == 1
 
 
 KILLED_MID_WRITE = """
