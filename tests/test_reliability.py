@@ -169,3 +169,33 @@ def test_a_truncated_pairs_file_is_named(synthetic_pairs, tmp_path):
     arrow.write_bytes(arrow.read_bytes()[:100])
     with pytest.raises(RavelDataError, match=r"the pairs in .* cannot be read .*rebuild them with notebook 01"):
         load_pairs(folder)["train"][:]
+
+
+def test_a_truncated_model_file_is_named(tiny_folders, tmp_path):
+    import shutil
+
+    from hyperdas.target.models import ModelLoadError, load_target
+
+    folder = shutil.copytree(tiny_folders["llama"], tmp_path / "tiny")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    with pytest.raises(ModelLoadError, match=r"the model folder .*tiny cannot be read .*check its files"):
+        load_target(str(folder))
+
+
+def test_a_damaged_checkpoint_is_not_reported_as_done(pairs_folder, tmp_path, capsys):
+    args = ["--config", "smoke", "--results", str(tmp_path), "--no-progress", "--set", f"pairs_in={pairs_folder}"]
+    args += ["--set", "hyper_steps=2", "--set", "hyper_eval_every=2", "--set", "n_blocks=1", "--set", "k=4"]
+    assert main(args) == 0
+    weights = tmp_path / "synthetic-llama" / "checkpoints" / "hyperdas" / "hyperdas.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "hyperdas.safetensors (100 bytes) cannot be read" in capsys.readouterr().err
+    assert main([*args, "--fresh"]) == 0
+
+
+def test_a_subspace_wider_than_the_model_is_one_line(pairs_folder, tmp_path, capsys):
+    args = ["--config", "smoke", "--results", str(tmp_path), "--no-progress", "--set", f"pairs_in={pairs_folder}"]
+    assert main([*args, "--set", "k=100000"]) == 2
+    assert "k=100000 exceeds the hidden size" in capsys.readouterr().err

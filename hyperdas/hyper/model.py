@@ -136,7 +136,7 @@ class HyperDAS(nn.Module):
         super().__init__()
         check_layer(target.n_layers, config.layer)
         if config.k > target.hidden_size and config.subspace != "none":
-            raise ValueError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
+            raise ConfigError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
         self.config, self.target_name = config, target.name
         self.hypernetwork = HyperNetwork(target, config.n_blocks, config.source_ca, config.base_ca, config.init)
         self.selection = SelectionHead(

@@ -319,6 +319,10 @@ def _train_hyperdas_unlocked(
                 f"Python: resume=False) to train it again, or write to another results folder"
             )
         check_provenance(saved.get("provenance"), built_from, folder)
+        if (folder / WEIGHTS).is_file():  # "already done" must not hide a damaged checkpoint
+            from safetensors.torch import load_file
+
+            read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), f"delete {folder} or rerun with --fresh")
         model.load_state_dict(saved["weights"])
         optimizer.load_state_dict(saved["optimizer"])
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))

@@ -300,6 +300,12 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
             else (" (it is no local folder either; offline, pass a local folder or fill the HF cache first)")
         )
         raise ModelLoadError(f"could not load model {config.spec!r} from {where}: {first}{hint}") from err
+    except Exception as err:  # e.g. a truncated safetensors file: safetensors raises its own error
+        if not Path(where).is_dir():
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        fix = "delete it to convert it again" if Path(where).is_relative_to(cache_root()) else "check its files"
+        raise ModelLoadError(f"the model folder {where} cannot be read ({first}): {fix}") from err
     if not config.load_in_4bit:
         model.to(device)
     else:
