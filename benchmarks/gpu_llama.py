@@ -6,7 +6,7 @@ time and memory depend on the shapes, not on the values. The model is saved as a
 loaded through `hyperdas.target.models.load_target`, the same path the paper profiles use. For each
 loading: one HyperDAS training step (layer 15, k=128, 8 copied blocks, batch 16, paper optimiser)
 against one bare frozen forward+backward on the same rows, one MDAS step, peak allocated/reserved
-GPU memory against `hyperdas.hyper.memory`'s estimate, and the losses of a few steps on one batch.
+GPU memory against `hyperdas.target.memory`'s estimate, and the losses of a few steps on one batch.
     python benchmarks/gpu_llama.py --rows rows.json --tokenizer FOLDER [--out results/gpu]
 `--rows`: a JSON list of pair rows (as notebook 01 builds them); default: the embedded model's
 training pairs under results/. Writes <out>/llama3-8b-random_<gpu>.json.
@@ -29,10 +29,10 @@ from das_step import bare_step, das_step  # noqa: E402  same folder
 
 from hyperdas.core.results import environment, write_json
 from hyperdas.das.interventions import RotatedSpaceInterchange
-from hyperdas.hyper.memory import GIB, estimate_for
 from hyperdas.hyper.model import HyperDAS, HyperDASConfig
 from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
 from hyperdas.target.evaluate import encode, source_vectors
+from hyperdas.target.memory import GIB, estimate_for
 from hyperdas.target.models import load_target
 
 LLAMA3_8B = dict(
@@ -83,7 +83,7 @@ def timed(fn, repeats: int, device: str) -> list[float]:
 
 def _allocated(device: str) -> int:
     """Bytes held now: allocated GPU memory, or the resident set on a CPU (dry runs)."""
-    from hyperdas.hyper.memory import in_use
+    from hyperdas.target.memory import in_use
 
     return in_use(torch.device(device))
 

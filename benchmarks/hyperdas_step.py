@@ -5,7 +5,7 @@ without gradients, hypernetwork, selection, subspace, the edited base run, weigh
 sparsity, backward, clipping, AdamW) against one bare frozen forward+backward of the target on
 the same base rows (gradient to the residual stream after the same layer; see das_step.py).
 Interleaved after warm-up; medians reported. Goal: ratio <= 2.0. Also the memory estimate that
-training prints (`hyperdas.hyper.memory`) against the peak resident set (goal: within 15%).
+training prints (`hyperdas.target.memory`) against the peak resident set (goal: within 15%).
     python benchmarks/hyperdas_step.py [--model smollm2-135m] [--layer 15] [--k 32] [--n-blocks 2]
 Writes the section "hyperdas_step" of results/<model>/benchmarks.json.
 """
@@ -24,10 +24,10 @@ from das_step import bare_step, timed  # noqa: E402  same folder: the shared ref
 
 from hyperdas.core.results import results_dir, write_section
 from hyperdas.data.dataset import load_pairs, pairs_dir
-from hyperdas.hyper.memory import estimate_for
 from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference
 from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
 from hyperdas.target.evaluate import evaluate
+from hyperdas.target.memory import estimate_for
 from hyperdas.target.models import load_target
 
 

@@ -24,7 +24,7 @@ BEFORE_LOADING = [
     (["--set", "hyper_eval_every=0"], "HyperTrainConfig.eval_every=0: must be >= 1"),
     (["--set", "hyper_steps=-5"], "HyperTrainConfig.steps=-5: must be >= 0"),
     (["--set", "k=0"], "HyperDASConfig.k=0: must be >= 1"),
-    (["--set", "layer=-1"], "HyperDASConfig.layer=-1: must be >= 0"),
+    (["--set", "layer=top"], "HyperDASConfig.layer must be int, not str 'top'"),
     (["--set", "n_blocks=-1"], "HyperDASConfig.n_blocks=-1: must be >= 0"),
     (["--set", "source_ca=maybe"], "HyperDASConfig.source_ca must be bool, not str 'maybe'"),
     (["--set", "subspace=pca"], "HyperDASConfig.subspace='pca'"),

@@ -28,6 +28,7 @@ from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.distributed import SINGLE, DistributedError, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits, source_vectors
 from hyperdas.target.hooks import check_layer
+from hyperdas.target.memory import check_fits, estimate_das
 from hyperdas.target.provenance import check_provenance, provenance
 
 METHODS = ("das", "mdas")
@@ -54,7 +55,7 @@ class DASConfig(FrozenConfig):
         check_ranges(
             self,
             positive=("lr",),
-            non_negative=("steps", "causal_weight", "iso_weight", "layer"),
+            non_negative=("steps", "causal_weight", "iso_weight"),
             at_least_one=("k", "batch_size", "eval_every", "patience", "max_val_pairs"),
         )
         if self.method not in METHODS:
@@ -185,6 +186,10 @@ def _train_das_unlocked(
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     train = encode(target.tokenizer, select_rows(pairs["train"], config))
+    per_process = min(-(-config.batch_size // runtime.world), len(train))  # each process holds its share
+    longest = lambda rows: max(len(r) for r in rows)  # noqa: E731
+    need = estimate_das(target, layer, config.k, per_process, longest(train.base), longest(train.source))
+    check_fits(need, what="DAS/MDAS training", fix="lower batch_size, or load the target in 4-bit (load_in_4bit=True)")
     val = None
     if "val" in pairs and len(pairs["val"]):
         # both kinds for either method: early stopping reads Disentangle, which needs Iso

@@ -42,9 +42,7 @@ class HyperDASConfig(FrozenConfig):
     instruction: str = DEFAULT_INSTRUCTION  # str.format over the pair's fields
 
     def __post_init__(self) -> None:
-        check_ranges(
-            self, non_negative=("layer", "n_blocks", "position_offsets"), at_least_one=("k", "selection_heads")
-        )
+        check_ranges(self, non_negative=("n_blocks", "position_offsets"), at_least_one=("k", "selection_heads"))
         for field, value, allowed in (("init", self.init, INITS), ("subspace", self.subspace, KINDS)):
             if value not in allowed:
                 raise ConfigError(f"HyperDASConfig.{field}={value!r}: use one of {allowed}")

@@ -26,12 +26,12 @@ from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError
 from hyperdas.core.files import append_line, atomic_path, folder_lock, read_or_explain, write_text
 from hyperdas.data.ravel import RavelDataError
-from hyperdas.hyper.memory import check_fits, estimate_for
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
 from hyperdas.hyper.selection import MODES, sparsity_penalty
 from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits
 from hyperdas.target.hooks import check_layer, checkpointed
+from hyperdas.target.memory import check_fits, estimate_for
 from hyperdas.target.provenance import check_provenance, provenance
 
 WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
@@ -250,7 +250,7 @@ def train_hyperdas(
 
     `model`: an already built variant to train (e.g. an ablation's, with a part swapped); its
     config must be `config`. By default a fresh `HyperDAS(target, config)`. `check_memory`: print
-    the memory estimate first and refuse a run the device cannot hold (`hyperdas.hyper.memory`).
+    the memory estimate first and refuse a run the device cannot hold (`hyperdas.target.memory`).
     `runtime`: several processes under `accelerate launch` (`hyperdas.target.distributed.runtime()`);
     the numbers equal one process's on the same global batch, only the main process writes."""
     lock = folder_lock(out_dir) if out_dir is not None and runtime.is_main else nullcontext()

@@ -92,7 +92,7 @@ def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_
 
 
 def test_a_run_the_device_cannot_hold_is_refused_before_training(synthetic_target, pairs, monkeypatch, capsys):
-    from hyperdas.hyper import memory
+    from hyperdas.target import memory
 
     monkeypatch.setattr(memory, "available", lambda device: 1024)  # 1 KiB free
     with pytest.raises(MemoryError, match="HyperDAS training needs about"):

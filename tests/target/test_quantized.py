@@ -134,8 +134,8 @@ def test_hyperdas_trains_with_a_4bit_target_and_a_full_precision_hypernetwork(qu
 
 @pytest.mark.skipif(bool(SKIP), reason=SKIP or "runs")
 def test_memory_estimate_counts_a_4bit_targets_copied_blocks_de_quantised(tiny_folders):
-    from hyperdas.hyper import memory
     from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+    from hyperdas.target import memory
 
     quantized = load_target(str(tiny_folders["llama"]), load_in_4bit=True)
     config = HyperDASConfig(layer=1, k=4, n_blocks=2, selection_heads=4)

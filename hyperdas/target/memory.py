@@ -1,5 +1,6 @@
-"""How much memory HyperDAS training will take, printed before training and checked against the
-device, so a run that cannot fit stops with a message instead of an out-of-memory crash hours in.
+"""How much memory HyperDAS (and DAS/MDAS) training will take, printed before training and checked
+against the device, so a run that cannot fit stops with a message instead of an out-of-memory crash
+hours in.
 
 estimate = what the process holds now (the loaded target, the runtime; measured: resident set on
 a CPU, allocated memory on a GPU) + what training adds: the hypernetwork's weights, gradients and
@@ -136,6 +137,30 @@ class MemoryEstimate:
         )
 
 
+def _shape(target) -> tuple[int, int, int, int, int]:
+    """(hidden size, layers, attention heads, MLP width, bytes per activation value)."""
+    c = target.model.config
+    dtype_bytes = next(target.model.parameters()).element_size()
+    dtype_bytes = 2 if dtype_bytes < 2 else dtype_bytes  # 4-bit targets compute in bf16
+    return (
+        target.hidden_size,
+        target.n_layers,
+        c.num_attention_heads,
+        getattr(c, "intermediate_size", 4 * target.hidden_size),
+        dtype_bytes,
+    )
+
+
+def _edited_pass(target, layer: int, B: int, T: int, checkpoint_target: bool = False) -> int:
+    """What the edited pass keeps for backward: the blocks above the intervened layer run with gradients."""
+    D, n, heads, inter, dtype_bytes = _shape(target)
+    upper = n - 1 - layer % n
+    per_block = B * T * (10 * D + 4 * inter + 2 * heads * T) * dtype_bytes
+    if checkpoint_target and upper > 0:
+        return upper * B * T * D * dtype_bytes + per_block + 3 * B * T * D * dtype_bytes
+    return upper * per_block + 3 * B * T * D * dtype_bytes
+
+
 def estimate(
     target,
     config,
@@ -148,13 +173,8 @@ def estimate(
     """Peak memory of one HyperDAS training step on `target` (see module doc); token counts are the
     longest rows of a batch. `checkpoint_target`: the blocks above the layer keep only their inputs
     (plus one block's activations during its recomputation)."""
-    D, n = target.hidden_size, target.n_layers
-    c = target.model.config
-    heads, kv_heads = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-    kv_dim = D // heads * kv_heads
-    inter = getattr(c, "intermediate_size", 4 * D)
-    dtype_bytes = next(target.model.parameters()).element_size()
-    dtype_bytes = 2 if dtype_bytes < 2 else dtype_bytes  # 4-bit targets compute in bf16
+    D, n, heads, inter, dtype_bytes = _shape(target)
+    kv_dim = D // heads * (getattr(target.model.config, "num_key_value_heads", None) or heads)
     B, T, S_tokens = batch_size, base_tokens, source_tokens
     params = hypernetwork_parameters(target, config)
     # every layer's states of both rows: the output tuple, their stacked copy, the normalised float copy
@@ -167,12 +187,7 @@ def estimate(
         config.n_blocks * n_ca * B * S // 2 * (D + 2 * kv_dim + heads * instruction_tokens) * dtype_bytes
         + config.n_blocks * B * instruction_tokens * (10 * D + 4 * inter) * dtype_bytes
     )
-    upper = n - 1 - config.layer % n  # blocks above the intervened layer run with gradients
-    per_block = B * T * (10 * D + 4 * inter + 2 * heads * T) * dtype_bytes
-    if checkpoint_target and upper > 0:
-        edited = upper * B * T * D * dtype_bytes + per_block + 3 * B * T * D * dtype_bytes
-    else:
-        edited = upper * per_block + 3 * B * T * D * dtype_bytes
+    edited = _edited_pass(target, config.layer, B, T, checkpoint_target)
     weights = sum(p.numel() * p.element_size() for p in target.model.parameters())
     return MemoryEstimate(
         in_use=in_use(target.device),
@@ -199,12 +214,32 @@ def estimate_for(target, config, enc, batch_size: int, checkpoint_target: bool =
     )
 
 
-def check_fits(found: MemoryEstimate, free: int | None = None, device: torch.device | None = None) -> None:
+def estimate_das(target, layer: int, k: int, batch_size: int, base_tokens: int, source_tokens: int) -> MemoryEstimate:
+    """Peak memory of one DAS/MDAS step: the rotation (float32 weights, gradients, AdamW moments), the
+    source vectors read at the layer, and the edited pass above it."""
+    D, dtype_bytes = target.hidden_size, _shape(target)[4]
+    return MemoryEstimate(
+        in_use=in_use(target.device),
+        target_weights=sum(p.numel() * p.element_size() for p in target.model.parameters()),
+        hypernetwork=4 * D * k * 4,
+        read_states=batch_size * source_tokens * D * dtype_bytes,
+        hypernetwork_activations=0,
+        edited_pass=_edited_pass(target, layer, batch_size, base_tokens),
+        device=str(target.device),
+    )
+
+
+def check_fits(
+    found: MemoryEstimate,
+    free: int | None = None,
+    device: torch.device | None = None,
+    what: str = "HyperDAS training",
+    fix: str = "lower hyper_batch_size or n_blocks, or load the target in 4-bit (load_in_4bit=True)",
+) -> None:
     """Refuse (ResourceError, a MemoryError) when what training adds exceeds what the device can still give."""
     free = free if free is not None else available(device or torch.device(found.device))
     if free is not None and found.added > free:
         raise ResourceError(
-            f"HyperDAS training needs about {found.added / GIB:.1f} GiB more but {found.device} has "
-            f"{free / GIB:.1f} GiB free ({found.describe()}): lower hyper_batch_size or n_blocks, or "
-            f"load the target in 4-bit (load_in_4bit=True)"
+            f"{what} needs about {found.added / GIB:.1f} GiB more but {found.device} has "
+            f"{free / GIB:.1f} GiB free ({found.describe()}): {fix}"
         )

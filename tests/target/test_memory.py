@@ -3,8 +3,8 @@ and a clear refusal when the device cannot hold the run."""
 
 import pytest
 
-from hyperdas.hyper import memory
 from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+from hyperdas.target import memory
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
@@ -59,3 +59,19 @@ def test_allocator_overhead_follows_the_device_type():
         found = memory.MemoryEstimate(device=device, **parts)
         assert found.added == int(700 * state + 300 * activations) and found.total == 1000 + found.added
         assert f"x{state} on the hypernetwork, x{activations} on the activations" in found.describe()
+
+
+def test_das_training_is_checked_too(synthetic_target, synthetic_pairs, monkeypatch):
+    from hyperdas.core.errors import ResourceError
+    from hyperdas.das.training import DASConfig, train_das
+
+    small = memory.estimate_das(synthetic_target, 0, 4, batch_size=4, base_tokens=10, source_tokens=10)
+    large = memory.estimate_das(synthetic_target, 0, 4, batch_size=8, base_tokens=10, source_tokens=10)
+    assert (
+        0 < small.activations < large.activations
+        and small.hypernetwork == large.hypernetwork == 4 * synthetic_target.hidden_size * 4 * 4
+    )
+    monkeypatch.setattr(memory, "available", lambda device: 1024)
+    pairs = synthetic_pairs(max_pairs={"train": 16, "val": 4, "test": 4})
+    with pytest.raises(ResourceError, match=r"DAS/MDAS training needs about .* GiB more .*lower batch_size"):
+        train_das(synthetic_target, pairs, DASConfig(method="mdas", layer=0, k=4, steps=1), progress=False)
