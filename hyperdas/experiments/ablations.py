@@ -591,6 +591,7 @@ def write_results(
     checkpoint: str | Path,
     pairs_folder: str | Path,
     results_root: str | Path,
+    provenance: dict | None = None,
 ) -> Path:
     """`ablations.json` (read by `hyperdas.experiments.plots`): every record so far, the seconds and
     sentences per ablation, and the configs (`configs`: model, hyperdas, train, ablation, ablations)."""
@@ -602,6 +603,7 @@ def write_results(
             "records": records,
             "timings": timings,
             "interpretation": interpretation,
+            "provenance": provenance,
             "config": {
                 **configs,
                 "checkpoint": portable_path(checkpoint, results_root),
