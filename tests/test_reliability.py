@@ -16,8 +16,8 @@ BEFORE_LOADING = [
     (["--set", "hyper_stepz=3"], "unknown parameter(s) hyper_stepz (did you mean hyper_steps?)"),
     (["--set", "hyper_steps=abc"], "HyperTrainConfig.steps must be int, not str 'abc'"),
     (["--set", "hyper_lr=fast"], "HyperTrainConfig.lr must be float, not str 'fast'"),
-    (["--set", "hyper_lr=-1"], "HyperTrainConfig.lr=-1: must be > 0"),
-    (["--set", "hyper_lr_rotation=0"], "HyperTrainConfig.lr_rotation=0: must be > 0"),
+    (["--set", "hyper_lr=-1"], "HyperTrainConfig.lr=-1: must be >= 0"),
+    (["--set", "hyper_lr_rotation=-0.1"], "HyperTrainConfig.lr_rotation=-0.1: must be >= 0"),
     (["--set", "causal_weight=-3"], "HyperTrainConfig.causal_weight=-3: must be >= 0"),
     (["--set", "iso_weight=-0.5"], "HyperTrainConfig.iso_weight=-0.5: must be >= 0"),
     (["--set", "hyper_batch_size=0"], "HyperTrainConfig.batch_size=0: must be >= 1"),
@@ -28,7 +28,7 @@ BEFORE_LOADING = [
     (["--set", "n_blocks=-1"], "HyperDASConfig.n_blocks=-1: must be >= 0"),
     (["--set", "source_ca=maybe"], "HyperDASConfig.source_ca must be bool, not str 'maybe'"),
     (["--set", "subspace=pca"], "HyperDASConfig.subspace='pca'"),
-    (["--method", "mdas", "--set", "lr=0"], "DASConfig.lr=0: must be > 0"),
+    (["--method", "mdas", "--set", "lr=-0.01"], "DASConfig.lr=-0.01: must be >= 0"),
     (["--method", "mdas", "--set", "patience=0"], "DASConfig.patience=0: must be >= 1"),
     (["--method", "das", "--set", "steps=ten"], "DASConfig.steps must be int, not str 'ten'"),
     (["--set", "dtype=float8"], "ModelConfig.dtype='float8'"),
@@ -85,14 +85,14 @@ def test_cli_names_what_shows_once_the_model_is_loaded(extra, message, pairs_fol
 
 
 def test_debug_shows_the_traceback():
-    with pytest.raises(ConfigError, match="must be > 0"):
+    with pytest.raises(ConfigError, match="must be >= 0"):
         main(["--config", "smoke", "--set", "hyper_lr=-1", "--debug"])
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["--set", "hyper_lr=-1"], "HyperTrainConfig.lr=-1: must be > 0"),
+        (["--set", "hyper_lr=-1"], "HyperTrainConfig.lr=-1: must be >= 0"),
         (["--set", "hyper_stepz=3"], "unknown override(s) hyper_stepz"),
         (["--set", "k=abc"], "HyperDASConfig.k must be int"),
     ],
@@ -104,7 +104,7 @@ def test_batch_runner_refuses_before_the_first_notebook(overrides, message, tmp_
 
 
 def test_notebooks_build_their_configs_through_the_same_checks():
-    with pytest.raises(ConfigError, match="HyperTrainConfig.lr=-0.1: must be > 0"):
+    with pytest.raises(ConfigError, match="HyperTrainConfig.lr=-0.1: must be >= 0"):
         P.hyperdas_configs({"hyper_lr": -0.1})
     with pytest.raises(ConfigError, match="DASConfig.max_val_pairs=0: must be >= 1"):
         P.das_config({"max_val_pairs": 0})

@@ -54,8 +54,7 @@ class DASConfig(FrozenConfig):
     def __post_init__(self) -> None:
         check_ranges(
             self,
-            positive=("lr",),
-            non_negative=("steps", "causal_weight", "iso_weight"),
+            non_negative=("lr", "steps", "causal_weight", "iso_weight"),
             at_least_one=("k", "batch_size", "eval_every", "patience", "max_val_pairs"),
         )
         if self.method not in METHODS:

@@ -62,8 +62,9 @@ class HyperTrainConfig(FrozenConfig):
     def __post_init__(self) -> None:
         check_ranges(
             self,
-            positive=("lr", "lr_rotation", "clip"),
-            non_negative=("steps", "weight_decay", "causal_weight", "iso_weight", "sparsity_from", "sparsity_to"),
+            positive=("clip",),  # a learning rate of 0 is allowed: it freezes (e.g. to compare gradients)
+            non_negative=("lr", "lr_rotation", "steps", "weight_decay", "causal_weight", "iso_weight")
+            + ("sparsity_from", "sparsity_to"),
             at_least_one=("batch_size", "eval_every", "max_val_pairs"),
         )
         unknown = [m for m in self.eval_modes if m not in MODES]
