@@ -8,6 +8,8 @@ one whole line. A crash can leave a temporary file behind; `remove_leftovers` cl
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import secrets
 from collections.abc import Iterator
@@ -124,3 +126,25 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
     finally:
         (folder / f"{LOCK}.pid").unlink(missing_ok=True)
         lock.release()
+
+
+def one_writer(folder_arg: str):
+    """Decorator: the function holds `folder_lock` on its `folder_arg` argument while it runs (when
+    that is given, and only in the main process of a `runtime` argument, the one that writes)."""
+
+    def wrap(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def locked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            folder, runtime = bound.arguments[folder_arg], bound.arguments.get("runtime")
+            if folder is None or (runtime is not None and not runtime.is_main):
+                return fn(*args, **kwargs)
+            with folder_lock(folder):
+                return fn(*args, **kwargs)
+
+        return locked
+
+    return wrap

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError
-from hyperdas.core.files import atomic_path, folder_lock, read_or_explain, write_text
+from hyperdas.core.files import atomic_path, one_writer, read_or_explain, write_text
 from hyperdas.das.interventions import RotatedSpaceInterchange
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.distributed import SINGLE, DistributedError, Runtime, weighted_step
@@ -145,6 +144,7 @@ def _load_resume(folder: Path, config: DASConfig) -> dict | None:
     return state
 
 
+@one_writer("checkpoint_dir")  # one writer per checkpoint folder
 def train_das(
     target,
     pairs,
@@ -162,21 +162,6 @@ def train_das(
     launch` (`hyperdas.target.distributed.runtime()`); the numbers equal one process's, only the main
     process writes.
     """
-    lock = folder_lock(checkpoint_dir) if checkpoint_dir is not None and runtime.is_main else nullcontext()
-    with lock:  # one writer per checkpoint folder
-        return _train_das_unlocked(target, pairs, config, checkpoint_dir, progress, resume, runtime)
-
-
-def _train_das_unlocked(
-    target,
-    pairs,
-    config: DASConfig,
-    checkpoint_dir: str | Path | None = None,
-    progress: bool = True,
-    resume: bool = True,
-    runtime: Runtime = SINGLE,
-) -> TrainResult:
-
     layer = check_layer(target.n_layers, config.layer)
     if runtime.fsdp:
         raise DistributedError("DAS/MDAS train one D x k rotation, which FSDP has nothing to shard: launch with DDP")

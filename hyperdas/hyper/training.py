@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError
-from hyperdas.core.files import append_line, atomic_path, folder_lock, read_or_explain, write_text
+from hyperdas.core.files import append_line, atomic_path, one_writer, read_or_explain, write_text
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
 from hyperdas.hyper.selection import MODES, sparsity_penalty
@@ -235,6 +235,7 @@ def train_step(
     }
 
 
+@one_writer("out_dir")  # one writer per checkpoint folder
 def train_hyperdas(
     target,
     pairs,
@@ -254,26 +255,6 @@ def train_hyperdas(
     the memory estimate first and refuse a run the device cannot hold (`hyperdas.target.memory`).
     `runtime`: several processes under `accelerate launch` (`hyperdas.target.distributed.runtime()`);
     the numbers equal one process's on the same global batch, only the main process writes."""
-    lock = folder_lock(out_dir) if out_dir is not None and runtime.is_main else nullcontext()
-    with lock:  # one writer per checkpoint folder
-        return _train_hyperdas_unlocked(
-            target, pairs, config, train, out_dir, progress, resume, model, check_memory, runtime
-        )
-
-
-def _train_hyperdas_unlocked(
-    target,
-    pairs,
-    config: HyperDASConfig,
-    train: HyperTrainConfig,
-    out_dir: str | Path | None = None,
-    progress: bool = True,
-    resume: bool = True,
-    model: HyperDAS | None = None,
-    check_memory: bool = True,
-    runtime: Runtime = SINGLE,
-) -> HyperTrainResult:
-
     check_layer(target.n_layers, config.layer)
     started = time.perf_counter()
     torch.manual_seed(train.seed)

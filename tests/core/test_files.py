@@ -131,3 +131,16 @@ def test_training_into_a_folder_in_use_is_refused(synthetic_target, synthetic_pa
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_one_writer_locks_only_a_given_folder_in_the_main_process(tmp_path):
+    from types import SimpleNamespace
+
+    from hyperdas.core.files import one_writer
+
+    @one_writer("folder")
+    def write(folder=None, runtime=None):
+        return (tmp_path / ".lock.pid").is_file()
+
+    assert write(tmp_path) is True and write() is False
+    assert write(tmp_path, runtime=SimpleNamespace(is_main=False)) is False  # other processes do not write
