@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--fresh", action="store_true", help="train again, ignoring the checkpoint folder's state")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
+    parser.add_argument(
+        "--no-faithfulness",
+        dest="faithfulness",
+        action="store_false",
+        help="HyperDAS: skip the conflict and held-out-entity scores on the test pairs after training",
+    )
     args = parser.parse_args(argv)
     try:
         return _train(args)
@@ -104,6 +110,11 @@ def _train(args) -> int:
         configs = {"model": model_config, "das": das}
         if run.is_main:  # the loss log HyperDAS writes as it goes
             write_text(out / "train_log.jsonl", "".join(json.dumps(entry) + "\n" for entry in result.history))
+    faithful = None
+    if das is None and run.is_main and args.faithfulness:  # every HyperDAS number carries its faithfulness
+        from hyperdas.experiments.faithfulness import CONFLICT_PAIRS, faithfulness
+
+        faithful = faithfulness(target, result.model, pairs, n_conflict=params.get("n_conflict", CONFLICT_PAIRS))
     if run.is_main:
         write_json(
             out / f"{args.method}_cli.json",
@@ -118,9 +129,13 @@ def _train(args) -> int:
                 "processes": run.world,
                 "micro_batch": args.micro_batch,
                 "fsdp": run.fsdp,
+                **({"faithfulness": faithful} if faithful else {}),
             },
         )
         print(f"best val {result.best_val} at step {result.best_step}; checkpoint in {out}")
+        if faithful:
+            shares = {m: round(c["follows_activations"], 3) for m, c in faithful["conflict"].items()}
+            print(f"conflict pairs ({faithful['conflict_pairs']}): output follows the activations in {shares}")
     return 0
 
 

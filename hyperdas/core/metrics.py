@@ -71,3 +71,16 @@ def _mean_scores(items) -> dict:
         values = [i[key] for i in items if i[key] is not None]
         out[key] = mean(values) if values else None
     return out
+
+
+def faithfulness_columns(block: dict, mode: str) -> dict:
+    """One inference mode's faithfulness as flat table columns, from a results file's `faithfulness`
+    block (`hyperdas.experiments.faithfulness`): the conflict shares and held-out-entity Disentangle."""
+    conflict = block["conflict"][mode]
+    row = {
+        "follows_activations": conflict["follows_activations"],
+        "follows_instruction": conflict["follows_instruction"],
+    }
+    if "test_entity" in block:
+        row["test_entity_disentangle"] = block["test_entity"][mode]["disentangle"]
+    return row

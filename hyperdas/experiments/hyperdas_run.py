@@ -3,7 +3,9 @@ the training log, saved selections and Householder vectors, and the results file
 
 The schema of `hyperdas.json` (read by `hyperdas.experiments.plots` and `hyperdas.batch.headline`):
 `records` is a list of {method, mode, domain, attribute, layer, cause, iso, disentangle, n_causal,
-n_isolate[, generation]}; `config` holds the model, hyperdas and train configs and the pairs folder.
+n_isolate[, generation]}; `config` holds the model, hyperdas and train configs and the pairs folder;
+`faithfulness` the conflict outcomes and held-out-entity scores per mode
+(`hyperdas.experiments.faithfulness`), with `follows_activations` / `follows_instruction` {mode: share}.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hyperdas.core.files import write_text
 from hyperdas.core.results import portable_path, read_json, write_json, write_section
 from hyperdas.hyper.model import Inference, householder_vectors, selection_matrices, selection_record
 from hyperdas.hyper.selection import MODES
+from hyperdas.hyper.store import ActivationStore
 from hyperdas.hyper.training import LOG
 from hyperdas.target.evaluate import evaluate
 
@@ -24,10 +27,12 @@ RESULTS, LAYERS, TRAIN_LOG = "hyperdas.json", "hyperdas_layers.json", "train_log
 
 
 def score_test_pairs(target, model, test, layer: int, generation: bool = False) -> tuple[list[dict], float]:
-    """One record per (inference mode, domain, attribute) of the encoded test pairs; and the seconds taken."""
+    """One record per (inference mode, domain, attribute) of the encoded test pairs; and the seconds
+    taken. The read passes are computed once for the three modes (an activation store)."""
     records, start = [], time.perf_counter()
+    store = ActivationStore(target, test, layer, model.config.include_suffix, progress=False)
     for mode in MODES:
-        method = Inference(model, mode)
+        method = Inference(model, mode, store=store)
         scores, _ = evaluate(target, layer, method, test)
         generated = evaluate(target, layer, method, test, mode="generation")[0] if generation else None
         for domain, attributes in scores["per_attribute"].items():
@@ -115,9 +120,12 @@ def write_results(
     result,
     test_seconds: float,
     results_root: str | Path,
+    faithfulness: dict | None = None,
 ) -> tuple[Path, Path]:
     """`hyperdas.json` (this run) and this layer's section of `hyperdas_layers.json` (every layer run
-    so far, for the layer-sweep figure). `configs`: {"model", "hyperdas", "train"} configs."""
+    so far, for the layer-sweep figure). `configs`: {"model", "hyperdas", "train"} configs.
+    `faithfulness`: `hyperdas.experiments.faithfulness.faithfulness`'s block; its conflict shares are
+    also written flat, as `follows_activations` / `follows_instruction` per mode."""
     out_dir = Path(out_dir)
     layer = configs["hyperdas"].layer
     path = write_json(
@@ -133,6 +141,7 @@ def write_results(
             "trainable_parameters": sum(p.numel() for p in result.model.parameters()),
             "timings": {"train_seconds": result.seconds, "test_seconds": test_seconds},
             "provenance": result.provenance,
+            **(_faithful_fields(faithfulness) if faithfulness else {}),
         },
     )
     layers = write_section(
@@ -144,6 +153,16 @@ def write_results(
             "seed": seed,
             "best_step": result.best_step,
             "steps_run": len(result.history),
+            **(_faithful_fields(faithfulness) if faithfulness else {}),
         },
     )
     return path, layers
+
+
+def _faithful_fields(block: dict) -> dict:
+    conflict = block["conflict"]
+    return {
+        "faithfulness": block,
+        "follows_activations": {mode: c["follows_activations"] for mode, c in conflict.items()},
+        "follows_instruction": {mode: c["follows_instruction"] for mode, c in conflict.items()},
+    }

@@ -28,6 +28,10 @@ HYPERDAS = {
         "base_ca",
         "include_suffix",
         "position_offsets",
+        "selection_positions",
+        "ca_positions",
+        "sink",
+        "instruction",
     )
 }
 HYPER_TRAIN = {
@@ -41,6 +45,9 @@ HYPER_TRAIN = {
     "hyper_max_val_pairs": "max_val_pairs",
     "seed": "seed",
     "checkpoint_target": "checkpoint_target",
+    "train_selection": "train_selection",
+    "selection_entropy": "selection_entropy",
+    "activation_store": "activation_store",
 }
 DAS = {
     name: name

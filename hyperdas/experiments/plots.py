@@ -20,6 +20,7 @@ import pandas as pd
 import seaborn as sns
 
 from hyperdas.core.errors import HyperDASError
+from hyperdas.core.metrics import faithfulness_columns
 from hyperdas.core.results import REPO
 
 METRICS = ("cause", "iso", "disentangle")
@@ -154,7 +155,15 @@ def main_table(results: Results) -> pd.DataFrame:
         pass
     frame = pd.DataFrame(rows)[["domain", "attribute", "method", *METRICS]]
     mean = frame.groupby(["domain", "method"], as_index=False)[list(METRICS)].mean().assign(attribute="mean")
-    return pd.concat([frame, mean]).set_index(["domain", "attribute", "method"]).sort_index()
+    table = pd.concat([frame, mean]).set_index(["domain", "attribute", "method"]).sort_index()
+    faithful = results.json("hyperdas.json").get("faithfulness")
+    if faithful:  # every HyperDAS mean carries its faithfulness (hyperdas.experiments.faithfulness)
+        for mode in faithful["conflict"]:
+            method = f"HyperDAS ({mode.replace('_', '-')})"
+            for column, value in faithfulness_columns(faithful, mode).items():
+                for domain in table.index.get_level_values("domain").unique():
+                    table.loc[(domain, "mean", method), column] = value
+    return table
 
 
 def reference_table(results: Results) -> pd.DataFrame:

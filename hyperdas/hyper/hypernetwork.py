@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from hyperdas.core.errors import HyperDASError
+from hyperdas.hyper.selection import rotate_half
 
 
 class StructureError(HyperDASError, TypeError):
@@ -74,11 +75,6 @@ def trainable_copy(module: nn.Module) -> nn.Module:
     return copied
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class Attention(nn.Module):
     """(Grouped-query) multi-head attention built from copies of a target block's projections."""
 
@@ -113,8 +109,11 @@ class Attention(nn.Module):
         kv_mask: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         causal: bool = False,
+        kv_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """x (B, T, D) attends to kv (B, S, D); kv_mask (B, S) is True where attending is allowed."""
+        """x (B, T, D) attends to kv (B, S, D); kv_mask (B, S) is True where attending is allowed.
+        `rope`: (cos, sin) at x's positions, for the queries and (self-attention) the keys;
+        `kv_rope`: the keys' own (cross-attention with key positions)."""
         B, T, _ = x.shape
         S = kv.shape[1]
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
@@ -123,7 +122,10 @@ class Attention(nn.Module):
         v = v.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:
             cos, sin = (t.unsqueeze(1) for t in rope)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+            q = q * cos + rotate_half(q) * sin
+            if kv_rope is not None:
+                cos, sin = (t.unsqueeze(1) for t in kv_rope)
+            k = k * cos + rotate_half(k) * sin
         mask = kv_mask[:, None, None, :].expand(B, 1, T, S)
         if causal:
             mask = mask & torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
@@ -149,13 +151,17 @@ class HyperBlock(nn.Module):
         self.mlp_norm = trainable_copy(block.post_attention_layernorm)
         self.mlp = trainable_copy(block.mlp)
 
-    def forward(self, x, mask, rope, source, source_mask, base, base_mask):
+    def forward(self, x, mask, rope, source, source_mask, base, base_mask, kv_ropes=None):
+        """`kv_ropes`: (source, base) key rotations when the cross-attentions use positions."""
         h = self.self_norm(x)
         x = x + self.self_attn(h, h, mask, rope=rope, causal=True)
+        source_rope, base_rope = kv_ropes if kv_ropes is not None else (None, None)
         if self.source_ca is not None:
-            x = x + self.source_ca(self.source_norm(x), source, source_mask)
+            ca_rope = rope if source_rope is not None else None
+            x = x + self.source_ca(self.source_norm(x), source, source_mask, rope=ca_rope, kv_rope=source_rope)
         if self.base_ca is not None:
-            x = x + self.base_ca(self.base_norm(x), base, base_mask)
+            ca_rope = rope if base_rope is not None else None
+            x = x + self.base_ca(self.base_norm(x), base, base_mask, rope=ca_rope, kv_rope=base_rope)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -164,10 +170,21 @@ INITS = ("target", "scratch")
 
 class HyperNetwork(nn.Module):
     """Instruction encoder: the target's embeddings and first `n_blocks` blocks (copies) with
-    cross-attention to source and base states; returns the last instruction token's state z."""
+    cross-attention to source and base states; returns the last instruction token's state z.
+    `positions`: the cross-attention keys get rotary positions over the flattened (token, layer)
+    axis, counting allowed keys only, and the queries their instruction positions (official)."""
 
-    def __init__(self, target, n_blocks: int, source_ca: bool = True, base_ca: bool = True, init: str = "target"):
+    def __init__(
+        self,
+        target,
+        n_blocks: int,
+        source_ca: bool = True,
+        base_ca: bool = True,
+        init: str = "target",
+        positions: bool = False,
+    ):
         super().__init__()
+        self.positions = positions
         if init not in INITS:
             raise ValueError(f"unknown hypernetwork init {init!r}; use one of {INITS}")
         layers = target.layers
@@ -201,8 +218,13 @@ class HyperNetwork(nn.Module):
         positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         rope = self.rotary(x, positions)
         mask = mask.bool()
+        kv_ropes = None
+        if self.positions and self.blocks:
+            kv_ropes = tuple(
+                None if m is None else self.rotary(x, m.long().cumsum(1) * m.long()) for m in (source_mask, base_mask)
+            )
         for block in self.blocks:
-            x = block(x, mask, rope, source, source_mask, base, base_mask)
+            x = block(x, mask, rope, source, source_mask, base, base_mask, kv_ropes)
         return x
 
     def forward(self, ids, mask, source, source_mask, base, base_mask) -> torch.Tensor:

@@ -19,11 +19,12 @@ from torch import nn
 
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.hyper.hypernetwork import INITS, HyperNetwork
-from hyperdas.hyper.selection import MODES, SelectionHead, harden
+from hyperdas.hyper.selection import MODES, POSITIONS, SelectionHead, harden
 from hyperdas.hyper.subspace import KINDS, Subspace, interchange
 from hyperdas.target.hooks import check_layer
 
 DEFAULT_INSTRUCTION = "{entity} ; {counterfactual_entity} - {target_attribute}"  # the official format
+SINK_RULES = ("keep", "exclude")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +41,18 @@ class HyperDASConfig(FrozenConfig):
     include_suffix: bool = False  # let the hypernetwork read the prompt after the entity
     selection_heads: int = 8
     instruction: str = DEFAULT_INSTRUCTION  # str.format over the pair's fields
+    selection_positions: str = "none"  # "rotary": the official pair-dependent scores (`selection`)
+    ca_positions: bool = False  # rotary positions on the cross-attention keys (official)
+    sink: str = "keep"  # "exclude": position 0 (the attention sink) is never selected nor edited
 
     def __post_init__(self) -> None:
         check_ranges(self, non_negative=("n_blocks", "position_offsets"), at_least_one=("k", "selection_heads"))
-        for field, value, allowed in (("init", self.init, INITS), ("subspace", self.subspace, KINDS)):
+        for field, value, allowed in (
+            ("init", self.init, INITS),
+            ("subspace", self.subspace, KINDS),
+            ("selection_positions", self.selection_positions, POSITIONS),
+            ("sink", self.sink, SINK_RULES),
+        ):
             if value not in allowed:
                 raise ConfigError(f"HyperDASConfig.{field}={value!r}: use one of {allowed}")
         if self.n_blocks < 0 or self.k < 1 or self.position_offsets < 0:
@@ -136,18 +145,27 @@ class HyperDAS(nn.Module):
         if config.k > target.hidden_size and config.subspace != "none":
             raise ConfigError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
         self.config, self.target_name = config, target.name
-        self.hypernetwork = HyperNetwork(target, config.n_blocks, config.source_ca, config.base_ca, config.init)
+        self.hypernetwork = HyperNetwork(
+            target, config.n_blocks, config.source_ca, config.base_ca, config.init, config.ca_positions
+        )
         self.selection = SelectionHead(
-            target.hidden_size, config.selection_heads, config.symmetric_features, config.position_offsets
+            target.hidden_size,
+            config.selection_heads,
+            config.symmetric_features,
+            config.position_offsets,
+            config.selection_positions,
+            float(getattr(target.model.config, "rope_theta", None) or 10000.0),
         )
         self.subspace = Subspace(config.subspace, target.hidden_size, config.k)
 
-    def forward(self, instruction, base_view, source_view, mode: str = "soft"):
+    def forward(self, instruction, base_view, source_view, mode: str = "soft", straight_through: bool = False):
         """`plan`: the part with every trainable weight, so a DDP wrapper sees it run."""
-        return self.plan(instruction, base_view, source_view, mode)
+        return self.plan(instruction, base_view, source_view, mode, straight_through)
 
-    def plan(self, instruction, base_view, source_view, mode: str = "soft"):
-        """(A (B, Ts+1, Tb), W (B, D, k) or None) for one batch; views come from `read_states`."""
+    def plan(self, instruction, base_view, source_view, mode: str = "soft", straight_through: bool = False):
+        """(A (B, Ts+1, Tb), W (B, D, k) or None) for one batch; views come from `read_states`.
+        The soft A is kept as `self.last_soft` (the sparsity penalty reads it whatever the mode);
+        `straight_through`: a hard mode's A forward, the soft A's gradient backward."""
         if mode not in MODES:
             raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
         ids, mask = instruction
@@ -159,8 +177,12 @@ class HyperDAS(nn.Module):
         z = z.float()
         self.last_z = z  # the instruction states, for inspection (e.g. Householder vectors)
         unit = lambda t: nn.functional.normalize(t.float(), dim=-1)  # noqa: E731
+        if self.config.sink == "exclude":  # by measurement: the first token's state is a huge-norm sink
+            base_sel, source_sel = base_sel.clone(), source_sel.clone()
+            base_sel[:, 0] = source_sel[:, 0] = False
         A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel)
-        return harden(A, mode), self.subspace(z)
+        self.last_soft = A
+        return harden(A, mode, straight_through), self.subspace(z)
 
     def edit_for(
         self,
@@ -172,10 +194,14 @@ class HyperDAS(nn.Module):
         offsets: list[int],
         mode: str = "soft",
         planner=None,
+        store=None,
+        straight_through: bool = False,
     ):
         """The residual edit for examples `index` laid out as `rows` after `offsets` pad tokens
         (see `hyperdas.target.evaluate.make_edit`); also kept as `self.last_plan` = (A, W) for inspection.
-        `planner`: this model as an accelerator wrapped it (training under DDP); default: itself."""
+        `planner`: this model as an accelerator wrapped it (training under DDP); default: itself.
+        `store`: an `ActivationStore` that replaces the read passes where it holds them.
+        `straight_through`: train through a hard mode (see `plan`)."""
         if layer % target.n_layers != self.config.layer % target.n_layers:
             raise ValueError(f"this HyperDAS model intervenes after layer {self.config.layer}, not {layer}")
         if not enc.instructions:
@@ -188,10 +214,13 @@ class HyperDAS(nn.Module):
         sources = [enc.source[i] for i in index]
         source_last = [len(s) - 1 if suffix else enc.source_pos[i] for s, i in zip(sources, index)]
         whole = not any(offsets)  # right-padded rows: the read pass can start the edited run
-        base_view = read_states(target, rows, base_last, layer, whole)
-        source_view = read_states(target, sources, source_last, layer)
+        if store is not None and store.serves(enc, layer, suffix, rows, index, offsets):
+            base_view, source_view = store.views(index, device)
+        else:
+            base_view = read_states(target, rows, base_last, layer, whole)
+            source_view = read_states(target, sources, source_last, layer)
         instruction = _right_pad([enc.instructions[i] for i in index], target.tokenizer.pad_token_id or 0, device)
-        A, W = (planner if planner is not None else self)(instruction, base_view, source_view, mode)
+        A, W = (planner if planner is not None else self)(instruction, base_view, source_view, mode, straight_through)
         self.last_plan = (A, W)
         width = max(off + len(r) for off, r in zip(offsets, rows))
         if any(offsets) or A.shape[2] != width:  # move each row's columns to where its tokens sit
@@ -218,13 +247,16 @@ class HyperDAS(nn.Module):
 class Inference:
     """A HyperDAS model in one selection mode, usable wherever an evaluation method is expected."""
 
-    def __init__(self, model: HyperDAS, mode: str = "soft", planner=None):
+    def __init__(self, model: HyperDAS, mode: str = "soft", planner=None, store=None, straight_through: bool = False):
         if mode not in MODES:
             raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
-        self.model, self.mode, self.planner = model, mode, planner
+        self.model, self.mode, self.planner, self.store = model, mode, planner, store
+        self.straight_through = straight_through
 
     def edit_for(self, target, layer, enc, index, rows, offsets):
-        return self.model.edit_for(target, layer, enc, index, rows, offsets, self.mode, self.planner)
+        return self.model.edit_for(
+            target, layer, enc, index, rows, offsets, self.mode, self.planner, self.store, self.straight_through
+        )
 
 
 @torch.no_grad()

@@ -5,6 +5,12 @@ For every (source i, base j) pair a feature ``Linear([h_base_j ; h_source_i])`` 
 them (scores averaged over heads). A softmax over the Ts+1 rows of each base column gives
 A (B, Ts+1, Tb): row i < Ts is source token i, the last row is "keep the base vector".
 
+`positions="rotary"` (the official head): the keys get rotary position embeddings over the flattened
+pair index (source-major, positions counting the allowed pairs only, as `cumsum(mask)·mask`); the
+query stays at position 0. The score of (i, j) then depends on the pair jointly, not as a base term
+plus a source term, so different base columns can prefer different source tokens. Without it
+(`"none"`) every base column ranks the source tokens the same way.
+
 `offsets` > 0 (our addition, off by default): each pair feature also gets a learned vector for how
 far the source token, and one for how far the base token, sits before its prompt's last selectable
 token (the entity's last token unless the suffix is read), bucketed at `offsets`. They start at zero,
@@ -19,16 +25,41 @@ import torch
 from torch import nn
 
 MODES = ("soft", "one_to_many", "one_to_one")
+POSITIONS = ("none", "rotary")
 BIDDING_FLOOR = 0.1
 
 
+def rotary(positions: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) of shape (*positions.shape, dim) for rotary embeddings at integer `positions`."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+    angles = positions.float()[..., None] * inv_freq
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
 class SelectionHead(nn.Module):
-    def __init__(self, hidden: int, n_heads: int, symmetric: bool = False, offsets: int = 0):
+    def __init__(
+        self,
+        hidden: int,
+        n_heads: int,
+        symmetric: bool = False,
+        offsets: int = 0,
+        positions: str = "none",
+        theta: float = 10000.0,
+    ):
         super().__init__()
         if hidden % n_heads:
             raise ValueError(f"hidden size {hidden} is not divisible by {n_heads} selection heads")
         if offsets < 0:
             raise ValueError(f"offsets={offsets}: the number of position-offset buckets must be >= 0")
+        if positions not in POSITIONS:
+            raise ValueError(f"unknown selection positions {positions!r}; use one of {POSITIONS}")
+        self.positions, self.theta = positions, theta
         self.n_heads, self.symmetric = n_heads, symmetric
         self.pair = nn.Linear(2 * hidden, hidden)
         self.query = nn.Linear(hidden, hidden)
@@ -44,7 +75,8 @@ class SelectionHead(nn.Module):
         farther ones; zero where unselectable."""
         if mask is None:
             raise ValueError("a selection head with position offsets needs the base and source masks")
-        last = mask.long().sum(dim=1, keepdim=True) - 1
+        at = torch.arange(mask.shape[1], device=mask.device)[None]
+        last = (at * mask).amax(dim=1, keepdim=True)  # the last True (the first may be masked: the sink)
         distance = (last - torch.arange(mask.shape[1], device=mask.device)[None]).clamp(0, self.offsets - 1)
         return table[distance] * mask[..., None]
 
@@ -108,13 +140,30 @@ class SelectionHead(nn.Module):
     ) -> torch.Tensor:
         """Soft selection A (B, Ts+1, Tb); masked sources get 0, unselectable base columns keep base."""
         B, Tb, D = base.shape
-        scores = self.scores(z, base, source, base_mask, source_mask) / ((D // self.n_heads) ** 0.5 * self.n_heads)
         allowed = torch.cat([source_mask, torch.ones_like(source_mask[:, :1])], dim=1)[:, :, None].expand(-1, -1, Tb)
         allowed = (
             allowed & base_mask[:, None, :]
             | _keep_row(B, source.shape[1] + 1, Tb, base.device) & ~base_mask[:, None, :]
         )
+        if self.positions == "rotary":
+            scores = self.rotary_scores(z, base, source, base_mask, source_mask, allowed)
+        else:
+            scores = self.scores(z, base, source, base_mask, source_mask)
+        scores = scores / ((D // self.n_heads) ** 0.5 * self.n_heads)
         return scores.masked_fill(~allowed, float("-inf")).softmax(dim=1)
+
+    def rotary_scores(self, z, base, source, base_mask, source_mask, allowed) -> torch.Tensor:
+        """(B, Ts+1, Tb) head-summed scores with rotary keys over the flattened pair index (see
+        module doc): pair by pair, since the rotation makes them inseparable."""
+        feats = self.pair_features(base, source, base_mask, source_mask)
+        B, R, Tb, D = feats.shape
+        d = D // self.n_heads
+        keys = self.key(feats).view(B, R * Tb, self.n_heads, d)
+        flat = allowed.reshape(B, R * Tb).long()
+        cos, sin = rotary(flat.cumsum(1) * flat, d, self.theta)
+        keys = keys * cos[:, :, None].to(keys.dtype) + rotate_half(keys) * sin[:, :, None].to(keys.dtype)
+        q = self.query(z).view(B, 1, self.n_heads, d)
+        return (keys * q).sum(dim=(2, 3)).view(B, R, Tb)
 
 
 def _keep_row(B: int, rows: int, Tb: int, device) -> torch.Tensor:
@@ -123,14 +172,20 @@ def _keep_row(B: int, rows: int, Tb: int, device) -> torch.Tensor:
     return keep
 
 
-def harden(A: torch.Tensor, mode: str) -> torch.Tensor:
+def harden(A: torch.Tensor, mode: str, straight_through: bool = False) -> torch.Tensor:
     """Inference modes: soft (A as is), one_to_many (one-hot argmax per base column), one_to_one
     (each source row keeps only its best base column, the keep row floored at 0.1, then one-hot
-    argmax per column)."""
+    argmax per column). `straight_through`: the hard selection forward, the soft one's gradient
+    backward (training in a hard mode)."""
     if mode not in MODES:
         raise ValueError(f"unknown selection mode {mode!r}; use one of {MODES}")
     if mode == "soft":
         return A
+    hard = _hard(A.detach() if straight_through else A, mode)
+    return hard + A - A.detach() if straight_through else hard
+
+
+def _hard(A: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "one_to_one":
         best = A[:, :-1].argmax(dim=2, keepdim=True)
         sources = torch.zeros_like(A[:, :-1]).scatter(2, best, A[:, :-1].gather(2, best))
@@ -142,3 +197,10 @@ def sparsity_penalty(A: torch.Tensor) -> torch.Tensor:
     """Batch mean of sum_i r_i [r_i > 1], r_i = how much of source token i is used over base tokens."""
     used = A[:, :-1].sum(dim=2)
     return (used * (used > 1)).sum(dim=1).mean()
+
+
+def column_entropy(A: torch.Tensor) -> torch.Tensor:
+    """Batch mean of each base column's entropy over its Ts+1 rows (columns that can only keep base
+    have 0): low when every column picks one row, as the hard modes will."""
+    terms = -(A * A.clamp_min(1e-12).log()).sum(dim=1)  # (B, Tb)
+    return terms.sum(dim=1).mean() / A.shape[2]

@@ -27,7 +27,10 @@ from hyperdas.core.errors import CheckpointError
 from hyperdas.core.files import append_line, atomic_path, one_writer, read_or_explain, write_text
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
-from hyperdas.hyper.selection import MODES, sparsity_penalty
+from hyperdas.hyper.selection import MODES, column_entropy, sparsity_penalty
+from hyperdas.hyper.store import DTYPES as STORE_DTYPES
+from hyperdas.hyper.store import KINDS as STORE_KINDS
+from hyperdas.hyper.store import ActivationStore, store_bytes
 from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits
 from hyperdas.target.hooks import check_layer, checkpointed
@@ -58,18 +61,35 @@ class HyperTrainConfig(FrozenConfig):
     eval_modes: tuple[str, ...] = MODES
     seed: int = 0
     checkpoint_target: bool = False  # gradient checkpointing of the target's blocks above the layer
+    # the selection the training forward uses: soft, or a hard mode with the soft gradient (straight-through)
+    train_selection: str = "soft"
+    selection_entropy: float = 0.0  # weight of each base column's selection entropy (sharpens A)
+    # the frozen target's read passes, computed once (`hyperdas.hyper.store`): none | memory | disk
+    activation_store: str = "memory"
+    store_dtype: str = "auto"  # auto (the hypernetwork's dtype: exact) | float32 | float16 | bfloat16
+    store_max_gib: float | None = None  # None: half the available memory / the free disk less 1 GiB
 
     def __post_init__(self) -> None:
         check_ranges(
             self,
-            positive=("clip",),  # a learning rate of 0 is allowed: it freezes (e.g. to compare gradients)
+            positive=(
+                "clip",
+                "store_max_gib",
+            ),  # a learning rate of 0 is allowed: it freezes (e.g. to compare gradients)
             non_negative=("lr", "lr_rotation", "steps", "weight_decay", "causal_weight", "iso_weight")
-            + ("sparsity_from", "sparsity_to"),
+            + ("sparsity_from", "sparsity_to", "selection_entropy"),
             at_least_one=("batch_size", "eval_every", "max_val_pairs"),
         )
         unknown = [m for m in self.eval_modes if m not in MODES]
         if unknown:
             raise ConfigError(f"HyperTrainConfig.eval_modes: unknown mode(s) {unknown}; use {MODES}")
+        for field, value, allowed in (
+            ("train_selection", self.train_selection, MODES),
+            ("activation_store", self.activation_store, STORE_KINDS),
+            ("store_dtype", self.store_dtype, tuple(STORE_DTYPES)),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"HyperTrainConfig.{field}={value!r}: use one of {allowed}")
         if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
             raise ConfigError("HyperTrainConfig: steps >= 0, batch_size >= 1 and eval_every >= 1 are required")
 
@@ -157,6 +177,30 @@ def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION):
     return add_instructions(encode(target.tokenizer, rows), target.tokenizer, rows, template)
 
 
+def make_store(target, enc, config: HyperDASConfig, train: HyperTrainConfig, folder=None, progress: bool = True):
+    """The activation store `train` asks for over `enc` (None for "none"); a disk store lives in
+    `folder` and is reused there when it is not stale (`hyperdas.hyper.store`)."""
+    if train.activation_store == "none" or not len(enc):
+        return None
+    if train.activation_store == "disk" and folder is None:
+        raise ConfigError("HyperTrainConfig.activation_store='disk' needs a results folder (out_dir) to keep it in")
+    limit = None if train.store_max_gib is None else int(train.store_max_gib * 2**30)
+    store = ActivationStore(
+        target,
+        enc,
+        config.layer,
+        config.include_suffix,
+        train.activation_store,
+        train.store_dtype,
+        folder,
+        limit,
+        progress=progress,
+    )
+    if progress:
+        print(store.describe())
+    return store
+
+
 def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Optimizer:
     rotation = [p for n, p in model.named_parameters() if n.startswith("subspace.rotation.")]
     ids = {id(p) for p in rotation}
@@ -170,10 +214,12 @@ def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Opt
         return torch.optim.AdamW(groups)
 
 
-def validate(target, model: HyperDAS, enc, modes=MODES, runtime: Runtime = SINGLE) -> dict:
+def validate(target, model: HyperDAS, enc, modes=MODES, runtime: Runtime = SINGLE, store=None) -> dict:
     model.eval()
     out = {
-        mode: evaluate_sharded(runtime, target, model.config.layer, Inference(model, mode), enc)[0]["overall"]
+        mode: evaluate_sharded(runtime, target, model.config.layer, Inference(model, mode, store=store), enc)[0][
+            "overall"
+        ]
         for mode in modes
     }
     model.train()
@@ -198,14 +244,16 @@ def train_step(
     step: int,
     runtime: Runtime = SINGLE,
     planner=None,
+    store=None,
 ) -> dict:
     """One optimisation step on the global batch `index`; returns its log entry (loss, ce, sparsity).
     `planner`: the module the accelerator wrapped (`runtime.prepare`), through which the
-    hypernetwork runs so that DDP sees it; by default `model` itself."""
+    hypernetwork runs so that DDP sees it; by default `model` itself. `store`: the read passes of
+    `enc`, computed once (`make_store`)."""
     model.subspace.temperature = train.temperature(step)
     planner = planner if planner is not None else model
     total = sum(float(weights[i]) * len(enc.answers[i]) for i in index)
-    sparsity_weight, parts = train.sparsity_weight(step), {"ce": [], "sparsity": []}
+    sparsity_weight, parts = train.sparsity_weight(step), {"ce": [], "sparsity": [], "entropy": []}
 
     def part_loss(part: list[int]):
         context = (
@@ -213,14 +261,25 @@ def train_step(
         )
         with context:
             logits, labels = intervened_logits(
-                target, model.config.layer, Inference(model, "soft", planner), enc, part, None
+                target,
+                model.config.layer,
+                Inference(model, train.train_selection, planner, store, straight_through=True),
+                enc,
+                part,
+                None,
             )
         token_weights = torch.cat([weights[i].expand(len(enc.answers[i])) for i in part]).to(logits.device)
         ce = (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none") * token_weights).sum() / total
-        # the penalty is a batch mean: this part's share of it
-        sparsity = sparsity_penalty(model.last_plan[0].float()) * (len(part) / len(index))
+        # the penalties are batch means: this part's share of them; on the soft A whatever the mode
+        share = len(part) / len(index)
+        sparsity = sparsity_penalty(model.last_soft.float()) * share
         parts["ce"].append(ce.item()), parts["sparsity"].append(sparsity.item())
-        return ce + sparsity_weight * sparsity
+        loss = ce + sparsity_weight * sparsity
+        if train.selection_entropy:
+            entropy = column_entropy(model.last_soft.float()) * share
+            parts["entropy"].append(entropy.item())
+            loss = loss + train.selection_entropy * entropy
+        return loss
 
     optimizer.zero_grad()
     loss = weighted_step(runtime, planner, index, part_loss)
@@ -232,6 +291,7 @@ def train_step(
         "ce": runtime.total(sum(parts["ce"])),
         "sparsity": runtime.total(sum(parts["sparsity"])),
         "sparsity_weight": sparsity_weight,
+        **({"entropy": runtime.total(sum(parts["entropy"]))} if parts["entropy"] else {}),
     }
 
 
@@ -279,6 +339,13 @@ def train_hyperdas(
         need = estimate_for(
             target, config, enc, min(per_process, runtime.micro_batch or per_process), train.checkpoint_target
         )
+        if train.activation_store == "memory" and target.device.type == "cpu":  # a GPU's store is in host memory
+            held = sum(
+                store_bytes(target, part, config.include_suffix, STORE_DTYPES[train.store_dtype])
+                for part in (enc, val)
+                if part is not None
+            )
+            need = dataclasses.replace(need, activation_store=held)
         if progress and runtime.is_main:
             print(need.describe())
         check_fits(need)
@@ -316,6 +383,18 @@ def train_hyperdas(
         )
         first = saved["step"] + 1
     weights = example_weights(enc, train)
+    stores = {
+        split: make_store(
+            target,
+            part,
+            config,
+            train,
+            folder / "activations" / split if folder is not None else None,
+            progress and runtime.is_main,
+        )
+        for split, part in (("train", enc), ("val", val))
+        if part is not None
+    }
     planner, optimizer = runtime.prepare(model, optimizer)
     writes = folder is not None and runtime.is_main
     if writes:
@@ -325,10 +404,12 @@ def train_hyperdas(
     bar = tqdm(range(first, train.steps + 1), desc="HyperDAS", disable=not (progress and runtime.is_main))
     for step in bar:
         index = rng.sample(range(len(enc)), min(train.batch_size, len(enc)))
-        entry = train_step(target, model, enc, index, weights, optimizer, train, step, runtime, planner)
+        entry = train_step(
+            target, model, enc, index, weights, optimizer, train, step, runtime, planner, stores.get("train")
+        )
         evaluated = val is not None and (step % train.eval_every == 0 or step == train.steps)
         if evaluated:
-            entry["val"] = validate(target, model, val, train.eval_modes, runtime)
+            entry["val"] = validate(target, model, val, train.eval_modes, runtime, stores.get("val"))
             score = entry["val"].get("soft", next(iter(entry["val"].values())))["disentangle"]
             if best_val is None or score > best_val["disentangle"]:  # the same on every process
                 best_val, best_step = entry["val"].get("soft", next(iter(entry["val"].values()))), step

@@ -95,6 +95,7 @@ class MemoryEstimate:
     hypernetwork_activations: int
     edited_pass: int
     device: str
+    activation_store: int = 0  # an in-memory store of the read passes in the same memory (a CPU run)
 
     @property
     def activations(self) -> int:
@@ -112,7 +113,7 @@ class MemoryEstimate:
     @property
     def added(self) -> int:
         state, activations = self.overhead
-        return int(self.hypernetwork * state + self.activations * activations)
+        return int(self.hypernetwork * state + self.activations * activations) + self.activation_store
 
     @property
     def total(self) -> int:
@@ -128,7 +129,9 @@ class MemoryEstimate:
                 "read_states",
                 "hypernetwork_activations",
                 "edited_pass",
+                "activation_store",
             )
+            if name != "activation_store" or self.activation_store
         )
         state, activations = self.overhead
         return (

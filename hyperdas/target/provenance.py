@@ -32,13 +32,16 @@ def weights_fingerprint(target) -> str:
     return target._weights_sha256
 
 
-def provenance(target, pairs) -> dict:
+def package_version() -> str | None:
     try:
-        version = importlib.metadata.version("hyperdas")
+        return importlib.metadata.version("hyperdas")
     except importlib.metadata.PackageNotFoundError:
-        version = None
+        return None
+
+
+def provenance(target, pairs) -> dict:
     return {
-        "package": version,
+        "package": package_version(),
         "model": {"name": target.name, **target.config.to_dict(), "weights_sha256": weights_fingerprint(target)},
         "pairs": pairs_fingerprint(pairs),
     }

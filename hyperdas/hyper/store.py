@@ -1,0 +1,255 @@
+"""An activation store: the frozen target's read passes computed once per pair, not once per step.
+
+HyperDAS reads the target on every base and source prompt at every training step
+(`hyperdas.hyper.model.read_states`); the target never changes and each pair comes back every
+epoch, so the same states are recomputed ~5 times in a 600-step run. The store runs the read
+passes once, keeps per pair the layer-L states of the whole base row and of the source up to its
+last selectable token (the target's dtype: exact) and the normalised states of every layer at the
+selectable positions (`dtype`; the hypernetwork's own dtype is exact, float16 halves the size), and
+serves the same views the read passes give (tested equal within float tolerance).
+
+Where: in memory, or in files under a folder (memory-mapped, reused by later runs). A folder holds
+a `meta.json` with what the states were computed from (the target's weights fingerprint and dtype,
+the token ids, the layer, the package version, the store format); a store whose meta differs, or
+that was never finished, is rebuilt, never reused. A store larger than `max_bytes` (default: half
+the available memory, or the free disk space less 1 GiB) is refused before anything is computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from hyperdas.core.errors import ResourceError
+from hyperdas.core.files import write_text
+from hyperdas.target.memory import GIB, available
+from hyperdas.target.provenance import package_version, weights_fingerprint
+
+FORMAT = 1  # bump when what is stored, or how, changes: older folders are then rebuilt
+KINDS = ("none", "memory", "disk")
+DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+META = "meta.json"
+
+
+def _lasts(enc, include_suffix: bool) -> tuple[list[int], list[int]]:
+    """Each pair's last selectable base and source positions (as `HyperDAS.edit_for` reads them)."""
+    base = enc.first if include_suffix else enc.base_pos
+    source = [len(s) - 1 for s in enc.source] if include_suffix else enc.source_pos
+    return list(base), list(source)
+
+
+def _sizes(target, enc, include_suffix: bool) -> list[tuple[int, int, int]]:
+    """Per pair: (base row length, base selectable length, source selectable length)."""
+    base_last, source_last = _lasts(enc, include_suffix)
+    return [(len(b), bl + 1, sl + 1) for b, bl, sl in zip(enc.base, base_last, source_last)]
+
+
+def store_bytes(target, enc, include_suffix: bool = False, dtype: torch.dtype | None = None) -> int:
+    """Bytes a store of `enc` takes: layer-L states in the target's dtype, every layer's normalised
+    states in `dtype` (default: the target's)."""
+    D, layers = target.hidden_size, target.n_layers + 1
+    exact = _target_dtype(target).itemsize
+    flat = (dtype or _target_dtype(target)).itemsize
+    return sum((w + s) * D * exact + (b + s) * layers * D * flat for w, b, s in _sizes(target, enc, include_suffix))
+
+
+def _target_dtype(target) -> torch.dtype:
+    return next(target.model.parameters()).dtype
+
+
+def _key(target, enc, layer: int, include_suffix: bool, dtype: torch.dtype) -> dict:
+    """What the stored states depend on: a store with another key is stale."""
+    digest = hashlib.sha256()
+    base_last, source_last = _lasts(enc, include_suffix)
+    for part in (enc.base, enc.source, base_last, source_last):
+        digest.update(json.dumps(part).encode())
+    return {
+        "format": FORMAT,
+        "package": package_version(),
+        "model": target.name,
+        "weights_sha256": weights_fingerprint(target),
+        "target_dtype": str(_target_dtype(target)),
+        "dtype": str(dtype),
+        "layer": layer % target.n_layers,
+        "include_suffix": include_suffix,
+        "tokens_sha256": digest.hexdigest(),
+    }
+
+
+class ActivationStore:
+    """The read-pass views of the pairs of one `Encoded`, for one layer (see module doc)."""
+
+    def __init__(
+        self,
+        target,
+        enc,
+        layer: int,
+        include_suffix: bool = False,
+        kind: str = "memory",
+        dtype: str = "auto",
+        folder: str | Path | None = None,
+        max_bytes: int | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
+    ):
+        if kind not in KINDS[1:]:
+            raise ValueError(f"activation store kind {kind!r}: use one of {KINDS[1:]}")
+        if dtype not in DTYPES:
+            raise ValueError(f"activation store dtype {dtype!r}: use one of {tuple(DTYPES)}")
+        if kind == "disk" and folder is None:
+            raise ValueError("a disk activation store needs a folder")
+        self.enc, self.layer, self.include_suffix = enc, layer % target.n_layers, include_suffix
+        self.dtype = DTYPES[dtype] or _target_dtype(target)
+        self.exact = _target_dtype(target)
+        self.D, self.n = target.hidden_size, target.n_layers + 1
+        self.sizes = _sizes(target, enc, include_suffix)
+        self.nbytes = store_bytes(target, enc, include_suffix, self.dtype)
+        self.key = _key(target, enc, layer, include_suffix, self.dtype)
+        self.folder = Path(folder) if folder is not None else None
+        self.kind = kind
+        self._index()
+        if kind == "disk" and self._reusable():
+            self._open(write=False)
+            self.built, self.seconds = False, 0.0
+            return
+        self._check_room(max_bytes)
+        self._open(write=True)
+        started = time.perf_counter()
+        self._build(target, batch_size, progress)
+        self.seconds, self.built = time.perf_counter() - started, True
+        if kind == "disk":
+            write_text(self.folder / META, json.dumps({**self.key, "bytes": self.nbytes}, indent=1))
+
+    def _index(self) -> None:
+        """Offsets of each pair's four parts in the two buffers (exact: layer-L states; flat: all layers)."""
+        self.exact_at, self.flat_at = [], []
+        exact = flat = 0
+        for w, b, s in self.sizes:
+            self.exact_at.append((exact, exact + w * self.D, exact + (w + s) * self.D))
+            self.flat_at.append((flat, flat + b * self.n * self.D, flat + (b + s) * self.n * self.D))
+            exact, flat = self.exact_at[-1][2], self.flat_at[-1][2]
+        self.exact_numel, self.flat_numel = exact, flat
+
+    def _reusable(self) -> bool:
+        meta = self.folder / META
+        if not meta.is_file():
+            return False
+        try:
+            saved = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            saved = {}
+        if {k: saved.get(k) for k in self.key} == self.key:
+            return True
+        differ = sorted(k for k in self.key if saved.get(k) != self.key[k])
+        print(f"activation store {self.folder} was computed from other {', '.join(differ)}: rebuilding it")
+        return False
+
+    def _check_room(self, max_bytes: int | None) -> None:
+        where = "disk" if self.kind == "disk" else "memory"
+        if max_bytes is None:
+            if self.kind == "disk":
+                self.folder.mkdir(parents=True, exist_ok=True)
+                max_bytes = shutil.disk_usage(self.folder).free - GIB
+            else:
+                free = available(torch.device("cpu"))
+                max_bytes = free // 2 if free is not None else None
+        if max_bytes is not None and self.nbytes > max_bytes:
+            raise ResourceError(
+                f"the activation store of {len(self.sizes)} pairs needs {self.nbytes / GIB:.2f} GiB of {where}, "
+                f"more than the {max(max_bytes, 0) / GIB:.2f} GiB it may take: use dtype float16, fewer pairs, "
+                f"a larger limit, another store kind, or none"
+            )
+
+    def _open(self, write: bool) -> None:
+        if self.kind == "memory":
+            self.exact_buffer = torch.zeros(self.exact_numel, dtype=self.exact)
+            self.flat_buffer = torch.zeros(self.flat_numel, dtype=self.dtype)
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if write:  # an unfinished store has no meta: it is never reused
+            (self.folder / META).unlink(missing_ok=True)
+        for name, numel, dtype in (("exact", self.exact_numel, self.exact), ("flat", self.flat_numel, self.dtype)):
+            path = self.folder / f"{name}.bin"
+            if write:
+                path.unlink(missing_ok=True)
+            buffer = torch.from_file(str(path), shared=True, size=numel, dtype=dtype)
+            setattr(self, f"{name}_buffer", buffer)
+
+    @torch.no_grad()
+    def _build(self, target, batch_size: int, progress: bool) -> None:
+        from hyperdas.hyper.model import read_states
+
+        enc, (base_last, source_last) = self.enc, _lasts(self.enc, self.include_suffix)
+        order = sorted(range(len(enc)), key=lambda i: len(enc.base[i]))  # similar widths: little padding
+        for start in tqdm(range(0, len(order), batch_size), desc="activation store", disable=not progress):
+            index = order[start : start + batch_size]
+            base = read_states(target, [enc.base[i] for i in index], [base_last[i] for i in index], self.layer, True)
+            source = read_states(target, [enc.source[i] for i in index], [source_last[i] for i in index], self.layer)
+            for row, i in enumerate(index):
+                w, b, s = self.sizes[i]
+                e0, e1, e2 = self.exact_at[i]
+                f0, f1, f2 = self.flat_at[i]
+                self.exact_buffer[e0:e1] = base[0][row, :w].reshape(-1).to(self.exact)
+                self.exact_buffer[e1:e2] = source[0][row, :s].reshape(-1).to(self.exact)
+                self.flat_buffer[f0:f1] = base[2][row, : b * self.n].reshape(-1).to(self.dtype)
+                self.flat_buffer[f1:f2] = source[2][row, : s * self.n].reshape(-1).to(self.dtype)
+
+    def serves(self, enc, layer: int, include_suffix: bool, rows, index, offsets) -> bool:
+        """Whether this store holds the read passes of this call: the same pairs object, layer and
+        suffix rule, and right-padded base rows as encoded (teacher-forced training and scoring;
+        generation's left-padded prompts are read afresh)."""
+        return (
+            enc is self.enc
+            and layer % (self.n - 1) == self.layer
+            and include_suffix == self.include_suffix
+            and not any(offsets)
+            and all(r is enc.base[i] for r, i in zip(rows, index))
+        )
+
+    def views(self, index: list[int], device) -> tuple[tuple, tuple]:
+        """(base view, source view) of pairs `index`, as `read_states` returns them (padding: zeros)."""
+        base_layer, base_flat, source_layer, source_flat = [], [], [], []
+        for i in index:
+            e0, e1, e2 = self.exact_at[i]
+            f0, f1, f2 = self.flat_at[i]
+            base_layer.append(self.exact_buffer[e0:e1].view(-1, self.D))
+            source_layer.append(self.exact_buffer[e1:e2].view(-1, self.D))
+            base_flat.append(self.flat_buffer[f0:f1].view(-1, self.n, self.D))
+            source_flat.append(self.flat_buffer[f1:f2].view(-1, self.n, self.D))
+        enc, (base_last, source_last) = self.enc, _lasts(self.enc, self.include_suffix)
+        base = _view(base_layer, base_flat, [len(enc.base[i]) for i in index], [base_last[i] for i in index], device)
+        source = _view(
+            source_layer, source_flat, [len(enc.source[i]) for i in index], [source_last[i] for i in index], device
+        )
+        return base, source
+
+    def describe(self) -> str:
+        where = f"in {self.folder}" if self.kind == "disk" else "in memory"
+        how = f"built in {self.seconds:.0f} s" if self.built else "reused"
+        return (
+            f"activation store of {len(self.sizes)} pairs {where}: {self.nbytes / GIB:.2f} GiB "
+            f"({str(self.dtype).removeprefix('torch.')}), {how}"
+        )
+
+
+def _view(layer_rows, flat_rows, lengths, lasts, device) -> tuple:
+    """Pad per-pair tensors into one batch view: (layer-L states (B, T, D), selectable (B, T),
+    every layer's states flattened (B, S*(n+1), D) in float32, their mask)."""
+    B, D, n = len(layer_rows), layer_rows[0].shape[-1], flat_rows[0].shape[1]
+    width, cut = max(t.shape[0] for t in layer_rows), max(t.shape[0] for t in flat_rows)
+    layer = layer_rows[0].new_zeros(B, width, D)
+    flat = torch.zeros(B, cut, n, D)
+    for b, (lr, fr) in enumerate(zip(layer_rows, flat_rows)):
+        layer[b, : lr.shape[0]] = lr
+        flat[b, : fr.shape[0]] = fr
+    last, length = torch.tensor(lasts)[:, None], torch.tensor(lengths)[:, None]
+    positions = torch.arange(width)[None]
+    selectable = (positions <= last) & (positions < length)
+    flat_mask = selectable[:, :cut, None].expand(-1, -1, n).flatten(1)
+    return layer.to(device), selectable.to(device), flat.flatten(1, 2).to(device), flat_mask.to(device)

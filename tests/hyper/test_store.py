@@ -1,0 +1,99 @@
+"""The activation store: the same views as the read passes, the same training numbers, staleness
+detected, size refused before anything is computed."""
+
+import json
+
+import pytest
+import torch
+
+from hyperdas.core.config import ConfigError
+from hyperdas.core.errors import ResourceError
+from hyperdas.hyper.model import HyperDASConfig, read_states
+from hyperdas.hyper.store import META, ActivationStore, store_bytes
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, train_hyperdas
+
+MODEL = HyperDASConfig(layer=1, k=8, n_blocks=1, selection_heads=4)
+TRAIN = HyperTrainConfig(steps=5, batch_size=8, lr=1e-3, eval_every=5, max_val_pairs=12, eval_modes=("soft",))
+
+
+@pytest.fixture(scope="module")
+def pairs(synthetic_pairs):
+    return synthetic_pairs(max_pairs={"train": 40, "val": 12, "test": 12})
+
+
+@pytest.fixture(scope="module")
+def enc(synthetic_target, pairs):
+    return encoded_pairs(synthetic_target, pairs["train"])
+
+
+def test_views_equal_the_read_passes(synthetic_target, enc):
+    store = ActivationStore(synthetic_target, enc, 1, progress=False)
+    assert store.built and store.nbytes == store_bytes(synthetic_target, enc)
+    index = [5, 0, 17, 33, 2]
+    rows = [enc.base[i] for i in index]
+    base, source = store.views(index, synthetic_target.device)
+    read_base = read_states(synthetic_target, rows, [enc.base_pos[i] for i in index], 1, whole=True)
+    read_source = read_states(synthetic_target, [enc.source[i] for i in index], [enc.source_pos[i] for i in index], 1)
+    base_real = [len(r) for r in rows]
+    source_real = [enc.source_pos[i] + 1 for i in index]
+    for ours, theirs, real in ((base, read_base, base_real), (source, read_source, source_real)):
+        assert ours[0].shape == theirs[0].shape and ours[2].shape == theirs[2].shape
+        assert torch.equal(ours[1], theirs[1]) and torch.equal(ours[3], theirs[3])
+        for b, n in enumerate(real):  # padding: zeros in the store, pad-token states in a read pass
+            assert torch.allclose(ours[0][b, :n], theirs[0][b, :n], atol=1e-5)
+        assert torch.allclose(ours[2] * ours[3][..., None], theirs[2] * theirs[3][..., None], atol=1e-5)
+    # the store serves teacher-forced calls on its own pairs only
+    assert store.serves(enc, 1, False, rows, index, [0] * 5)
+    assert not store.serves(enc, 1, False, [r[:-1] for r in rows], index, [0] * 5)  # generation's prompts
+    assert not store.serves(enc, 1, False, rows, index, [1] * 5)
+    assert not store.serves(enc, 0, False, rows, index, [0] * 5)
+    assert not store.serves(enc.subset(index), 1, False, rows, list(range(5)), [0] * 5)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("auto", 1e-5), ("float16", 1e-3)])
+def test_training_numbers_match_training_without_store(synthetic_target, pairs, dtype, tolerance):
+    plain = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(activation_store="none"), progress=False)
+    stored = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(store_dtype=dtype), progress=False)
+    assert [h["loss"] for h in stored.history] == pytest.approx([h["loss"] for h in plain.history], rel=tolerance)
+    assert stored.history[-1]["val"]["soft"] == plain.history[-1]["val"]["soft"]
+
+
+def test_disk_store_is_reused_and_a_stale_one_rebuilt(synthetic_target, enc, tmp_path, capsys):
+    first = ActivationStore(synthetic_target, enc, 1, kind="disk", folder=tmp_path, progress=False)
+    again = ActivationStore(synthetic_target, enc, 1, kind="disk", folder=tmp_path, progress=False)
+    assert first.built and not again.built
+    index = [3, 9]
+    for a, b in zip(first.views(index, "cpu"), again.views(index, "cpu")):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    meta = json.loads((tmp_path / META).read_text())
+    (tmp_path / META).write_text(json.dumps({**meta, "weights_sha256": "another model"}))
+    rebuilt = ActivationStore(synthetic_target, enc, 1, kind="disk", folder=tmp_path, progress=False)
+    assert rebuilt.built and "computed from other weights_sha256: rebuilding" in capsys.readouterr().out
+    # another layer: another key, so rebuilt too
+    assert ActivationStore(synthetic_target, enc, 0, kind="disk", folder=tmp_path, progress=False).built
+    # an unfinished build (killed before its meta was written) is never reused
+    (tmp_path / META).unlink()
+    assert ActivationStore(synthetic_target, enc, 0, kind="disk", folder=tmp_path, progress=False).built
+
+
+def test_a_store_too_large_is_refused_before_it_starts(synthetic_target, enc, tmp_path):
+    need = store_bytes(synthetic_target, enc)
+    with pytest.raises(ResourceError, match=r"needs 0\.\d\d GiB of disk, more than the 0\.00 GiB it may take"):
+        ActivationStore(synthetic_target, enc, 1, kind="disk", folder=tmp_path, max_bytes=need - 1, progress=False)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ResourceError, match="of memory"):
+        ActivationStore(synthetic_target, enc, 1, max_bytes=need // 2, progress=False)
+    assert store_bytes(synthetic_target, enc, dtype=torch.float16) < need
+
+
+def test_bad_store_settings(synthetic_target, pairs, enc):
+    with pytest.raises(ConfigError, match=r"activation_store='ram': use one of \('none', 'memory', 'disk'\)"):
+        HyperTrainConfig(activation_store="ram")
+    with pytest.raises(ConfigError, match=r"store_dtype='int8'"):
+        HyperTrainConfig(store_dtype="int8")
+    with pytest.raises(ConfigError, match=r"store_max_gib=0: must be > 0"):
+        HyperTrainConfig(store_max_gib=0)
+    with pytest.raises(ConfigError, match="needs a results folder"):
+        train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(activation_store="disk"), progress=False)
+    with pytest.raises(ValueError, match="needs a folder"):
+        ActivationStore(synthetic_target, enc, 1, kind="disk")
