@@ -192,7 +192,34 @@ def write_tables(results: Results, out: Path) -> list[Path]:
         pass
     paths[0].write_text(markdown)
     paths[1].write_text(table.to_latex(float_format="%.3f", caption=f"Ours, {results.model_name()}"))
+    try:
+        speed = speed_table(results).round(3)
+        paths.append(out / "speed_table.md")
+        paths[-1].write_text(speed.to_markdown(index=False) + "\n")
+    except Missing:
+        pass
     return paths
+
+
+def speed_table(results: Results) -> pd.DataFrame:
+    """The speed measures of `benchmarks.json` (benchmarks/*.py) that the README quotes."""
+    bench = results.json("benchmarks.json")
+    hyper, das = bench.get("hyperdas_step"), bench.get("das_step")
+    if not hyper:
+        raise Missing("benchmarks.json has no hyperdas_step section: run benchmarks/hyperdas_step.py")
+    rows = [
+        ("HyperDAS training step (s, median)", hyper["hyperdas_step_seconds"]["median"], None),
+        ("bare frozen forward+backward (s, median)", hyper["bare_forward_backward_seconds"]["median"], None),
+        ("HyperDAS step / bare step", hyper["ratio"], hyper.get("goal_ratio")),
+    ]
+    if "ratio_without_store" in hyper:
+        rows.append(("HyperDAS step / bare step, no activation store", hyper["ratio_without_store"], None))
+    if das:
+        rows.append(("DAS step / bare step", das["ratio"], das.get("goal_ratio")))
+    rows.append(("evaluation, soft (examples/s)", hyper["eval_examples_per_second"]["soft"], None))
+    cpu = bench.get("environment", {})
+    where = f"{cpu.get('cpu', '?')}, {cpu.get('cpu_count', '?')} cores; batch {hyper['batch_size']}"
+    return pd.DataFrame(rows, columns=["measure", "value", "goal"]).assign(machine=where)
 
 
 def main_bars(results: Results):

@@ -154,11 +154,24 @@ class SelectionHead(nn.Module):
 
     def rotary_scores(self, z, base, source, base_mask, source_mask, allowed) -> torch.Tensor:
         """(B, Ts+1, Tb) head-summed scores with rotary keys over the flattened pair index (see
-        module doc): pair by pair, since the rotation makes them inseparable."""
-        feats = self.pair_features(base, source, base_mask, source_mask)
-        B, R, Tb, D = feats.shape
+        module doc). The rotation makes the scores inseparable, but a pair's key before it is still
+        key_b(h_base_j) + key_s(h_source_i) + c: built from per-token parts, not from the (pair x D x D)
+        product of the pair-by-pair features (equal; tested)."""
+        D = base.shape[-1]
+        w_base, w_source = self.pair.weight[:, :D], self.pair.weight[:, D:]
+        if self.symmetric:
+            w_source = w_base
+        base_part, source_part = base @ w_base.T, source @ w_source.T
+        if self.offsets:
+            base_part = base_part + self.offset_features(base_mask, self.base_offset)
+            source_part = source_part + self.offset_features(source_mask, self.source_offset)
+        kb, ks = base_part @ self.key.weight.T, source_part @ self.key.weight.T
+        constant = self.pair.bias @ self.key.weight.T + self.key.bias
+        pairs = ks[:, :, None] + kb[:, None] + constant
+        keep = self.key(base)[:, None]
+        B, Tb, R = base.shape[0], base.shape[1], source.shape[1] + 1
         d = D // self.n_heads
-        keys = self.key(feats).view(B, R * Tb, self.n_heads, d)
+        keys = torch.cat([pairs, keep], dim=1).view(B, R * Tb, self.n_heads, d)
         flat = allowed.reshape(B, R * Tb).long()
         cos, sin = rotary(flat.cumsum(1) * flat, d, self.theta)
         keys = keys * cos[:, :, None].to(keys.dtype) + rotate_half(keys) * sin[:, :, None].to(keys.dtype)

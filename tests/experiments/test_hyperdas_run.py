@@ -6,13 +6,20 @@ import pytest
 
 from hyperdas.core.results import read_json
 from hyperdas.experiments import hyperdas_run as run
-from hyperdas.experiments.plots import Results
+from hyperdas.experiments.plots import Results, main_table
 from hyperdas.hyper.model import HyperDASConfig
 from hyperdas.hyper.selection import MODES
 from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, train_hyperdas
 
 CONFIG = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4)
 TRAIN = HyperTrainConfig(steps=2, eval_every=2, max_val_pairs=6)
+FAITHFULNESS = {
+    "conflict": {
+        m: {"follows_activations": 0.5, "follows_instruction": 0.25, "follows_neither": 0.25, "verdict": "activations"}
+        for m in MODES
+    },
+    "conflict_pairs": 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +72,18 @@ def test_results_files_follow_the_schema_the_figures_read(synthetic_target, trai
         result=result,
         test_seconds=seconds,
         results_root=root,
+        faithfulness=FAITHFULNESS,
     )
     written = read_json(path)
+    assert written["follows_activations"] == {m: 0.5 for m in MODES} and written["faithfulness"] == FAITHFULNESS
     assert written["config"]["pairs"] == "<results>/synthetic-llama/datasets/ravel_pairs"
     assert written["records"] == records and written["steps_run"] == TRAIN.steps
     assert read_json(layers)[f"layer{CONFIG.layer}"]["records"] == records
     figures = Results(out)
     assert figures.records("hyperdas.json") == records and len(figures.jsonl(run.TRAIN_LOG)) == TRAIN.steps
+    table = main_table(figures)  # every HyperDAS mean row carries its faithfulness
+    assert table.loc[("city", "mean", "HyperDAS (one-to-one)"), "follows_activations"] == 0.5
+    assert table.loc[("city", "mean", "HyperDAS (soft)"), "follows_instruction"] == 0.25
 
 
 def test_comparison_adds_the_baselines_at_the_same_layer(tmp_path):

@@ -235,3 +235,24 @@ def test_a_bad_results_file_names_itself_and_costs_only_its_own_figures(tmp_path
     assert "ablations.json" in status["blocks_cross_attention"] and "n_blocks" in status["blocks_cross_attention"]
     assert "das_sweep.json: runs[0].val.cause='high' must be a number" in status["k_tradeoff"]
     assert status["main_table"] == status["main_disentangle"] == status["leakage_controls"] == "written"
+
+
+def test_speed_table_quotes_benchmarks_json(tmp_path):
+    step = {
+        "batch_size": 16,
+        "hyperdas_step_seconds": {"median": 1.2},
+        "bare_forward_backward_seconds": {"median": 1.0},
+        "ratio": 1.2,
+        "ratio_without_store": 2.0,
+        "goal_ratio": 1.5,
+        "eval_examples_per_second": {"soft": 9.5},
+    }
+    (tmp_path / "benchmarks.json").write_text(json.dumps({"hyperdas_step": step, "environment": {"cpu_count": 2}}))
+    table = plots.speed_table(plots.Results(tmp_path)).set_index("measure")
+    assert (
+        table.loc["HyperDAS step / bare step", "value"] == 1.2 and table.loc["HyperDAS step / bare step", "goal"] == 1.5
+    )
+    assert table.loc["HyperDAS step / bare step, no activation store", "value"] == 2.0
+    (tmp_path / "benchmarks.json").write_text(json.dumps({"das_step": {}}))
+    with pytest.raises(plots.Missing, match="no hyperdas_step section"):
+        plots.speed_table(plots.Results(tmp_path))

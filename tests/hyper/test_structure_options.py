@@ -48,6 +48,26 @@ def test_rotary_scores_depend_on_the_pair_jointly():
     assert torch.allclose(A.sum(1), torch.ones(2, 6))
 
 
+@pytest.mark.parametrize("symmetric,offsets", [(False, 0), (True, 0), (False, 3)])
+def test_rotary_scores_equal_the_pair_by_pair_keys(symmetric, offsets):
+    from hyperdas.hyper.selection import rotary, rotate_half
+
+    torch.manual_seed(0)
+    z, base, base_mask, source, source_mask = _inputs()
+    source_mask[1, -1] = False
+    head = SelectionHead(16, 4, symmetric, offsets, positions="rotary")
+    if offsets:
+        torch.nn.init.normal_(head.base_offset), torch.nn.init.normal_(head.source_offset)
+    allowed = torch.cat([source_mask, torch.ones(2, 1, dtype=torch.bool)], 1)[:, :, None].expand(-1, -1, 6)
+    keys = head.key(head.pair_features(base, source, base_mask, source_mask)).view(2, 36, 4, 4)
+    flat = allowed.reshape(2, 36).long()
+    cos, sin = rotary(flat.cumsum(1) * flat, 4, head.theta)
+    keys = keys * cos[:, :, None] + rotate_half(keys) * sin[:, :, None]
+    naive = (keys * head.query(z).view(2, 1, 4, 4)).sum(dim=(2, 3)).view(2, 6, 6)
+    ours = head.rotary_scores(z, base, source, base_mask, source_mask, allowed)
+    assert torch.allclose(ours, naive, atol=1e-4)
+
+
 def test_cross_attention_positions_make_the_order_of_states_matter(tiny_llama):
     torch.manual_seed(0)
     ids, mask = torch.tensor([[1, 5, 6]]), torch.ones(1, 3, dtype=torch.long)
