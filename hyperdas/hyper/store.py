@@ -59,6 +59,16 @@ def store_bytes(target, enc, include_suffix: bool = False, dtype: torch.dtype | 
     return sum((w + s) * D * exact + (b + s) * layers * D * flat for w, b, s in _sizes(target, enc, include_suffix))
 
 
+def default_limit(kind: str, folder: str | Path | None = None) -> int | None:
+    """Bytes a store may take by default: half the available memory, or the free disk space of
+    `folder` less 1 GiB; None when unknown."""
+    if kind == "disk":
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(folder).free - GIB
+    free = available(torch.device("cpu"))
+    return free // 2 if free is not None else None
+
+
 def _target_dtype(target) -> torch.dtype:
     return next(target.model.parameters()).dtype
 
@@ -153,12 +163,7 @@ class ActivationStore:
     def _check_room(self, max_bytes: int | None) -> None:
         where = "disk" if self.kind == "disk" else "memory"
         if max_bytes is None:
-            if self.kind == "disk":
-                self.folder.mkdir(parents=True, exist_ok=True)
-                max_bytes = shutil.disk_usage(self.folder).free - GIB
-            else:
-                free = available(torch.device("cpu"))
-                max_bytes = free // 2 if free is not None else None
+            max_bytes = default_limit(self.kind, self.folder)
         if max_bytes is not None and self.nbytes > max_bytes:
             raise ResourceError(
                 f"the activation store of {len(self.sizes)} pairs needs {self.nbytes / GIB:.2f} GiB of {where}, "

@@ -30,7 +30,7 @@ from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, 
 from hyperdas.hyper.selection import MODES, column_entropy, sparsity_penalty
 from hyperdas.hyper.store import DTYPES as STORE_DTYPES
 from hyperdas.hyper.store import KINDS as STORE_KINDS
-from hyperdas.hyper.store import ActivationStore, store_bytes
+from hyperdas.hyper.store import ActivationStore, default_limit, store_bytes
 from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits
 from hyperdas.target.hooks import check_layer, checkpointed
@@ -64,8 +64,9 @@ class HyperTrainConfig(FrozenConfig):
     # the selection the training forward uses: soft, or a hard mode with the soft gradient (straight-through)
     train_selection: str = "soft"
     selection_entropy: float = 0.0  # weight of each base column's selection entropy (sharpens A)
-    # the frozen target's read passes, computed once (`hyperdas.hyper.store`): none | memory | disk
-    activation_store: str = "memory"
+    # the frozen target's read passes, computed once (`hyperdas.hyper.store`): auto | none | memory | disk;
+    # auto: in memory on a CPU when it fits its limit, else none (not measured on a GPU: ask for it there)
+    activation_store: str = "auto"
     store_dtype: str = "auto"  # auto (the hypernetwork's dtype: exact) | float32 | float16 | bfloat16
     store_max_gib: float | None = None  # None: half the available memory / the free disk less 1 GiB
 
@@ -85,7 +86,7 @@ class HyperTrainConfig(FrozenConfig):
             raise ConfigError(f"HyperTrainConfig.eval_modes: unknown mode(s) {unknown}; use {MODES}")
         for field, value, allowed in (
             ("train_selection", self.train_selection, MODES),
-            ("activation_store", self.activation_store, STORE_KINDS),
+            ("activation_store", self.activation_store, ("auto", *STORE_KINDS)),
             ("store_dtype", self.store_dtype, tuple(STORE_DTYPES)),
         ):
             if value not in allowed:
@@ -177,24 +178,36 @@ def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION):
     return add_instructions(encode(target.tokenizer, rows), target.tokenizer, rows, template)
 
 
-def make_store(target, enc, config: HyperDASConfig, train: HyperTrainConfig, folder=None, progress: bool = True):
-    """The activation store `train` asks for over `enc` (None for "none"); a disk store lives in
-    `folder` and is reused there when it is not stale (`hyperdas.hyper.store`)."""
-    if train.activation_store == "none" or not len(enc):
+def planned_store(target, parts, config: HyperDASConfig, train: HyperTrainConfig, progress: bool = True) -> str | None:
+    """The store kind training will build over the encoded `parts` (None: none); "auto" resolves to
+    "memory" on a CPU when the store fits its limit, else to none, saying why."""
+    kind = train.activation_store
+    if kind != "auto":
+        return None if kind == "none" else kind
+    if target.device.type != "cpu":
         return None
-    if train.activation_store == "disk" and folder is None:
+    need = sum(store_bytes(target, p, config.include_suffix, STORE_DTYPES[train.store_dtype]) for p in parts)
+    room = int(train.store_max_gib * 2**30) if train.store_max_gib is not None else default_limit("memory")
+    if room is not None and need > room:
+        if progress:
+            print(
+                f"no activation store: it needs {need / 2**30:.2f} GiB, more than the {room / 2**30:.2f} GiB it may "
+                f"take, so the read passes run every step (store_dtype='float16' or activation_store='disk' keep one)"
+            )
+        return None
+    return "memory"
+
+
+def make_store(target, enc, config: HyperDASConfig, train: HyperTrainConfig, kind, folder=None, progress: bool = True):
+    """An activation store of `kind` over `enc` (None for None); a disk store lives in `folder` and is
+    reused there when it is not stale (`hyperdas.hyper.store`)."""
+    if kind is None or not len(enc):
+        return None
+    if kind == "disk" and folder is None:
         raise ConfigError("HyperTrainConfig.activation_store='disk' needs a results folder (out_dir) to keep it in")
     limit = None if train.store_max_gib is None else int(train.store_max_gib * 2**30)
     store = ActivationStore(
-        target,
-        enc,
-        config.layer,
-        config.include_suffix,
-        train.activation_store,
-        train.store_dtype,
-        folder,
-        limit,
-        progress=progress,
+        target, enc, config.layer, config.include_suffix, kind, train.store_dtype, folder, limit, progress=progress
     )
     if progress:
         print(store.describe())
@@ -334,17 +347,17 @@ def train_hyperdas(
         if train.max_val_pairs is not None and len(keep) > train.max_val_pairs:
             keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
         val = encoded_pairs(target, pairs["val"].select(keep), config.instruction)
+    parts = [p for p in (enc, val) if p is not None]
+    store_kind = planned_store(target, parts, config, train, progress and runtime.is_main)
+    if store_kind == "disk" and out_dir is None:
+        raise ConfigError("HyperTrainConfig.activation_store='disk' needs a results folder (out_dir) to keep it in")
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
         per_process = -(-train.batch_size // runtime.world)  # each process holds its share only
         need = estimate_for(
             target, config, enc, min(per_process, runtime.micro_batch or per_process), train.checkpoint_target
         )
-        if train.activation_store == "memory" and target.device.type == "cpu":  # a GPU's store is in host memory
-            held = sum(
-                store_bytes(target, part, config.include_suffix, STORE_DTYPES[train.store_dtype])
-                for part in (enc, val)
-                if part is not None
-            )
+        if store_kind == "memory" and target.device.type == "cpu":  # a GPU's store is in host memory
+            held = sum(store_bytes(target, p, config.include_suffix, STORE_DTYPES[train.store_dtype]) for p in parts)
             need = dataclasses.replace(need, activation_store=held)
         if progress and runtime.is_main:
             print(need.describe())
@@ -389,6 +402,7 @@ def train_hyperdas(
             part,
             config,
             train,
+            store_kind,
             folder / "activations" / split if folder is not None else None,
             progress and runtime.is_main,
         )

@@ -120,3 +120,16 @@ def test_without_the_instruction_it_does_clearly_worse(synthetic_target, pairs, 
         for model, enc in ((trained, test_enc), (blind, blind_enc))
     ]
     assert scores[1] <= scores[0] - 0.1
+
+
+def test_the_edit_follows_the_activations_and_the_hard_modes_edit(synthetic_target, pairs, trained, test_enc):
+    """Conflict pairs (the instruction names one source entity, the activations come from another
+    with a third value): measured 0.975 soft / 0.992 one-to-one follow the activations, none the
+    instruction (120 pairs); the hard modes' Cause 0.975."""
+    from hyperdas.experiments.faithfulness import conflict_scores, conflict_set
+
+    found = conflict_scores(synthetic_target, trained, conflict_set(pairs["test"]))
+    for mode, shares in found.items():
+        assert shares["follows_activations"] >= 0.9 and shares["follows_instruction"] <= 0.05, (mode, shares)
+    for mode in ("one_to_many", "one_to_one"):
+        assert evaluate(synthetic_target, 0, Inference(trained, mode), test_enc)[0]["overall"]["cause"] >= 0.9, mode

@@ -87,7 +87,7 @@ def test_a_store_too_large_is_refused_before_it_starts(synthetic_target, enc, tm
 
 
 def test_bad_store_settings(synthetic_target, pairs, enc):
-    with pytest.raises(ConfigError, match=r"activation_store='ram': use one of \('none', 'memory', 'disk'\)"):
+    with pytest.raises(ConfigError, match=r"activation_store='ram': use one of \('auto', 'none', 'memory', 'disk'\)"):
         HyperTrainConfig(activation_store="ram")
     with pytest.raises(ConfigError, match=r"store_dtype='int8'"):
         HyperTrainConfig(store_dtype="int8")
@@ -97,3 +97,12 @@ def test_bad_store_settings(synthetic_target, pairs, enc):
         train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(activation_store="disk"), progress=False)
     with pytest.raises(ValueError, match="needs a folder"):
         ActivationStore(synthetic_target, enc, 1, kind="disk")
+
+
+def test_auto_skips_a_store_over_its_limit_and_an_explicit_one_is_refused(synthetic_target, pairs, capsys):
+    tiny = TRAIN.replace(steps=1, store_max_gib=1e-6)
+    trained = train_hyperdas(synthetic_target, pairs, MODEL, tiny)
+    out = capsys.readouterr().out
+    assert len(trained.history) == 1 and "no activation store: it needs" in out and "read passes run every step" in out
+    with pytest.raises(ResourceError, match="the activation store of 40 pairs needs"):
+        train_hyperdas(synthetic_target, pairs, MODEL, tiny.replace(activation_store="memory"), progress=False)
