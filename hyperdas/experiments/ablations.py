@@ -122,6 +122,7 @@ class AblationRunner:
         self.progress, self.resume = progress, resume  # resume=False: retrain every variant
         self._trained: dict[str, object] = {}
         self._encoded: dict[tuple, object] = {}
+        self._conflicts: dict[tuple, dict] = {}
 
     def rows(self, split: str = "test"):
         check_split(self.pairs, split)
@@ -159,9 +160,35 @@ class AblationRunner:
             )
         return self._trained[key]
 
-    def score(self, method, enc=None) -> dict:
+    def score(self, method, enc=None, template: str | None = None) -> dict:
+        """Flat scores of `method` on `enc` (default: the test rows with the runner's instruction); a
+        HyperDAS method (an `Inference`) also gets its conflict shares, `follows_activations` and
+        `follows_instruction`, on the conflict pairs of the same test rows, its instructions written
+        with `template` (default: its model's)."""
         enc = enc if enc is not None else self.encoded()
-        return flat_scores(evaluate(self.target, self.config.layer, method, enc)[0])
+        scored = flat_scores(evaluate(self.target, self.config.layer, method, enc)[0])
+        model = getattr(method, "model", None)
+        if model is not None:
+            template = template or model.config.instruction
+            # the same model, parts, mode and instruction: the same conflict outcome (e.g. scored on several subsets)
+            parts = (model.hypernetwork, model.selection, model.subspace)
+            key = (id(model), *map(id, parts), method.mode, template)
+            if key not in self._conflicts:
+                self._conflicts[key] = conflict_outcomes(
+                    self.target,
+                    self.config.layer,
+                    method,
+                    self.conflict(),
+                    lambda r: encoded_pairs(self.target, r, template),
+                )
+            scored.update({k: self._conflicts[key][k] for k in ("follows_activations", "follows_instruction")})
+        return scored
+
+    def conflict(self) -> list[dict]:
+        """The conflict pairs of the scored test rows (the same for every variant)."""
+        if not hasattr(self, "_conflict"):
+            self._conflict = conflict_rows(self.rows(), self.settings.seed)
+        return self._conflict
 
     def record(self, ablation: str, variant: str, scored: dict, config=None, **extra) -> dict:
         return {
@@ -453,9 +480,12 @@ def controls(runner: AblationRunner, model: HyperDAS | None = None, which=None) 
     ]
     for name in which:
         if name == "conflict":
-            rows = conflict_rows(runner.rows(), runner.settings.seed)
             found = conflict_outcomes(
-                runner.target, config.layer, method, rows, lambda r: encoded_pairs(runner.target, r, config.instruction)
+                runner.target,
+                config.layer,
+                method,
+                runner.conflict(),
+                lambda r: encoded_pairs(runner.target, r, config.instruction),
             )
             records.append(
                 {
@@ -468,7 +498,7 @@ def controls(runner: AblationRunner, model: HyperDAS | None = None, which=None) 
             )
             continue
         if name == "blanked":
-            scored = runner.score(method, runner.encoded(template=BLANKED_INSTRUCTION))
+            scored = runner.score(method, runner.encoded(template=BLANKED_INSTRUCTION), BLANKED_INSTRUCTION)
         elif name == "random_subspace":
             if config.subspace == "none":
                 continue  # no W to replace

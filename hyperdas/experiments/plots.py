@@ -177,11 +177,16 @@ def reference_table(results: Results) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _markdown(frame: pd.DataFrame) -> str:
+    """A Markdown table with empty cells where a value is missing (not "nan")."""
+    return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, missingval="") + "\n"
+
+
 def write_tables(results: Results, out: Path) -> list[Path]:
     table = main_table(results).round(3)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "main_table.md", out / "main_table.tex"]
-    markdown = f"Ours ({results.model_name()}, test pairs)\n\n" + table.reset_index().to_markdown(index=False) + "\n"
+    markdown = f"Ours ({results.model_name()}, test pairs)\n\n" + _markdown(table.reset_index())
     try:
         markdown += (
             f"\n\nThe paper's numbers ({PAPER}; not ours)\n\n"
@@ -191,11 +196,11 @@ def write_tables(results: Results, out: Path) -> list[Path]:
     except Missing:
         pass
     paths[0].write_text(markdown)
-    paths[1].write_text(table.to_latex(float_format="%.3f", caption=f"Ours, {results.model_name()}"))
+    paths[1].write_text(table.to_latex(float_format="%.3f", na_rep="", caption=f"Ours, {results.model_name()}"))
     try:
         speed = speed_table(results).round(3)
         paths.append(out / "speed_table.md")
-        paths[-1].write_text(speed.to_markdown(index=False) + "\n")
+        paths[-1].write_text(_markdown(speed))
     except Missing:
         pass
     return paths

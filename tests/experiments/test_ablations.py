@@ -47,6 +47,8 @@ def _metrics_ok(record):
     assert record["overall"]["disentangle"] is not None  # cause or iso may be None: a subset without that kind
     assert all(v is None or 0 <= v <= 1 for v in record["overall"].values())
     assert record["per_attribute"] and record["seed"] == 0 and "config" in record
+    # every HyperDAS variant carries its faithfulness: the conflict shares on the same conflict pairs
+    assert 0 <= record["follows_activations"] <= 1 and 0 <= record["follows_instruction"] <= 1
 
 
 @pytest.mark.parametrize("name", sorted(ablations.ABLATIONS))

@@ -15,7 +15,7 @@ CONFIG = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4)
 
 @pytest.fixture(scope="module")
 def pairs(synthetic_pairs):
-    return synthetic_pairs(max_pairs={"train": 20, "val": 6, "test": 60})
+    return synthetic_pairs(max_pairs={"train": 20, "val": 6, "test": 60}, generalisation_sets=True)
 
 
 def _row(entity, value, source, source_value, attribute="Country"):
