@@ -73,10 +73,8 @@ class HyperTrainConfig(FrozenConfig):
     def __post_init__(self) -> None:
         check_ranges(
             self,
-            positive=(
-                "clip",
-                "store_max_gib",
-            ),  # a learning rate of 0 is allowed: it freezes (e.g. to compare gradients)
+            # a learning rate of 0 is allowed: it freezes (e.g. to compare gradients)
+            positive=("clip", "store_max_gib"),
             non_negative=("lr", "lr_rotation", "steps", "weight_decay", "causal_weight", "iso_weight")
             + ("sparsity_from", "sparsity_to", "selection_entropy"),
             at_least_one=("batch_size", "eval_every", "max_val_pairs"),
