@@ -56,7 +56,7 @@ def test_notebook_defaults_need_no_notebook_packages_and_name_a_non_literal(tmp_
 
 
 def test_cli_trains_and_writes(synthetic_pairs, tmp_path, capsys):
-    pairs = synthetic_pairs(max_pairs={"train": 40, "val": 12, "test": 12})
+    pairs = synthetic_pairs(max_pairs={"train": 40, "val": 12, "test": 40})
     folder = save_pairs(pairs, tmp_path / "pairs", {})
     code = main(
         [
@@ -84,6 +84,10 @@ def test_cli_trains_and_writes(synthetic_pairs, tmp_path, capsys):
     record = json.loads((out / "hyperdas_cli.json").read_text())
     assert record["config"]["hyperdas"]["base_ca"] is False and record["steps_run"] == 2
     assert (out / "hyperdas.safetensors").is_file()
+    # the trained model's faithfulness comes with it (hyperdas.experiments.faithfulness)
+    conflict = record["faithfulness"]["conflict"]
+    assert set(conflict) == {"soft", "one_to_many", "one_to_one"} and conflict["soft"]["n"] >= 1
+    assert "output follows the activations in" in capsys.readouterr().out
 
 
 def test_cli_names_bad_input(capsys):

@@ -147,6 +147,8 @@ def test_cli_refuses_a_checkpoint_of_other_pairs_until_fresh(synthetic_pairs, tm
         code = main([*base, "--set", f"pairs_in={folder}"])
     assert code == 2 and "trained on other pairs: rerun with --fresh" in capsys.readouterr().err
     assert main([*base, "--set", f"pairs_in={folder}", "--fresh"]) == 0
+    # 4 test pairs hold no conflict pair: training still succeeds, and says what is missing
+    assert "warning: no faithfulness scores: cannot build a conflict set" in capsys.readouterr().err
 
 
 def test_pairs_built_for_another_tokenizer_are_refused(synthetic_pairs, synthetic_target, tiny_llama, tmp_path):

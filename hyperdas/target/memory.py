@@ -53,6 +53,7 @@ def hypernetwork_parameters(target, config) -> int:
         n_ca = int(config.source_ca) + int(config.base_ca)
         total += _numel(block) + n_ca * (attention + _numel(block.input_layernorm))
     total += 2 * D * D + D + 2 * (D * D + D)  # selection head: pair, query, key
+    total += 2 * config.position_offsets * D  # its offset features (base and source)
     if config.subspace != "none":
         total += D * k  # the shared rotation R
     if config.subspace == "householder":
