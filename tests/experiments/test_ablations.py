@@ -87,9 +87,9 @@ def test_a_lookup_table_run_alone_equals_the_same_run_after_others(synthetic_tar
 def test_symmetric_picks_are_distributions(runner):
     records = ablations.symmetric(runner)
     assert [(r["variant"], r["config"]["position_offsets"]) for r in records] == [
-        ("asymmetric", 0),
-        ("symmetric", 0),
-        ("asymmetric, offsets 8", 8),
+        ("asymmetric", 8),  # the default head has offset features: the third variant takes them away
+        ("symmetric", 8),
+        ("asymmetric, no offsets", 0),
     ]
     for r in records:
         for sides in r["picks"].values():
