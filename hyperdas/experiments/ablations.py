@@ -170,9 +170,10 @@ class AblationRunner:
         model = getattr(method, "model", None)
         if model is not None:
             template = template or model.config.instruction
-            # the same model, parts, mode and instruction: the same conflict outcome (e.g. scored on several subsets)
-            parts = (model.hypernetwork, model.selection, model.subspace)
-            key = (id(model), *map(id, parts), method.mode, template)
+            # the same model, parts, mode and instruction: the same conflict outcome (e.g. scored on several
+            # subsets). Keyed by the modules themselves (identity hashing; the key keeps them alive, so a
+            # swapped-in part that was freed cannot hand its id to another)
+            key = (model, model.hypernetwork, model.selection, model.subspace, method.mode, template)
             if key not in self._conflicts:
                 self._conflicts[key] = conflict_outcomes(
                     self.target,

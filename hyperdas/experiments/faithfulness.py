@@ -18,7 +18,7 @@ from hyperdas.data.ravel import RavelDataError
 from hyperdas.experiments.leakage import conflict_outcomes, conflict_rows
 from hyperdas.hyper.model import Inference
 from hyperdas.hyper.selection import MODES
-from hyperdas.hyper.store import ActivationStore
+from hyperdas.hyper.store import store_if_it_fits
 from hyperdas.target.evaluate import evaluate
 
 CONFLICT_PAIRS = 200
@@ -50,13 +50,11 @@ def conflict_scores(target, model, rows: list[dict], modes=MODES) -> dict:
 
 def split_scores(target, model, rows, modes=MODES, store: bool = True) -> dict:
     """{mode: {cause, iso, disentangle, n}} over a whole split (e.g. `test_entity`); the read passes
-    are computed once for all modes when `store`."""
+    are computed once for all modes when `store` (and the store fits)."""
     from hyperdas.hyper.training import encoded_pairs
 
     enc = encoded_pairs(target, rows, model.config.instruction)
-    held = (
-        ActivationStore(target, enc, model.config.layer, model.config.include_suffix, progress=False) if store else None
-    )
+    held = store_if_it_fits(target, enc, model.config.layer, model.config.include_suffix) if store else None
     out = {}
     for mode in modes:
         found, records = evaluate(target, model.config.layer, Inference(model, mode, store=held), enc)

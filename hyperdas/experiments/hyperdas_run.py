@@ -18,7 +18,7 @@ from hyperdas.core.files import write_text
 from hyperdas.core.results import portable_path, read_json, write_json, write_section
 from hyperdas.hyper.model import Inference, householder_vectors, selection_matrices, selection_record
 from hyperdas.hyper.selection import MODES
-from hyperdas.hyper.store import ActivationStore
+from hyperdas.hyper.store import store_if_it_fits
 from hyperdas.hyper.training import LOG
 from hyperdas.target.evaluate import evaluate
 
@@ -28,9 +28,9 @@ RESULTS, LAYERS, TRAIN_LOG = "hyperdas.json", "hyperdas_layers.json", "train_log
 
 def score_test_pairs(target, model, test, layer: int, generation: bool = False) -> tuple[list[dict], float]:
     """One record per (inference mode, domain, attribute) of the encoded test pairs; and the seconds
-    taken. The read passes are computed once for the three modes (an activation store)."""
+    taken. The read passes are computed once for the three modes (an activation store, when it fits)."""
     records, start = [], time.perf_counter()
-    store = ActivationStore(target, test, layer, model.config.include_suffix, progress=False)
+    store = store_if_it_fits(target, test, layer, model.config.include_suffix)
     for mode in MODES:
         method = Inference(model, mode, store=store)
         scores, _ = evaluate(target, layer, method, test)

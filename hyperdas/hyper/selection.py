@@ -80,6 +80,22 @@ class SelectionHead(nn.Module):
         distance = (last - torch.arange(mask.shape[1], device=mask.device)[None]).clamp(0, self.offsets - 1)
         return table[distance] * mask[..., None]
 
+    def side_maps(self, D: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pair map's base and source halves, (D, D) each."""
+        w_base, w_source = self.pair.weight[:, :D], self.pair.weight[:, D:]
+        if self.symmetric:  # the same map on both sides: the feature cannot tell base from source
+            w_source = w_base
+        return w_base, w_source
+
+    def token_parts(self, base, source, base_mask=None, source_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each token's share of its pair features, (B, Tb, D) and (B, Ts, D), offsets included."""
+        w_base, w_source = self.side_maps(base.shape[-1])
+        base_part, source_part = base @ w_base.T, source @ w_source.T
+        if self.offsets:
+            base_part = base_part + self.offset_features(base_mask, self.base_offset)
+            source_part = source_part + self.offset_features(source_mask, self.source_offset)
+        return base_part, source_part
+
     def pair_features(
         self,
         base: torch.Tensor,
@@ -90,14 +106,7 @@ class SelectionHead(nn.Module):
         """(B, Ts+1, Tb, D): Linear([h_base_j ; h_source_i]) for every pair (plus the offset vectors
         when the head has them; the masks say where each row's selectable prefix ends), then the
         keep-base row."""
-        D = base.shape[-1]
-        w_base, w_source = self.pair.weight[:, :D], self.pair.weight[:, D:]
-        if self.symmetric:  # the same map on both sides: the feature cannot tell base from source
-            w_source = w_base
-        base_part, source_part = base @ w_base.T, source @ w_source.T
-        if self.offsets:
-            base_part = base_part + self.offset_features(base_mask, self.base_offset)
-            source_part = source_part + self.offset_features(source_mask, self.source_offset)
+        base_part, source_part = self.token_parts(base, source, base_mask, source_mask)
         feats = base_part[:, None, :, :] + source_part[:, :, None, :] + self.pair.bias
         return torch.cat([feats, base[:, None]], dim=1)
 
@@ -114,10 +123,7 @@ class SelectionHead(nn.Module):
         Key and pair map are linear, so a pair's key is key_b(h_base_j) + key_s(h_source_i) + c:
         summing q·k over heads, the scores split into a base term and a source term, computed
         per position instead of per pair (equal to the pair-by-pair sum; tested)."""
-        D = base.shape[-1]
-        w_base, w_source = self.pair.weight[:, :D], self.pair.weight[:, D:]
-        if self.symmetric:
-            w_source = w_base
+        w_base, w_source = self.side_maps(base.shape[-1])
         q = self.query(z)  # (B, D)
         kq = q @ self.key.weight  # q·(K x) = (Kᵀq)·x
         base_term = base @ (w_base.T @ kq[:, :, None])  # (B, Tb, 1)
@@ -158,13 +164,7 @@ class SelectionHead(nn.Module):
         key_b(h_base_j) + key_s(h_source_i) + c: built from per-token parts, not from the (pair x D x D)
         product of the pair-by-pair features (equal; tested)."""
         D = base.shape[-1]
-        w_base, w_source = self.pair.weight[:, :D], self.pair.weight[:, D:]
-        if self.symmetric:
-            w_source = w_base
-        base_part, source_part = base @ w_base.T, source @ w_source.T
-        if self.offsets:
-            base_part = base_part + self.offset_features(base_mask, self.base_offset)
-            source_part = source_part + self.offset_features(source_mask, self.source_offset)
+        base_part, source_part = self.token_parts(base, source, base_mask, source_mask)
         kb, ks = base_part @ self.key.weight.T, source_part @ self.key.weight.T
         constant = self.pair.bias @ self.key.weight.T + self.key.bias
         pairs = ks[:, :, None] + kb[:, None] + constant

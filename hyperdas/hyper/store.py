@@ -44,7 +44,7 @@ def _lasts(enc, include_suffix: bool) -> tuple[list[int], list[int]]:
     return list(base), list(source)
 
 
-def _sizes(target, enc, include_suffix: bool) -> list[tuple[int, int, int]]:
+def _sizes(enc, include_suffix: bool) -> list[tuple[int, int, int]]:
     """Per pair: (base row length, base selectable length, source selectable length)."""
     base_last, source_last = _lasts(enc, include_suffix)
     return [(len(b), bl + 1, sl + 1) for b, bl, sl in zip(enc.base, base_last, source_last)]
@@ -56,7 +56,7 @@ def store_bytes(target, enc, include_suffix: bool = False, dtype: torch.dtype | 
     D, layers = target.hidden_size, target.n_layers + 1
     exact = _target_dtype(target).itemsize
     flat = (dtype or _target_dtype(target)).itemsize
-    return sum((w + s) * D * exact + (b + s) * layers * D * flat for w, b, s in _sizes(target, enc, include_suffix))
+    return sum((w + s) * D * exact + (b + s) * layers * D * flat for w, b, s in _sizes(enc, include_suffix))
 
 
 def default_limit(kind: str, folder: str | Path | None = None) -> int | None:
@@ -118,7 +118,7 @@ class ActivationStore:
         self.dtype = DTYPES[dtype] or _target_dtype(target)
         self.exact = _target_dtype(target)
         self.D, self.n = target.hidden_size, target.n_layers + 1
-        self.sizes = _sizes(target, enc, include_suffix)
+        self.sizes = _sizes(enc, include_suffix)
         self.nbytes = store_bytes(target, enc, include_suffix, self.dtype)
         self.key = _key(target, enc, layer, include_suffix, self.dtype)
         self.folder = Path(folder) if folder is not None else None
@@ -258,3 +258,13 @@ def _view(layer_rows, flat_rows, lengths, lasts, device) -> tuple:
     selectable = (positions <= last) & (positions < length)
     flat_mask = selectable[:, :cut, None].expand(-1, -1, n).flatten(1)
     return layer.to(device), selectable.to(device), flat.flatten(1, 2).to(device), flat_mask.to(device)
+
+
+def store_if_it_fits(target, enc, layer: int, include_suffix: bool = False):
+    """An in-memory store of `enc` for scoring it in several modes, or None (the read passes then
+    run per mode) when it would take more than its default limit: scoring never fails for want of
+    memory the way an explicitly requested store may."""
+    limit = default_limit("memory")
+    if limit is not None and store_bytes(target, enc, include_suffix) > limit:
+        return None
+    return ActivationStore(target, enc, layer, include_suffix, progress=False)

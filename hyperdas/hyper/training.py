@@ -176,10 +176,15 @@ def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION):
     return add_instructions(encode(target.tokenizer, rows), target.tokenizer, rows, template)
 
 
-def planned_store(target, parts, config: HyperDASConfig, train: HyperTrainConfig, progress: bool = True) -> str | None:
-    """The store kind training will build over the encoded `parts` (None: none); "auto" resolves to
-    "memory" on a CPU when the store fits its limit, else to none, saying why."""
+def planned_store(
+    target, parts, config: HyperDASConfig, train: HyperTrainConfig, folder=None, progress: bool = True
+) -> str | None:
+    """The store kind training will build over the encoded `parts` (None: none; a disk store needs
+    the checkpoint `folder`); "auto" resolves to "memory" on a CPU when the store fits its limit,
+    else to none, saying why."""
     kind = train.activation_store
+    if kind == "disk" and folder is None:
+        raise ConfigError("HyperTrainConfig.activation_store='disk' needs a results folder (out_dir) to keep it in")
     if kind != "auto":
         return None if kind == "none" else kind
     if target.device.type != "cpu":
@@ -201,8 +206,6 @@ def make_store(target, enc, config: HyperDASConfig, train: HyperTrainConfig, kin
     reused there when it is not stale (`hyperdas.hyper.store`)."""
     if kind is None or not len(enc):
         return None
-    if kind == "disk" and folder is None:
-        raise ConfigError("HyperTrainConfig.activation_store='disk' needs a results folder (out_dir) to keep it in")
     limit = None if train.store_max_gib is None else int(train.store_max_gib * 2**30)
     store = ActivationStore(
         target, enc, config.layer, config.include_suffix, kind, train.store_dtype, folder, limit, progress=progress
@@ -346,9 +349,7 @@ def train_hyperdas(
             keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
         val = encoded_pairs(target, pairs["val"].select(keep), config.instruction)
     parts = [p for p in (enc, val) if p is not None]
-    store_kind = planned_store(target, parts, config, train, progress and runtime.is_main)
-    if store_kind == "disk" and out_dir is None:
-        raise ConfigError("HyperTrainConfig.activation_store='disk' needs a results folder (out_dir) to keep it in")
+    store_kind = planned_store(target, parts, config, train, out_dir, progress and runtime.is_main)
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
         per_process = -(-train.batch_size // runtime.world)  # each process holds its share only
         need = estimate_for(

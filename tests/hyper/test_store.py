@@ -106,3 +106,11 @@ def test_auto_skips_a_store_over_its_limit_and_an_explicit_one_is_refused(synthe
     assert len(trained.history) == 1 and "no activation store: it needs" in out and "read passes run every step" in out
     with pytest.raises(ResourceError, match="the activation store of 40 pairs needs"):
         train_hyperdas(synthetic_target, pairs, MODEL, tiny.replace(activation_store="memory"), progress=False)
+
+
+def test_scoring_skips_a_store_that_does_not_fit(synthetic_target, enc, monkeypatch):
+    import hyperdas.hyper.store as module
+
+    assert module.store_if_it_fits(synthetic_target, enc, 1) is not None
+    monkeypatch.setattr(module, "default_limit", lambda kind, folder=None: 1000)
+    assert module.store_if_it_fits(synthetic_target, enc, 1) is None
