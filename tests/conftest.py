@@ -56,10 +56,10 @@ def synthetic_data():
 
 @pytest.fixture(scope="session")
 def synthetic_known(synthetic_target, synthetic_data):
-    """Every template on every entity of the synthetic world (about 2 s)."""
+    """Every template on every entity of the synthetic world, query-blind ones too (about 2 s)."""
     from hyperdas.data.filter import FilterConfig, filter_domain
 
-    config = FilterConfig(templates_per_attribute=None, max_entities=None)
+    config = FilterConfig(templates_per_attribute=None, max_entities=None, query_blind_entities=10**6)
     return filter_domain(synthetic_target, synthetic_data, config, progress=False)
 
 

@@ -75,7 +75,8 @@ def _mean_scores(items) -> dict:
 
 def faithfulness_columns(block: dict, mode: str) -> dict:
     """One inference mode's faithfulness as flat table columns, from a results file's `faithfulness`
-    block (`hyperdas.experiments.faithfulness`): the conflict shares and held-out-entity Disentangle."""
+    block (`hyperdas.experiments.faithfulness`): the conflict shares, held-out-entity Disentangle and
+    the query-blind control's Cause / Iso / Disentangle (when the block has them)."""
     conflict = block["conflict"][mode]
     row = {
         "follows_activations": conflict["follows_activations"],
@@ -83,4 +84,6 @@ def faithfulness_columns(block: dict, mode: str) -> dict:
     }
     if "test_entity" in block:
         row["test_entity_disentangle"] = block["test_entity"][mode]["disentangle"]
+    if "query_blind" in block:
+        row.update({f"query_blind_{m}": block["query_blind"][mode][m] for m in ("cause", "iso", "disentangle")})
     return row

@@ -34,6 +34,7 @@ class FilterConfig(FrozenConfig):
     max_entities: int | None = 1000
     batch_size: int = 64
     seed: int = 0
+    query_blind_entities: int = 0  # entities checked with each query-blind template (0: none)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attributes", tuple(self.attributes))  # JSON gives lists
@@ -156,6 +157,8 @@ class FilterResult:
     known_entities_per_split: dict[str, dict[str, int]]
     n_checked: int  # prompts actually run now (not from the cache)
     seconds: float
+    # the query-blind templates' known entities (`query_blind_templates`), when config.query_blind_entities
+    blind_known: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -167,8 +170,25 @@ class FilterResult:
     def summary(self) -> dict:
         """The parts worth a results file (everything but the entity lists)."""
         out = self.to_dict()
-        out["known"] = {a: {t: len(e) for t, e in per.items()} for a, per in self.known.items()}
+        for field in ("known", "blind_known"):
+            out[field] = {a: {t: len(e) for t, e in per.items()} for a, per in getattr(self, field).items()}
         return out
+
+
+def query_blind_templates(data: RavelDomain, attributes) -> dict[str, list[str]]:
+    """Per attribute, the templates whose text before the entity also begins a template of another of
+    `attributes`: read up to the entity, such a prompt does not reveal which attribute it asks.
+    Entity-first templates (nothing before the entity) are left out: on a tokenizer without a BOS
+    token the entity is then the first position, which the default sink rule never edits."""
+    prefix = lambda t: t.split("%s")[0]  # noqa: E731
+    asked_by = defaultdict(set)
+    for attribute in attributes:
+        for template in data.attribute_to_prompts.get(attribute, []):
+            asked_by[prefix(template)].add(attribute)
+    return {
+        a: sorted(t for t in data.attribute_to_prompts.get(a, []) if prefix(t) and len(asked_by[prefix(t)]) > 1)
+        for a in attributes
+    }
 
 
 def _entities_with(data: RavelDomain, attribute: str) -> list[str]:
@@ -204,6 +224,7 @@ def filter_domain(
         known[attribute] = {t: per_template.get(t, []) for t in selected[attribute]}
         n_prompts[attribute] = len(items)
         accuracy[attribute] = sum(verdicts) / len(items)
+    blind_known = _query_blind_known(cache, target, data, config, progress) if config.query_blind_entities else {}
     return FilterResult(
         domain=data.domain,
         config=config.to_dict(),
@@ -217,7 +238,21 @@ def filter_domain(
         known_entities_per_split=_known_per_split(known, data),
         n_checked=len(cache.verdicts) - before,
         seconds=time.perf_counter() - started,
+        blind_known=blind_known,
     )
+
+
+def _query_blind_known(cache, target, data, config, progress) -> dict[str, dict[str, list[str]]]:
+    """The entities the target answers right with each query-blind template, on a seeded sample."""
+    rng = random.Random(f"{config.seed}/query_blind")
+    out = {}
+    for attribute, templates in query_blind_templates(data, config.attributes).items():
+        entities = _entities_with(data, attribute)
+        entities = sorted(rng.sample(entities, min(config.query_blind_entities, len(entities))))
+        items = [(t, e, data.entity_attributes[e][attribute]) for t in templates for e in entities]
+        verdicts = cache.check(target, items, config.batch_size, progress=progress)
+        out[attribute] = {t: [e for (tt, e, _), ok in zip(items, verdicts) if ok and tt == t] for t in templates}
+    return out
 
 
 def _accuracy_per_template(cache, target, data, attribute, templates, sample, config, progress):

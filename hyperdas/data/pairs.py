@@ -21,6 +21,7 @@ from hyperdas.data.filter import FilterResult
 from hyperdas.data.ravel import SPLITS, RavelDataError, RavelDomain
 
 ENTITY_SPLITS = ("ravel", "both")
+QUERY_BLIND = "query_blind"
 PAIR_FIELDS = (
     "input_prefix",
     "input_suffix",
@@ -52,6 +53,10 @@ class PairConfig(FrozenConfig):
     main setting) uses every entity in every split, holding out templates only.
     generalisation_sets: add RAVEL's `test_entity` (held-out entities, train templates) and
     `test_context` (train entities, held-out templates) splits.
+    query_blind_pairs: size of a `query_blind` split whose base templates do not reveal the asked
+    attribute before the entity (`hyperdas.data.filter.query_blind_templates`; any template or entity
+    split; needs a filter run with `query_blind_entities`). Attributes without such a known template
+    get no causal pairs and are never queried there.
     """
 
     target_attributes: tuple[str, ...] = ("Country", "Continent", "Language")
@@ -61,6 +66,7 @@ class PairConfig(FrozenConfig):
     generalisation_sets: bool = False
     wikipedia_sources: bool = True
     balance_sources: bool = True
+    query_blind_pairs: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,6 +91,8 @@ class PairConfig(FrozenConfig):
             n_test = dict(self.max_pairs).get("test", 0)
             plan["test_entity"] = (("train",), ("test",), n_test)
             plan["test_context"] = (("test",), ("train",), n_test)
+        if self.query_blind_pairs:
+            plan[QUERY_BLIND] = (SPLITS, SPLITS, self.query_blind_pairs)
         return plan
 
 
@@ -109,16 +117,19 @@ def last_entity_token(tokenizer, prefix: str, suffix: str) -> int:
 class _Pool:
     """Where entities and templates may be drawn from, for one output split."""
 
-    def __init__(self, data: RavelDomain, known: FilterResult, template_splits, entity_splits, wikipedia: bool):
+    def __init__(self, data: RavelDomain, known: dict, template_splits, entity_splits, wikipedia: bool, knows=None):
         self.data = data
         ok_entity = lambda e: data.entity_to_split.get(e) in entity_splits  # noqa: E731
         ok_template = lambda t: data.prompt_to_split.get(t) in template_splits  # noqa: E731
         # attribute -> template -> known entities, restricted to this split
         self.known = {
             a: {t: sorted(e for e in es if ok_entity(e)) for t, es in per.items() if ok_template(t)}
-            for a, per in known.known.items()
+            for a, per in known.items()
         }
-        self.knows = {a: sorted({e for es in per.values() for e in es}) for a, per in self.known.items()}
+        # which entities' values the model knows (isolate sources): from `knows` when given
+        self.knows = {
+            a: sorted({e for es in per.values() for e in es if ok_entity(e)}) for a, per in (knows or known).items()
+        }
         self.templates = sorted({t for per in self.known.values() for t in per})
         self.wikipedia = (
             sorted(  # (template, the entity it names or None); keys are unique
@@ -225,10 +236,17 @@ def build_pairs(data: RavelDomain, known: FilterResult, tokenizer, config: PairC
         raise RavelDataError(f"attribute(s) {missing} were not filtered; filtered: {sorted(known.known)}")
     splits = {}
     for split, (template_splits, entity_splits, n) in config.split_plan().items():
-        pool = _Pool(data, known, template_splits, entity_splits, config.wikipedia_sources)
+        blind = split == QUERY_BLIND
+        if blind and not known.blind_known:
+            raise RavelDataError("query_blind_pairs needs a filter run with query_blind_entities > 0 (notebook 01)")
+        if blind:  # blind base templates; an isolate source may be known through any template
+            union = {a: {**per, **known.blind_known.get(a, {})} for a, per in known.known.items()}
+            pool = _Pool(data, known.blind_known, template_splits, entity_splits, config.wikipedia_sources, union)
+        else:
+            pool = _Pool(data, known.known, template_splits, entity_splits, config.wikipedia_sources)
         rows = []
         for kind, queried, instructed, count in _jobs(config, n):
-            if count == 0:
+            if count == 0 or (blind and not any(pool.known[queried].values())):
                 continue
             if not any(pool.known[queried].values()):
                 raise RavelDataError(

@@ -23,6 +23,7 @@ import torch
 
 from hyperdas.core.config import ConfigError, FrozenConfig
 from hyperdas.core.results import portable_path, write_json
+from hyperdas.experiments import diagnosis
 from hyperdas.experiments.leakage import (
     BLANKED_INSTRUCTION,
     LOOKUP_INSTRUCTION,
@@ -173,7 +174,7 @@ class AblationRunner:
             # the same model, parts, mode and instruction: the same conflict outcome (e.g. scored on several
             # subsets). Keyed by the modules themselves (identity hashing; the key keeps them alive, so a
             # swapped-in part that was freed cannot hand its id to another)
-            key = (model, model.hypernetwork, model.selection, model.subspace, method.mode, template)
+            key = (model, model.hypernetwork, model.selection, model.subspace, model.config, method.mode, template)
             if key not in self._conflicts:
                 self._conflicts[key] = conflict_outcomes(
                     self.target,
@@ -523,8 +524,9 @@ ABLATIONS = {
     "initialisation": initialisation,
     "inference_mode": inference_mode,
     "controls": controls,
+    "diagnosis": diagnosis.diagnosis,
 }
-NEEDS_MODEL = ("inference_mode", "controls")
+NEEDS_MODEL = ("inference_mode", "controls", "diagnosis")
 
 
 def run(name: str, runner: AblationRunner, model: HyperDAS | None = None, **kwargs) -> list[dict]:
@@ -549,6 +551,8 @@ def describe(name: str, records: list[dict]) -> list[str]:
     """Sentences computed from an ablation's records (nothing here is written in advance)."""
     if not records:
         return [f"{name}: no records"]
+    if name == "diagnosis":
+        return diagnosis.describe(records)
     lines = []
     if name == "controls":
         ref = _d(records, "reference")

@@ -7,6 +7,10 @@
    A faithful intervention follows the activations.
 2. Held-out entities: Cause / Iso / Disentangle on the `test_entity` split, whose entities never
    appear in training, so a model that memorised entity names shows.
+3. Query-blind control: the same scores on the `query_blind` split, whose base prompts read the same
+   up to the entity whichever attribute they ask (`hyperdas.data.filter.query_blind_templates`). A
+   model whose Iso there falls far below its plain Iso was abstaining on the question it read, not
+   isolating the attribute.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import random
 
 from hyperdas.core.metrics import faithfulness_columns as headline  # noqa: F401  (notebook 03's table)
+from hyperdas.data.pairs import QUERY_BLIND
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.experiments.leakage import conflict_outcomes, conflict_rows
 from hyperdas.hyper.model import Inference
@@ -22,6 +27,7 @@ from hyperdas.hyper.store import store_if_it_fits
 from hyperdas.target.evaluate import evaluate
 
 CONFLICT_PAIRS = 200
+SPLITS = ("test_entity", QUERY_BLIND)  # scored per mode when the pairs have them
 METRICS = ("cause", "iso", "disentangle")
 
 
@@ -64,9 +70,10 @@ def split_scores(target, model, rows, modes=MODES, store: bool = True) -> dict:
 
 def faithfulness(target, model, pairs, modes=MODES, n_conflict: int = CONFLICT_PAIRS, seed: int = 0) -> dict:
     """The faithfulness block of a results file: conflict outcomes per mode on `n_conflict` test
-    pairs, and the held-out-entity scores per mode (when the pairs have a `test_entity` split)."""
+    pairs, and the held-out-entity and query-blind scores per mode (for the splits the pairs have)."""
     rows = conflict_set(pairs["test"], n_conflict, seed)
     out = {"conflict": conflict_scores(target, model, rows, modes), "conflict_pairs": len(rows)}
-    if "test_entity" in pairs and len(pairs["test_entity"]):
-        out["test_entity"] = split_scores(target, model, pairs["test_entity"], modes)
+    for split in SPLITS:
+        if split in pairs and len(pairs[split]):
+            out[split] = split_scores(target, model, pairs[split], modes)
     return out

@@ -179,15 +179,24 @@ def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION):
 def planned_store(
     target, parts, config: HyperDASConfig, train: HyperTrainConfig, folder=None, progress: bool = True
 ) -> str | None:
-    """The store kind training will build over the encoded `parts` (None: none; a disk store needs
-    the checkpoint `folder`); "auto" resolves to "memory" on a CPU when the store fits its limit,
-    else to none, saying why."""
+    """The store kind training will build over the encoded `parts` (training pairs first; None: none;
+    a disk store needs the checkpoint `folder`); "auto" resolves to "memory" on a CPU when the run
+    reads at least as many pairs as the store holds and the store fits its limit, else to none,
+    saying why."""
     kind = train.activation_store
     if kind == "disk" and folder is None:
         raise ConfigError("HyperTrainConfig.activation_store='disk' needs a results folder (out_dir) to keep it in")
     if kind != "auto":
         return None if kind == "none" else kind
     if target.device.type != "cpu":
+        return None
+    reads = train.steps * train.batch_size
+    if reads < len(parts[0]):  # building it reads every pair once: more than a short run reads at all
+        if progress:
+            print(
+                f"no activation store: {train.steps} steps read {reads} pairs, "
+                f"fewer than the {len(parts[0])} it would hold"
+            )
         return None
     need = sum(store_bytes(target, p, config.include_suffix, STORE_DTYPES[train.store_dtype]) for p in parts)
     room = int(train.store_max_gib * 2**30) if train.store_max_gib is not None else default_limit("memory")

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from hyperdas.core.config import ConfigError
-from hyperdas.data.filter import FilterConfig, filter_domain
+from hyperdas.data.filter import FilterConfig, filter_domain, query_blind_templates
 from hyperdas.data.pairs import (
     PAIR_FIELDS,
     PairConfig,
@@ -218,3 +218,34 @@ def test_loading_pairs_that_were_never_built_says_what_to_run(tmp_path):
 
     with pytest.raises(RavelDataError, match="run notebooks/01_data.ipynb"):
         load_pairs(tmp_path / "nothing")
+
+
+def test_query_blind_templates_share_their_text_before_the_entity_across_attributes(synthetic_data):
+    blind = query_blind_templates(synthetic_data, ("Country", "Continent", "Language"))
+    assert "Postcard from %s , in the country of" in blind["Country"]
+    assert "%s is a city in the country of" not in blind["Country"]  # entity first: nothing to read or edit
+    assert "Q : Which country is %s in ? A :" not in blind["Country"]  # its prefix names the question
+    for attribute, templates in blind.items():
+        for template in templates:
+            prefix = template.split("%s")[0]
+            others = [a for a, ts in blind.items() if a != attribute and any(t.startswith(prefix) for t in ts)]
+            assert prefix and others, template
+
+
+def test_the_query_blind_split_uses_only_blind_base_templates(synthetic_data, synthetic_known, synthetic_target):
+    config = SMALL.replace(query_blind_pairs=60)
+    built = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer, config)
+    blind = query_blind_templates(synthetic_data, config.target_attributes)
+    split = built["query_blind"]
+    assert len(split) == 60 and set(split["attribute_type"]) == {"causal", "isolate"}
+    assert all(r["base_template"] in blind[r["attribute"]] for r in split)
+    assert all(r["split"] == "query_blind" for r in split)
+    # the other splits are the ones built without it
+    plain = build_pairs(synthetic_data, synthetic_known, synthetic_target.tokenizer, SMALL)
+    assert all(built[s][:] == plain[s][:] for s in plain)
+
+
+def test_a_query_blind_split_without_its_filter_run_is_refused(synthetic_data, synthetic_known, synthetic_target):
+    without = dataclasses.replace(synthetic_known, blind_known={})
+    with pytest.raises(RavelDataError, match="query_blind_pairs needs a filter run with query_blind_entities"):
+        build_pairs(synthetic_data, without, synthetic_target.tokenizer, SMALL.replace(query_blind_pairs=10))

@@ -1,5 +1,5 @@
 """The faithfulness block every HyperDAS evaluation carries: conflict set, conflict shares per mode,
-held-out-entity scores, and their place in the results file and the main table."""
+held-out-entity and query-blind scores, and their place in the results file and the main table."""
 
 import pytest
 import torch
@@ -15,7 +15,9 @@ CONFIG = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4)
 
 @pytest.fixture(scope="module")
 def pairs(synthetic_pairs):
-    return synthetic_pairs(max_pairs={"train": 20, "val": 6, "test": 60}, generalisation_sets=True)
+    return synthetic_pairs(
+        max_pairs={"train": 20, "val": 6, "test": 60}, generalisation_sets=True, query_blind_pairs=30
+    )
 
 
 def _row(entity, value, source, source_value, attribute="Country"):
@@ -61,6 +63,8 @@ def test_the_block_has_every_mode_and_the_held_out_entities(synthetic_target, pa
         columns = faithfulness_columns(block, mode)
         assert columns["follows_activations"] == shares["follows_activations"]
         assert columns["test_entity_disentangle"] == block["test_entity"][mode]["disentangle"]
+        assert block["query_blind"][mode]["n"] == len(pairs["query_blind"]) == 30
+        assert columns["query_blind_iso"] == block["query_blind"][mode]["iso"]
     # the store that serves the held-out split gives the scores a plain evaluation gives
     plain = faith.split_scores(synthetic_target, model, pairs["test_entity"], ("soft",), store=False)
     assert plain["soft"] == block["test_entity"]["soft"]

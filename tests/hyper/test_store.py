@@ -10,7 +10,7 @@ from hyperdas.core.config import ConfigError
 from hyperdas.core.errors import ResourceError
 from hyperdas.hyper.model import HyperDASConfig, read_states
 from hyperdas.hyper.store import META, ActivationStore, store_bytes
-from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, train_hyperdas
+from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, planned_store, train_hyperdas
 
 MODEL = HyperDASConfig(layer=1, k=8, n_blocks=1, selection_heads=4)
 TRAIN = HyperTrainConfig(steps=5, batch_size=8, lr=1e-3, eval_every=5, max_val_pairs=12, eval_modes=("soft",))
@@ -100,7 +100,7 @@ def test_bad_store_settings(synthetic_target, pairs, enc):
 
 
 def test_auto_skips_a_store_over_its_limit_and_an_explicit_one_is_refused(synthetic_target, pairs, capsys):
-    tiny = TRAIN.replace(steps=1, store_max_gib=1e-6)
+    tiny = TRAIN.replace(steps=1, store_max_gib=1e-6, batch_size=40)  # one step reads all 40 pairs
     trained = train_hyperdas(synthetic_target, pairs, MODEL, tiny)
     out = capsys.readouterr().out
     assert len(trained.history) == 1 and "no activation store: it needs" in out and "read passes run every step" in out
@@ -114,3 +114,11 @@ def test_scoring_skips_a_store_that_does_not_fit(synthetic_target, enc, monkeypa
     assert module.store_if_it_fits(synthetic_target, enc, 1) is not None
     monkeypatch.setattr(module, "default_limit", lambda kind, folder=None: 1000)
     assert module.store_if_it_fits(synthetic_target, enc, 1) is None
+
+
+def test_auto_builds_no_store_for_a_run_that_reads_fewer_pairs_than_it_would_hold(synthetic_target, pairs, capsys):
+    short = TRAIN.replace(steps=1, batch_size=4)
+    assert planned_store(synthetic_target, [encoded_pairs(synthetic_target, pairs["train"])], MODEL, short) is None
+    assert "no activation store: 1 steps read 4 pairs, fewer than the 40 it would hold" in capsys.readouterr().out
+    enough = short.replace(steps=10)
+    assert planned_store(synthetic_target, [encoded_pairs(synthetic_target, pairs["train"])], MODEL, enough) == "memory"
