@@ -42,7 +42,8 @@ class DASConfig(FrozenConfig):
     k: int = 32
     lr: float = 3e-3
     batch_size: int = 16
-    steps: int = 60
+    # up to as many examples per attribute as HyperDAS's 600 x 16 over three attributes; early stopping ends it sooner
+    steps: int = 200
     eval_every: int = 20
     patience: int = 2  # evaluations without a better val Disentangle before stopping
     causal_weight: float = 1.0
