@@ -41,8 +41,12 @@ class CrossWired:
         other = _right_pad([self.faithful[i] for i in index], target.tokenizer.pad_token_id or 0, target.device)
 
         def planner(instruction, base_view, source_view, mode, straight_through):
-            plans = {"instructed": self.model.plan(instruction, base_view, source_view, mode, straight_through)}
-            plans["faithful"] = self.model.plan(other, base_view, source_view, mode, straight_through)
+            given = {"instructed": instruction, "faithful": other}
+            # only the instructions this wiring reads: a one-instruction wiring plans once
+            plans = {
+                name: self.model.plan(given[name], base_view, source_view, mode, straight_through)
+                for name in dict.fromkeys(self.wiring)
+            }
             return plans[self.wiring[0]][0], plans[self.wiring[1]][1]
 
         return self.model.edit_for(target, layer, enc, index, rows, offsets, self.mode, planner)
