@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from hyperdas.das.interventions import FullInterchange
 from hyperdas.das.training import METHODS, DASConfig, select_rows, train_das
 from hyperdas.target.evaluate import encode, evaluate, source_vectors
-from hyperdas.target.hooks import check_layer
+from hyperdas.target.hooks import can_start_after, check_layer
+from hyperdas.target.layer_states import LayerStates, with_states
 
 FULL = "full"
 
@@ -79,7 +80,9 @@ def run_baselines(
     for attribute, layer in tqdm(jobs, desc="baselines", disable=not progress):
         config = base.replace(target_attribute=attribute, layer=layer)
         test = encode(target.tokenizer, select_rows(pairs["test"], config.replace(method="mdas")))
-        sources = source_vectors(target, layer, test)
+        # DAS and MDAS of one attribute read many of the same rows: their states are computed once
+        states = LayerStates(target, layer) if can_start_after(target) else None
+        sources = source_vectors(target, layer, test) if states is None else None
         for method in methods:
             start = time.perf_counter()
             extra = {}
@@ -93,7 +96,9 @@ def run_baselines(
                     else Path(checkpoint_root)
                     / f"{method}-{attribute}-L{layer}-k{config.k}-s{config.seed}".replace(" ", "_")
                 )
-                result = train_das(target, pairs, config, checkpoint_dir=folder, progress=progress, resume=resume)
+                result = train_das(
+                    target, pairs, config, checkpoint_dir=folder, progress=progress, resume=resume, states=states
+                )
                 intervention = result.intervention
                 extra = {
                     "best_step": result.best_step,
@@ -103,10 +108,9 @@ def run_baselines(
                     "resumed_from": result.resumed_from,
                     "history": result.history,
                 }
-            scores, _ = evaluate(target, layer, intervention, test, sources)
-            generated = (
-                evaluate(target, layer, intervention, test, sources, mode="generation")[0] if generation else None
-            )
+            scored = with_states(intervention, states)
+            scores, _ = evaluate(target, layer, scored, test, sources)
+            generated = evaluate(target, layer, scored, test, sources, mode="generation")[0] if generation else None
             records.append(
                 _record(
                     method,

@@ -26,7 +26,8 @@ from hyperdas.das.interventions import RotatedSpaceInterchange
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.distributed import SINGLE, DistributedError, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits, source_vectors
-from hyperdas.target.hooks import check_layer
+from hyperdas.target.hooks import can_start_after, check_layer
+from hyperdas.target.layer_states import LayerStates, with_states
 from hyperdas.target.memory import check_fits, estimate_das
 from hyperdas.target.provenance import check_provenance, provenance
 
@@ -154,6 +155,7 @@ def train_das(
     progress: bool = True,
     resume: bool = True,
     runtime: Runtime = SINGLE,
+    states: LayerStates | None = None,
 ) -> TrainResult:
     """Train DAS or MDAS on pairs["train"], early-stopping on pairs["val"] when it has rows.
 
@@ -161,7 +163,9 @@ def train_das(
     every evaluation; a later call with the same config resumes after the last saved step and
     gives the numbers an uninterrupted run gives. `runtime`: several processes under `accelerate
     launch` (`hyperdas.target.distributed.runtime()`); the numbers equal one process's, only the main
-    process writes.
+    process writes. `states`: the target's states after the layer (`hyperdas.target.layer_states`),
+    shared with other runs at that layer; by default made here when the target's blocks allow
+    starting after the layer, so a step runs only the blocks above it.
     """
     layer = check_layer(target.n_layers, config.layer)
     if runtime.fsdp:
@@ -195,8 +199,18 @@ def train_das(
             saved[k] for k in ("history", "best_val", "best_step", "best_state", "bad")
         )
         first = saved["step"] + 1 if not saved["done"] else config.steps + 1
-    train_src = source_vectors(target, layer, train, progress=progress) if first <= config.steps else None
-    val_src = source_vectors(target, layer, val) if val is not None and first <= config.steps else None
+    if states is None and can_start_after(target):
+        states = LayerStates(target, layer)
+    if states is not None and states.layer != layer:
+        raise ValueError(f"the given states were computed after layer {states.layer}, not the config's {layer}")
+    train_src = val_src = None
+    if first <= config.steps and states is not None:  # read once: the steps run only the blocks above
+        states.fill_pairs(train, progress=progress)
+        if val is not None:
+            states.fill_pairs(val)
+    elif first <= config.steps:
+        train_src = source_vectors(target, layer, train, progress=progress)
+        val_src = source_vectors(target, layer, val) if val is not None else None
     wrapped, optimizer = runtime.prepare(intervention, optimizer)
     writes = folder is not None and runtime.is_main
 
@@ -206,7 +220,7 @@ def train_das(
 
     def part_loss(total: float):
         def loss(part: list[int]):
-            logits, labels = intervened_logits(target, layer, wrapped, train, part, train_src)
+            logits, labels = intervened_logits(target, layer, with_states(wrapped, states), train, part, train_src)
             token_weights = torch.cat([weights[i].expand(len(train.answers[i])) for i in part]).to(logits.device)
             losses = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
             return (losses * token_weights).sum() / total
@@ -227,7 +241,7 @@ def train_das(
         optimizer.step()
         evaluated = val is not None and (step % config.eval_every == 0 or step == config.steps)
         if evaluated:
-            scores, _ = evaluate_sharded(runtime, target, layer, intervention, val, val_src)
+            scores, _ = evaluate_sharded(runtime, target, layer, with_states(intervention, states), val, val_src)
             entry["val"] = scores["overall"]
             score = scores["overall"]["disentangle"]
             if best_val is None or score > best_val["disentangle"]:

@@ -106,26 +106,32 @@ class _Stop(Exception):
 
 
 @torch.no_grad()
+def states_after(target, layer: int, rows: list[list[int]]) -> torch.Tensor:
+    """(B, T, D) residual stream after `layer` of right-padded `rows`; the blocks above are not run."""
+    grabbed = {}
+
+    def grab(hidden):
+        grabbed["h"] = hidden
+        raise _Stop  # nothing above the layer is needed
+
+    try:
+        with edit_residual(target, layer, grab):
+            answer_logits(target.model, rows, [(0, 0)], target.tokenizer.pad_token_id or 0)
+    except _Stop:
+        pass
+    return grabbed["h"]
+
+
+@torch.no_grad()
 def source_vectors(target, layer: int, enc: Encoded, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
     """(N, D) residual vectors after `layer` at each source's entity position."""
     layer = check_layer(target.n_layers, layer)
-    pad = target.tokenizer.pad_token_id or 0
     out = []
     for start in tqdm(range(0, len(enc), batch_size), desc="source states", disable=not progress):
         rows = enc.source[start : start + batch_size]
         pos = torch.tensor(enc.source_pos[start : start + batch_size], device=target.device)
-        grabbed = {}
-
-        def grab(hidden):
-            grabbed["h"] = hidden[torch.arange(len(rows), device=hidden.device), pos]
-            raise _Stop  # nothing above the intervened layer is needed
-
-        try:
-            with edit_residual(target, layer, grab):
-                answer_logits(target.model, rows, [(0, 0)], pad)
-        except _Stop:
-            pass
-        out.append(grabbed["h"].float())
+        hidden = states_after(target, layer, rows)
+        out.append(hidden[torch.arange(len(rows), device=hidden.device), pos].float())
     return torch.cat(out)
 
 
@@ -149,15 +155,21 @@ def make_edit(
     """
     if hasattr(method, "edit_for"):
         return method.edit_for(target, layer, enc, index, rows, offsets)
+    return one_position_edit(method, target, enc, index, sources[index], rows, offsets)
+
+
+def one_position_edit(module, target, enc: Encoded, index: list[int], src: torch.Tensor, rows, offsets):
+    """`module(base, source)` applied at each base entity token of `index`, `src` its (n, D) source
+    vectors (layout as in `make_edit`)."""
     width = max(off + len(r) for off, r in zip(offsets, rows))
     pos = torch.tensor([off + enc.base_pos[i] for off, i in zip(offsets, index)], device=target.device)
-    src = sources[index].to(target.device)
+    src = src.to(target.device)
     batch = torch.arange(len(index), device=target.device)
 
     def edit(hidden):
         if hidden.shape[1] != width:
             return hidden
-        return replace_at(hidden, pos, method(hidden[batch, pos], src.to(hidden.dtype)))
+        return replace_at(hidden, pos, module(hidden[batch, pos], src.to(hidden.dtype)))
 
     return edit
 
