@@ -58,6 +58,15 @@ def _record(method, attribute, layer, config, scores, generation, **extra) -> di
     return {**out, "seed": config.seed, "config": config.to_dict() if method != FULL else None, **extra}
 
 
+def _query_blind(target, pairs, config: DASConfig):
+    """(encoded pairs, source vectors or None) of the attribute's `query_blind` rows, or None when the
+    pairs have none (`hyperdas.data.pairs.PairConfig.query_blind_pairs`)."""
+    split = pairs.get("query_blind")
+    if split is None or config.target_attribute not in target_attributes(split):
+        return None
+    return encode(target.tokenizer, select_rows(split, config.replace(method="mdas"))), None
+
+
 def run_baselines(
     target,
     pairs,
@@ -83,6 +92,7 @@ def run_baselines(
         # DAS and MDAS of one attribute read many of the same rows: their states are computed once
         states = LayerStates(target, layer) if can_start_after(target) else None
         sources = source_vectors(target, layer, test) if states is None else None
+        blind = _query_blind(target, pairs, config)
         for method in methods:
             start = time.perf_counter()
             extra = {}
@@ -111,6 +121,9 @@ def run_baselines(
             scored = with_states(intervention, states)
             scores, _ = evaluate(target, layer, scored, test, sources)
             generated = evaluate(target, layer, scored, test, sources, mode="generation")[0] if generation else None
+            if blind is not None:  # does the method edit prompts that do not show the question?
+                found = evaluate(target, layer, scored, *blind)[0]["overall"]
+                extra["query_blind"] = {m: found[m] for m in ("cause", "iso", "disentangle")}
             records.append(
                 _record(
                     method,

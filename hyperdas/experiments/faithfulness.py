@@ -20,7 +20,7 @@ import random
 from hyperdas.core.metrics import faithfulness_columns as headline  # noqa: F401  (notebook 03's table)
 from hyperdas.data.pairs import QUERY_BLIND
 from hyperdas.data.ravel import RavelDataError
-from hyperdas.experiments.leakage import conflict_outcomes, conflict_rows
+from hyperdas.experiments.leakage import conflict_rows, conflict_variants, outcome_fractions
 from hyperdas.hyper.model import Inference
 from hyperdas.hyper.selection import MODES
 from hyperdas.hyper.store import store_if_it_fits
@@ -48,10 +48,18 @@ def conflict_scores(target, model, rows: list[dict], modes=MODES) -> dict:
     """{mode: {follows_activations, follows_instruction, follows_neither, verdict, n}} on conflict `rows`."""
     from hyperdas.hyper.training import encoded_pairs
 
-    encoder = lambda r: encoded_pairs(target, r, model.config.instruction)  # noqa: E731
-    return {
-        mode: conflict_outcomes(target, model.config.layer, Inference(model, mode), rows, encoder) for mode in modes
-    }
+    config = model.config
+    variants = [encoded_pairs(target, v, config.instruction) for v in conflict_variants(rows)]
+    # the read passes do not depend on the mode: computed once per label variant (when they fit)
+    stores = [store_if_it_fits(target, enc, config.layer, config.include_suffix) for enc in variants]
+    out = {}
+    for mode in modes:
+        hits = [
+            [r["correct"] for r in evaluate(target, config.layer, Inference(model, mode, store=store), enc)[1]]
+            for enc, store in zip(variants, stores)
+        ]
+        out[mode] = outcome_fractions(*hits)
+    return out
 
 
 def split_scores(target, model, rows, modes=MODES, store: bool = True) -> dict:

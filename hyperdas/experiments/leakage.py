@@ -138,17 +138,21 @@ def conflict_outcomes(target, layer: int, method, rows: list[dict], encoder=None
     or neither (teacher-forced exact match, as everywhere), and the verdict (largest fraction).
 
     `encoder(rows)` encodes rows for `method` (HyperDAS needs its instructions); default `encode`."""
+    encoder = encoder or (lambda r: encode(target.tokenizer, r))
+    hits = [[r["correct"] for r in evaluate(target, layer, method, encoder(v))[1]] for v in conflict_variants(rows)]
+    return outcome_fractions(*hits)
+
+
+def conflict_variants(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The conflict rows labelled with the activations' value, and with the instruction's value."""
     if not rows:
         raise ValueError("no conflict rows: the pairs need causal rows with at least two source values")
-    encoder = encoder or (lambda r: encode(target.tokenizer, r))
-    as_instructed = [{**r, "counterfactual_target": r["instruction_target"]} for r in rows]
-    hits = {}
-    for name, variant in (("activations", rows), ("instruction", as_instructed)):
-        hits[name] = [r["correct"] for r in evaluate(target, layer, method, encoder(variant))[1]]
-    outcome = [
-        "activations" if a else "instruction" if i else "neither"
-        for a, i in zip(hits["activations"], hits["instruction"])
-    ]
+    return rows, [{**r, "counterfactual_target": r["instruction_target"]} for r in rows]
+
+
+def outcome_fractions(activations: list[bool], instruction: list[bool]) -> dict:
+    """Shares following the activations / the instruction / neither, from each label's hits."""
+    outcome = ["activations" if a else "instruction" if i else "neither" for a, i in zip(activations, instruction)]
     fractions = {f"follows_{o}": outcome.count(o) / len(outcome) for o in OUTCOMES}
     verdict = max(OUTCOMES, key=lambda o: fractions[f"follows_{o}"])
     return {**fractions, "verdict": verdict, "n": len(outcome)}

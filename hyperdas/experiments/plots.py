@@ -156,6 +156,15 @@ def main_table(results: Results) -> pd.DataFrame:
     frame = pd.DataFrame(rows)[["domain", "attribute", "method", *METRICS]]
     mean = frame.groupby(["domain", "method"], as_index=False)[list(METRICS)].mean().assign(attribute="mean")
     table = pd.concat([frame, mean]).set_index(["domain", "attribute", "method"]).sort_index()
+    blind = [r for r in rows if r.get("query_blind") and r["method"] in ("DAS", "MDAS", "full patch")]
+    for method in sorted({r["method"] for r in blind}):  # the baselines' query-blind control, per method mean
+        found = [r for r in blind if r["method"] == method]
+        for domain in {r["domain"] for r in found}:
+            for m in METRICS:
+                values = [
+                    r["query_blind"][m] for r in found if r["domain"] == domain and r["query_blind"][m] is not None
+                ]
+                table.loc[(domain, "mean", method), f"query_blind_{m}"] = sum(values) / len(values) if values else None
     faithful = results.json("hyperdas.json").get("faithfulness")
     if faithful:  # every HyperDAS mean carries its faithfulness (hyperdas.experiments.faithfulness)
         for mode in faithful["conflict"]:

@@ -58,3 +58,16 @@ def test_bad_requests_are_named(synthetic_target, pairs):
         run_baselines(synthetic_target, pairs, BASE, layers=[9], progress=False)
     with pytest.raises(ValueError, match="no 'test' split"):
         run_baselines(synthetic_target, {"train": pairs["train"]}, BASE, progress=False)
+
+
+def test_query_blind_split_is_scored_for_every_method(synthetic_target, synthetic_pairs):
+    pairs = synthetic_pairs(max_pairs={"train": 120, "val": 30, "test": 30}, query_blind_pairs=30)
+    records = run_baselines(
+        synthetic_target, pairs, BASE.replace(steps=2), attributes=["Country"], generation=False, progress=False
+    )
+    assert [r["method"] for r in records] == ["das", "mdas", "full"]
+    for r in records:
+        blind = r["query_blind"]
+        assert set(blind) == {"cause", "iso", "disentangle"}
+        assert blind["disentangle"] == pytest.approx((blind["cause"] + blind["iso"]) / 2)
+    assert records[-1]["query_blind"]["cause"] > 0.5  # a full patch edits whatever the prompt shows
