@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -187,8 +188,25 @@ def preflight(params: dict) -> None:
     P.das_config(params)
 
 
+# glibc: large blocks from the heap, freed memory kept for reuse, instead of a fresh mmap (page faults
+# on every touch) per block. HyperDAS's copied embedding gets a new 113 MB dense gradient each step:
+# a step went from 1.64 to 1.46 s (SmolLM2, batch 16, 2-core CPU; DAS steps unchanged).
+MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+
+
+def tune_malloc(params: dict) -> dict:
+    """Set `MALLOC` for the notebook kernels of a CPU run on Linux (values already set are kept);
+    returns what was set."""
+    if not sys.platform.startswith("linux") or str(params.get("device", "cpu")) != "cpu":
+        return {}
+    chosen = {k: v for k, v in MALLOC.items() if k not in os.environ}
+    os.environ.update(chosen)
+    return chosen
+
+
 def run_profile(profile: str, overrides: dict, results: Path, selected: list[str] | None) -> list[RunRecord]:
     params = {**load_profile(profile), **overrides}
+    tune_malloc(params)  # read by each kernel's C library when it starts
     params["results_root"] = str(results.resolve())
     model_dir = results / model_dir_name(str(params.get("model", "model")))
     out_dir = model_dir / "runs"

@@ -118,3 +118,21 @@ def test_cli_names_an_attribute_without_pairs(synthetic_pairs, tmp_path, capsys)
     assert (
         code == 2 and "--attribute 'Altitude' has no training pairs; attributes present: [" in capsys.readouterr().err
     )
+
+
+def test_malloc_tuning_is_set_for_cpu_runs_on_linux_and_keeps_a_users_values(monkeypatch):
+    import os
+    import sys
+
+    from hyperdas import batch
+
+    for key in batch.MALLOC:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "7")
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert batch.tune_malloc({"device": "cuda"}) == {} and "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    assert batch.tune_malloc({"device": "cpu"}) == {"MALLOC_TRIM_THRESHOLD_": str(2**40)}
+    assert os.environ["MALLOC_MMAP_MAX_"] == "7"
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert batch.tune_malloc({"device": "cpu"}) == {} and "MALLOC_TRIM_THRESHOLD_" not in os.environ
