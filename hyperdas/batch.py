@@ -186,6 +186,7 @@ def preflight(params: dict) -> None:
     check_device(P.model_config(params).device)
     P.hyperdas_configs(params)
     P.das_config(params)
+    P.seed_list(params)
 
 
 # glibc: large blocks from the heap, freed memory kept for reuse, instead of a fresh mmap (page faults

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from hyperdas.cli import main
 from hyperdas.data.dataset import save_pairs
 from hyperdas.experiments import params as P
@@ -136,3 +138,13 @@ def test_malloc_tuning_is_set_for_cpu_runs_on_linux_and_keeps_a_users_values(mon
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     monkeypatch.setattr(sys, "platform", "darwin")
     assert batch.tune_malloc({"device": "cpu"}) == {} and "MALLOC_TRIM_THRESHOLD_" not in os.environ
+
+
+def test_seeds_default_to_the_seed_and_bad_lists_are_named():
+    from hyperdas.core.config import ConfigError
+    from hyperdas.experiments.params import seed_list
+
+    assert seed_list({"seed": 3}) == [3] and seed_list({"seed": 3, "seeds": [0, 1, 2]}) == [0, 1, 2]
+    for bad in ([], [0, 0], [0, "1"], 2, [True]):
+        with pytest.raises(ConfigError, match="seeds=.*non-empty list of distinct integers"):
+            seed_list({"seeds": bad})

@@ -37,15 +37,21 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert (out / "datasets" / "ravel_pairs" / "dataset_dict.json").is_file()
     baselines = json.loads((out / "baselines.json").read_text())
     main = {(r["method"], r["attribute"]): r for r in baselines["records"] if r["layer"] == 0}
+    main_methods = ("das", "mdas", "full")
     assert set(main) == {(m, a) for m in ("das", "mdas", "full") for a in ("Country", "Continent", "Language")}
     assert main[("full", "Country")]["cause"] >= 0.9  # the entity's residual after the local block (few pairs)
     assert {r["layer"] for r in baselines["records"]} == {0, 1, 2}
     assert all(r["generation"]["cause"] is not None for r in main.values())
+    seeds = {m: {r["seed"] for r in baselines["records"] if r["method"] == m and r["layer"] == 0} for m in main_methods}
+    assert seeds == {"das": {0, 1}, "mdas": {0, 1}, "full": {0}} and baselines["seeds"] == [0, 1]
     hyper = json.loads((out / "hyperdas.json").read_text())
     assert {(r["mode"], r["attribute"]) for r in hyper["records"]} == {
         (m, a) for m in ("soft", "one_to_many", "one_to_one") for a in ("Country", "Continent", "Language")
     }
     assert hyper["config"]["hyperdas"]["layer"] == 0 and hyper["steps_run"] == 20
+    assert {r["seed"] for r in hyper["records"]} == {0, 1} and set(hyper["faithfulness_by_seed"]) == {"0", "1"}
+    assert hyper["faithfulness_by_seed"]["0"] == hyper["faithfulness"]
+    assert (out / "checkpoints" / "hyperdas-layer0-seed1" / "hyperdas.safetensors").is_file()
     layers = json.loads((out / "hyperdas_layers.json").read_text())
     assert layers["layer0"]["records"] == hyper["records"]  # the layer sweep's copy of this run
     assert (out / "checkpoints" / "hyperdas-layer0" / "hyperdas.safetensors").is_file()
@@ -90,7 +96,8 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
         "leakage_controls",
     ):
         assert (out / "figures" / f"{name}.png").is_file() and (out / "figures" / f"{name}.pdf").is_file()
-    assert (out / "figures" / "main_table.md").is_file()
+    table = (out / "figures" / "main_table.md").read_text()
+    assert "disentangle_sd" in table and "n_seeds" in table and "follows_activations_sd" in table
     ran = json.loads((out / "reproduce.json").read_text())
     assert {n for n, r in ran["notebooks"].items() if r["status"] == "ok"} == {p.name for p in NOTEBOOKS}
     assert ran["environment"]["packages"]["torch"]

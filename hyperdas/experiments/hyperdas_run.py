@@ -26,9 +26,12 @@ METRICS = ("cause", "iso", "disentangle")
 RESULTS, LAYERS, TRAIN_LOG = "hyperdas.json", "hyperdas_layers.json", "train_log.jsonl"
 
 
-def score_test_pairs(target, model, test, layer: int, generation: bool = False) -> tuple[list[dict], float]:
-    """One record per (inference mode, domain, attribute) of the encoded test pairs; and the seconds
-    taken. The read passes are computed once for the three modes (an activation store, when it fits)."""
+def score_test_pairs(
+    target, model, test, layer: int, generation: bool = False, seed: int | None = None
+) -> tuple[list[dict], float]:
+    """One record per (inference mode, domain, attribute) of the encoded test pairs (tagged with the
+    training `seed` when given); and the seconds taken. The read passes are computed once for the
+    three modes (an activation store, when it fits)."""
     records, start = [], time.perf_counter()
     store = store_if_it_fits(target, test, layer, model.config.include_suffix)
     for mode in MODES:
@@ -43,6 +46,7 @@ def score_test_pairs(target, model, test, layer: int, generation: bool = False) 
                     "domain": domain,
                     "attribute": attribute,
                     "layer": layer,
+                    **({"seed": seed} if seed is not None else {}),
                     **{m: s[m] for m in (*METRICS, "n_causal", "n_isolate")},
                 }
                 if generated:
@@ -121,11 +125,14 @@ def write_results(
     test_seconds: float,
     results_root: str | Path,
     faithfulness: dict | None = None,
+    faithfulness_by_seed: dict | None = None,
 ) -> tuple[Path, Path]:
     """`hyperdas.json` (this run) and this layer's section of `hyperdas_layers.json` (every layer run
     so far, for the layer-sweep figure). `configs`: {"model", "hyperdas", "train"} configs.
     `faithfulness`: `hyperdas.experiments.faithfulness.faithfulness`'s block; its conflict shares are
-    also written flat, as `follows_activations` / `follows_instruction` per mode."""
+    also written flat, as `follows_activations` / `follows_instruction` per mode. Several seeds:
+    `records` holds every seed's (each tagged), `result` and `faithfulness` are the first seed's, and
+    `faithfulness_by_seed` maps each seed to its block."""
     out_dir = Path(out_dir)
     layer = configs["hyperdas"].layer
     path = write_json(
@@ -142,6 +149,7 @@ def write_results(
             "timings": {"train_seconds": result.seconds, "test_seconds": test_seconds},
             "provenance": result.provenance,
             **(_faithful_fields(faithfulness) if faithfulness else {}),
+            **({"faithfulness_by_seed": faithfulness_by_seed} if faithfulness_by_seed else {}),
         },
     )
     layers = write_section(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hyperdas.core.config import ModelConfig
+from hyperdas.core.config import ConfigError, ModelConfig
 from hyperdas.das.training import DASConfig
 from hyperdas.hyper.model import HyperDASConfig
 from hyperdas.hyper.training import HyperTrainConfig
@@ -82,3 +82,16 @@ def hyperdas_configs(params: Mapping) -> tuple[HyperDASConfig, HyperTrainConfig]
 def das_config(params: Mapping, **fixed) -> DASConfig:
     """A DAS/MDAS config from notebook 02 parameters; `fixed` sets fields directly (method, target_attribute)."""
     return DASConfig(**{**_fields(params, DAS), **fixed})
+
+
+def seed_list(params: Mapping) -> list[int]:
+    """The seeds notebooks 02 and 03 run: `seeds` (a list, for the mean ± sd table), else [`seed`]."""
+    seeds = params.get("seeds")
+    if seeds is None:
+        return [params.get("seed", 0)]
+    ok = (
+        isinstance(seeds, list | tuple) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    )
+    if not ok or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds={seeds!r}: give a non-empty list of distinct integers, or None for [seed]")
+    return list(seeds)

@@ -141,10 +141,15 @@ def style() -> None:
 
 def main_table(results: Results) -> pd.DataFrame:
     """Rows (domain, attribute, method); columns Cause / Iso / Disentangle on the test pairs:
-    HyperDAS in each inference mode, MDAS, DAS and the full patch at HyperDAS's layer."""
-    hyper = results.records("hyperdas.json")
+    HyperDAS in each inference mode, MDAS, DAS and the full patch at HyperDAS's layer. Over several
+    seeds each value is the seeds' mean, with its standard deviation in `<metric>_sd` (a mean row:
+    over the seeds' attribute means) and `n_seeds`."""
+    hyper_file = results.json("hyperdas.json")
+    hyper = hyper_file["records"]
     layer = hyper[0]["layer"]
-    rows = [{**r, "method": f"HyperDAS ({r['mode'].replace('_', '-')})"} for r in hyper]
+    rows = [
+        {"seed": hyper_file.get("seed", 0), **r, "method": f"HyperDAS ({r['mode'].replace('_', '-')})"} for r in hyper
+    ]
     try:
         rows += [
             {**r, "method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}.get(r["method"], r["method"])}
@@ -153,11 +158,41 @@ def main_table(results: Results) -> pd.DataFrame:
         ]
     except Missing:
         pass
-    frame = pd.DataFrame(rows)[["domain", "attribute", "method", *METRICS]]
-    mean = frame.groupby(["domain", "method"], as_index=False)[list(METRICS)].mean().assign(attribute="mean")
-    table = pd.concat([frame, mean]).set_index(["domain", "attribute", "method"]).sort_index()
+    frame = pd.DataFrame(rows)[["domain", "attribute", "method", "seed", *METRICS]]
+    per_seed = frame.groupby(["domain", "method", "seed"], as_index=False)[list(METRICS)].mean()
+    parts = [_over_seeds(frame, ["domain", "attribute", "method"]), _over_seeds(per_seed, ["domain", "method"])]
+    parts[1]["attribute"] = "mean"
+    table = pd.concat(parts).set_index(["domain", "attribute", "method"]).sort_index()
+    several = table["n_seeds"].max() > 1
+    if not several:
+        table = table.drop(columns=[c for c in table.columns if c.endswith("_sd")])
+    _baseline_query_blind(table, rows)
+    faithful = hyper_file.get("faithfulness")
+    if faithful:  # every HyperDAS mean carries its faithfulness (hyperdas.experiments.faithfulness)
+        blocks = list(hyper_file.get("faithfulness_by_seed", {}).values()) or [faithful]
+        for mode in faithful["conflict"]:
+            method = f"HyperDAS ({mode.replace('_', '-')})"
+            columns = pd.DataFrame([faithfulness_columns(b, mode) for b in blocks])
+            for domain in table.index.get_level_values("domain").unique():
+                for column in columns:
+                    table.loc[(domain, "mean", method), column] = columns[column].mean()
+                    if len(blocks) > 1 and column.startswith("follows_"):
+                        table.loc[(domain, "mean", method), f"{column}_sd"] = columns[column].std()
+    return table
+
+
+def _over_seeds(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean and sample standard deviation of METRICS over the seeds of each `keys` group."""
+    grouped = frame.groupby(keys)
+    out = grouped[list(METRICS)].mean()
+    sd = grouped[list(METRICS)].std().rename(columns={m: f"{m}_sd" for m in METRICS})
+    return out.join(sd).assign(n_seeds=grouped["seed"].nunique()).reset_index()
+
+
+def _baseline_query_blind(table: pd.DataFrame, rows: list[dict]) -> None:
+    """The baselines' query-blind control (notebook 02), per method: the mean over attributes and seeds."""
     blind = [r for r in rows if r.get("query_blind") and r["method"] in ("DAS", "MDAS", "full patch")]
-    for method in sorted({r["method"] for r in blind}):  # the baselines' query-blind control, per method mean
+    for method in sorted({r["method"] for r in blind}):
         found = [r for r in blind if r["method"] == method]
         for domain in {r["domain"] for r in found}:
             for m in METRICS:
@@ -165,14 +200,6 @@ def main_table(results: Results) -> pd.DataFrame:
                     r["query_blind"][m] for r in found if r["domain"] == domain and r["query_blind"][m] is not None
                 ]
                 table.loc[(domain, "mean", method), f"query_blind_{m}"] = sum(values) / len(values) if values else None
-    faithful = results.json("hyperdas.json").get("faithfulness")
-    if faithful:  # every HyperDAS mean carries its faithfulness (hyperdas.experiments.faithfulness)
-        for mode in faithful["conflict"]:
-            method = f"HyperDAS ({mode.replace('_', '-')})"
-            for column, value in faithfulness_columns(faithful, mode).items():
-                for domain in table.index.get_level_values("domain").unique():
-                    table.loc[(domain, "mean", method), column] = value
-    return table
 
 
 def reference_table(results: Results) -> pd.DataFrame:

@@ -102,9 +102,10 @@ class HyperTrainConfig(FrozenConfig):
         return self.temperature_from + (self.temperature_to - self.temperature_from) * step / max(self.steps, 1)
 
 
-def checkpoint_folder(out_dir: str | Path, layer: int) -> Path:
-    """Where notebook 03 keeps its model for `layer` (and notebook 04 finds it): one per layer."""
-    return Path(out_dir) / "checkpoints" / f"hyperdas-layer{layer}"
+def checkpoint_folder(out_dir: str | Path, layer: int, seed: int | None = None) -> Path:
+    """Where notebook 03 keeps its model for `layer` (and notebook 04 finds it): one per layer; the
+    runs of further seeds (`seed`) beside it."""
+    return Path(out_dir) / "checkpoints" / (f"hyperdas-layer{layer}" + (f"-seed{seed}" if seed is not None else ""))
 
 
 def save_hyperdas(

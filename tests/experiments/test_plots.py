@@ -256,3 +256,35 @@ def test_speed_table_quotes_benchmarks_json(tmp_path):
     (tmp_path / "benchmarks.json").write_text(json.dumps({"das_step": {}}))
     with pytest.raises(plots.Missing, match="no hyperdas_step section"):
         plots.speed_table(plots.Results(tmp_path))
+
+
+def test_main_table_gives_mean_and_sd_over_seeds(tmp_path):
+    folder = tmp_path / "fixture"
+    folder.mkdir()
+    score = lambda c, i: {"cause": c, "iso": i, "disentangle": (c + i) / 2}  # noqa: E731
+    hyper = [
+        {"domain": "city", "method": "hyperdas", "mode": "soft", "attribute": a, "layer": 2, "seed": s, **score(c, 0.5)}
+        for s, c in ((0, 0.2), (1, 0.6))
+        for a in ATTRIBUTES
+    ]
+    block = lambda f: {"conflict": {"soft": {"follows_activations": f, "follows_instruction": 0.1}}}  # noqa: E731
+    (folder / "hyperdas.json").write_text(
+        json.dumps({"model": "fixture", "seed": 0, "records": hyper, "faithfulness": block(0.4)})
+    )
+    table = plots.main_table(plots.Results(folder))
+    row = table.loc[("city", "mean", "HyperDAS (soft)")]
+    assert row["n_seeds"] == 2 and row["cause"] == pytest.approx(0.4)
+    assert row["cause_sd"] == pytest.approx(0.4 / 2**0.5) and row["iso_sd"] == pytest.approx(0.0)
+    assert row["follows_activations"] == pytest.approx(0.4) and "follows_activations_sd" not in table
+    by_seed = {"faithfulness_by_seed": {"0": block(0.4), "1": block(0.8)}}
+    (folder / "hyperdas.json").write_text(
+        json.dumps({"model": "fixture", "seed": 0, "records": hyper, "faithfulness": block(0.4), **by_seed})
+    )
+    row = plots.main_table(plots.Results(folder)).loc[("city", "mean", "HyperDAS (soft)")]
+    assert row["follows_activations"] == pytest.approx(0.6) and row["follows_activations_sd"] == pytest.approx(
+        0.4 / 2**0.5
+    )
+    one_seed = [r for r in hyper if r["seed"] == 0]
+    (folder / "hyperdas.json").write_text(json.dumps({"model": "fixture", "records": one_seed}))
+    table = plots.main_table(plots.Results(folder))
+    assert not [c for c in table.columns if c.endswith("_sd")] and table["n_seeds"].max() == 1
