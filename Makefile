@@ -48,6 +48,7 @@ benchmarks: setup
 	$(PY) benchmarks/filter_throughput.py
 	$(PY) benchmarks/das_step.py
 	$(PY) benchmarks/hyperdas_step.py
+	$(PY) benchmarks/malloc_tuning.py
 	$(PY) benchmarks/ddp_overhead.py
 
 # on a CUDA machine: a Llama3-8B-shaped target (random weights) in bf16 and 4-bit, and the smoke chain on cuda

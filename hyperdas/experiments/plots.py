@@ -606,6 +606,11 @@ def make_all(results: Results, out: str | Path, names=None) -> dict[str, str]:
             fig = FIGURES[name](results)
         except Missing as why:
             status[name] = f"skipped: {why}"
+            stale = [out / f"{name}.{ext}" for ext in ("png", "pdf") if (out / f"{name}.{ext}").is_file()]
+            for path in stale:  # a figure never outlives the records it was drawn from
+                path.unlink()
+            if stale:
+                status[name] += "; removed the figure drawn from earlier results"
             continue
         except UNREADABLE as why:  # one bad file costs its own figures only
             plt.close("all")

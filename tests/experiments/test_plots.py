@@ -160,8 +160,13 @@ def test_missing_inputs_skip_their_figures_with_the_reason(tmp_path):
     folder = make_results(tmp_path / "fixture")
     (folder / "ablations.json").unlink()
     (folder / "selections" / "householder.json").unlink()
+    (tmp_path / "figures").mkdir()
+    for ext in ("png", "pdf"):  # drawn from an earlier run's files
+        (tmp_path / "figures" / f"householder.{ext}").write_text("stale")
     status = plots.make_all(plots.Results(folder), tmp_path / "figures")
     assert status["householder"].startswith("skipped:") and "householder.json" in status["householder"]
+    assert status["householder"].endswith("removed the figure drawn from earlier results")
+    assert not list((tmp_path / "figures").glob("householder.*"))
     assert "ablations.json is missing" in status["leakage_controls"]
     assert status["main_table"] == "written" and status["convergence"] == "written"
 
