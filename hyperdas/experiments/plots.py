@@ -257,6 +257,11 @@ def speed_table(results: Results) -> pd.DataFrame:
         rows.append(("HyperDAS step / bare step, no activation store", hyper["ratio_without_store"], None))
     if das:
         rows.append(("DAS step / bare step", das["ratio"], das.get("goal_ratio")))
+        if "from_states_ratio" in das:
+            rows.append(("DAS step from cached layer states / bare step", das["from_states_ratio"], None))
+    malloc = bench.get("malloc_tuning")
+    if malloc:
+        rows.append(("HyperDAS step speed-up, batch runner's malloc settings", malloc["speedup"]["hyperdas"], None))
     rows.append(("evaluation, soft (examples/s)", hyper["eval_examples_per_second"]["soft"], None))
     cpu = bench.get("environment", {})
     where = f"{cpu.get('cpu', '?')}, {cpu.get('cpu_count', '?')} cores; batch {hyper['batch_size']}"

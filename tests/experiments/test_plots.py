@@ -258,6 +258,14 @@ def test_speed_table_quotes_benchmarks_json(tmp_path):
         table.loc["HyperDAS step / bare step", "value"] == 1.2 and table.loc["HyperDAS step / bare step", "goal"] == 1.5
     )
     assert table.loc["HyperDAS step / bare step, no activation store", "value"] == 2.0
+    das = {"ratio": 1.2, "from_states_ratio": 0.86, "goal_ratio": 1.3}
+    malloc = {"speedup": {"hyperdas": 1.12, "das_from_states": 1.0}}
+    (tmp_path / "benchmarks.json").write_text(
+        json.dumps({"hyperdas_step": step, "das_step": das, "malloc_tuning": malloc})
+    )
+    table = plots.speed_table(plots.Results(tmp_path)).set_index("measure")
+    assert table.loc["DAS step from cached layer states / bare step", "value"] == 0.86
+    assert table.loc["HyperDAS step speed-up, batch runner's malloc settings", "value"] == 1.12
     (tmp_path / "benchmarks.json").write_text(json.dumps({"das_step": {}}))
     with pytest.raises(plots.Missing, match="no hyperdas_step section"):
         plots.speed_table(plots.Results(tmp_path))
