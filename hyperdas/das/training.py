@@ -38,7 +38,8 @@ METHODS = ("das", "mdas")
 class DASConfig(FrozenConfig):
     method: str = "das"
     target_attribute: str = "Country"
-    # the embedded model's defaults (benchmarks/das_sweep.py chose layer, k and lr); notebook 02 repeats them
+    # the embedded model's defaults: HyperDAS's layer and k (benchmarks/das_sweep.py prefers k=128 for
+    # both methods; docs/results.md); notebook 02 repeats them
     layer: int = 15
     k: int = 32
     lr: float = 3e-3

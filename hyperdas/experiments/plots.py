@@ -342,10 +342,18 @@ def layer_sweep(results: Results):
         pass
     try:
         sweep = _sweep_frame(results)
-        best_k = sweep.groupby("k").size().idxmax()
+        trained = sweep[sweep["method"] != "full patch"]
+        # the k with the most runs; of tied ones, the best mean val Disentangle
+        by_k = trained.groupby("k")["disentangle"].agg(["size", "mean"])
+        best_k = by_k.sort_values(["size", "mean"]).index[-1] if len(by_k) else None
         rows += [
-            {**r, "method": f"{r['method']} (val, {r['attribute']})", "scored on": "val"}
-            for r in sweep[sweep["k"] == best_k].to_dict("records")
+            {
+                **r,
+                "method": f"{r['method']} (val, {r['attribute']}"
+                + (")" if r["method"] == "full patch" else f", k={r['k']})"),
+                "scored on": "val",
+            }
+            for r in sweep[(sweep["method"] == "full patch") | (sweep["k"] == best_k)].to_dict("records")
         ]
     except Missing:
         pass

@@ -301,3 +301,23 @@ def test_main_table_gives_mean_and_sd_over_seeds(tmp_path):
     (folder / "hyperdas.json").write_text(json.dumps({"model": "fixture", "records": one_seed}))
     table = plots.main_table(plots.Results(folder))
     assert not [c for c in table.columns if c.endswith("_sd")] and table["n_seeds"].max() == 1
+
+
+def test_layer_sweep_draws_the_better_of_tied_ks(tmp_path):
+    folder = make_results(tmp_path / "results")
+    runs = [
+        {"kind": kind, "config": {"layer": layer, "k": k}, "val": {"cause": d, "iso": d, "disentangle": d}}
+        for kind, layer, k, d in [
+            ("full_patch", 1, 8, 0.4),
+            ("full_patch", 2, 8, 0.4),
+            ("mdas", 1, 8, 0.2),
+            ("mdas", 2, 8, 0.2),
+            ("mdas", 1, 64, 0.6),
+            ("mdas", 2, 64, 0.6),
+        ]
+    ]
+    (folder / "das_sweep.json").write_text(json.dumps({"attribute": "Country", "runs": runs}))
+    fig = plots.layer_sweep(plots.Results(folder))
+    labels = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    assert "MDAS (val, Country, k=64)" in labels and "full patch (val, Country)" in labels
+    assert not any("k=8" in label for label in labels)
