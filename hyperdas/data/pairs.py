@@ -106,12 +106,23 @@ def split_at_entity(text: str, entity: str) -> tuple[str, str]:
 
 def last_entity_token(tokenizer, prefix: str, suffix: str) -> int:
     """Index, in the tokenized prompt (special tokens included), of the entity's last token."""
+    return _token_at(tokenizer, prefix, suffix, len(prefix) - 1)
+
+
+def first_entity_token(tokenizer, prefix: str, suffix: str, entity: str) -> int:
+    """Index, in the tokenized prompt, of the token holding the entity's first character (`prefix`
+    ends with the entity)."""
+    if not entity or not prefix.endswith(entity):
+        raise RavelDataError(f"prompt prefix {prefix!r} does not end with its entity {entity!r}")
+    return _token_at(tokenizer, prefix, suffix, len(prefix) - len(entity))
+
+
+def _token_at(tokenizer, prefix: str, suffix: str, char: int) -> int:
     encoded = tokenizer(prefix + suffix, add_special_tokens=True, return_offsets_mapping=True)
-    last_char = len(prefix) - 1
     for index, (start, end) in enumerate(encoded["offset_mapping"]):
-        if start <= last_char < end:
+        if start <= char < end:
             return index
-    raise RavelDataError(f"no token covers the end of the entity in {prefix + suffix!r}")
+    raise RavelDataError(f"no token covers character {char} (the entity) in {prefix + suffix!r}")
 
 
 class _Pool:

@@ -51,7 +51,7 @@ def conflict_scores(target, model, rows: list[dict], modes=MODES) -> dict:
     config = model.config
     variants = [encoded_pairs(target, v, config.instruction) for v in conflict_variants(rows)]
     # the read passes do not depend on the mode: computed once per label variant (when they fit)
-    stores = [store_if_it_fits(target, enc, config.layer, config.include_suffix) for enc in variants]
+    stores = [store_if_it_fits(target, enc, config.layer, model.read_rule) for enc in variants]
     out = {}
     for mode in modes:
         hits = [
@@ -68,7 +68,7 @@ def split_scores(target, model, rows, modes=MODES, store: bool = True) -> dict:
     from hyperdas.hyper.training import encoded_pairs
 
     enc = encoded_pairs(target, rows, model.config.instruction)
-    held = store_if_it_fits(target, enc, model.config.layer, model.config.include_suffix) if store else None
+    held = store_if_it_fits(target, enc, model.config.layer, model.read_rule) if store else None
     out = {}
     for mode in modes:
         found, records = evaluate(target, model.config.layer, Inference(model, mode, store=held), enc)

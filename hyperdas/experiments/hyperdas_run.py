@@ -33,7 +33,7 @@ def score_test_pairs(
     training `seed` when given); and the seconds taken. The read passes are computed once for the
     three modes (an activation store, when it fits)."""
     records, start = [], time.perf_counter()
-    store = store_if_it_fits(target, test, layer, model.config.include_suffix)
+    store = store_if_it_fits(target, test, layer, model.read_rule)
     for mode in MODES:
         method = Inference(model, mode, store=store)
         scores, _ = evaluate(target, layer, method, test)

@@ -27,6 +27,7 @@ HYPERDAS = {
         "source_ca",
         "base_ca",
         "include_suffix",
+        "base_read",
         "position_offsets",
         "selection_positions",
         "ca_positions",

@@ -2,7 +2,8 @@
 
 1. Read (no gradient): the target runs on base and source; the hidden states of every layer
    (embeddings + all blocks) are L2-normalised and kept at the selectable positions only (the
-   prompt up to and including the entity; never answer tokens; the suffix only when asked).
+   prompt up to and including the entity; never answer tokens; the suffix only when asked; with
+   `base_read="entity"`, the base entity alone: `hyperdas.hyper.reads`).
 2. The hypernetwork reads the instruction with cross-attention to those states -> z.
 3. The selection head gives A (which source token, or none, feeds each base token) from z and the
    layer-L states; the subspace module gives W from z.
@@ -19,6 +20,7 @@ from torch import nn
 
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.hyper.hypernetwork import INITS, HyperNetwork
+from hyperdas.hyper.reads import BASE_READS, read_rule
 from hyperdas.hyper.selection import MODES, POSITIONS, SelectionHead, harden
 from hyperdas.hyper.subspace import KINDS, Subspace, interchange
 from hyperdas.target.hooks import check_layer
@@ -42,6 +44,9 @@ class HyperDASConfig(FrozenConfig):
     # pairs, against 0 and 47% with the paper's head (docs/results.md)
     position_offsets: int = 8
     include_suffix: bool = False  # let the hypernetwork read the prompt after the entity
+    # "entity": read the base entity alone, not its template, so the plan cannot depend on the
+    # question the base prompt asks (`hyperdas.hyper.reads`); "prompt": the paper's read
+    base_read: str = "prompt"
     selection_heads: int = 8
     instruction: str = DEFAULT_INSTRUCTION  # str.format over the pair's fields
     selection_positions: str = "none"  # "rotary": the official pair-dependent scores (`selection`)
@@ -58,9 +63,14 @@ class HyperDASConfig(FrozenConfig):
             ("subspace", self.subspace, KINDS),
             ("selection_positions", self.selection_positions, POSITIONS),
             ("sink", self.sink, SINK_RULES),
+            ("base_read", self.base_read, BASE_READS),
         ):
             if value not in allowed:
                 raise ConfigError(f"HyperDASConfig.{field}={value!r}: use one of {allowed}")
+        if self.base_read == "entity" and self.include_suffix:
+            raise ConfigError(
+                "HyperDASConfig.base_read='entity' reads the base entity alone: include_suffix must be False"
+            )
         if self.n_blocks < 0 or self.k < 1 or self.position_offsets < 0:
             raise ConfigError("HyperDASConfig: n_blocks and position_offsets must be >= 0 and k >= 1")
 
@@ -151,6 +161,7 @@ class HyperDAS(nn.Module):
         if config.k > target.hidden_size and config.subspace != "none":
             raise ConfigError(f"k={config.k} exceeds the hidden size {target.hidden_size} of {target.name}")
         self.config, self.target_name = config, target.name
+        self.read_rule = read_rule(config, target.tokenizer)
         self.hypernetwork = HyperNetwork(
             target, config.n_blocks, config.source_ca, config.base_ca, config.init, config.ca_positions
         )
@@ -186,6 +197,9 @@ class HyperDAS(nn.Module):
         if self.config.sink == "exclude":  # by measurement: the first token's state is a huge-norm sink
             base_sel, source_sel = base_sel.clone(), source_sel.clone()
             base_sel[:, 0] = source_sel[:, 0] = False
+        if self.read_rule.first_selectable:  # the neutral prefix of an entity read
+            base_sel = base_sel.clone()
+            base_sel[:, : self.read_rule.first_selectable] = False
         A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel)
         self.last_soft = A
         return harden(A, mode, straight_through), self.subspace(z)
@@ -214,29 +228,31 @@ class HyperDAS(nn.Module):
             raise ValueError(
                 "the encoded pairs carry no instructions: call hyperdas.hyper.model.add_instructions first"
             )
-        suffix = self.config.include_suffix
-        device = target.device
-        base_last = [enc.first[i] if suffix else enc.base_pos[i] for i in index]
-        sources = [enc.source[i] for i in index]
-        source_last = [len(s) - 1 if suffix else enc.source_pos[i] for s, i in zip(sources, index)]
-        whole = not any(offsets)  # right-padded rows: the read pass can start the edited run
-        if store is not None and store.serves(enc, layer, suffix, rows, index, offsets):
+        rule, device = self.read_rule, target.device
+        read_rows, base_last, shifts = rule.base_rows(enc, index)
+        if rule.reads_prompt:  # the rows as laid out (generation reads its prompts only)
+            read_rows = rows
+        sources, source_last = rule.source_rows(enc, index)
+        # right-padded prompt rows: the read pass can start the edited run
+        whole = rule.reads_prompt and not any(offsets)
+        if store is not None and store.serves(enc, layer, rule, rows, index, offsets):
             base_view, source_view = store.views(index, device)
         else:
-            base_view = read_states(target, rows, base_last, layer, whole)
+            base_view = read_states(target, read_rows, base_last, layer, whole)
             source_view = read_states(target, sources, source_last, layer)
         instruction = _right_pad([enc.instructions[i] for i in index], target.tokenizer.pad_token_id or 0, device)
         A, W = (planner if planner is not None else self)(instruction, base_view, source_view, mode, straight_through)
-        self.last_plan = (A, W)
         width = max(off + len(r) for off, r in zip(offsets, rows))
-        if any(offsets) or A.shape[2] != width:  # move each row's columns to where its tokens sit
-            # and widen A from the read width to the edited run's
+        if any(offsets) or any(shifts) or A.shape[2] != width:  # move each row's read columns to
+            # where their tokens sit in the edited run, widening A from the read width to its width
             moved = torch.zeros(A.shape[0], A.shape[1], width, dtype=A.dtype, device=A.device)
             moved[:, -1] = 1
-            for b, (off, r) in enumerate(zip(offsets, rows)):
-                n = min(len(r), A.shape[2])  # columns past the read width are unselectable: keep base
-                moved[b, :, off : off + n] = A[b, :, :n]
+            for b, (off, shift, r) in enumerate(zip(offsets, shifts, rows)):
+                lo, n = max(0, -shift), min(A.shape[2], len(r) - shift)  # read columns that land in the row
+                if n > lo:  # the others are unselectable: keep base
+                    moved[b, :, off + shift + lo : off + shift + n] = A[b, :, lo:n]
             A = moved
+        self.last_plan = (A, W)
         source_states = source_view[0]
 
         def edit(hidden):

@@ -3,7 +3,8 @@
 HyperDAS reads the target on every base and source prompt at every training step
 (`hyperdas.hyper.model.read_states`); the target never changes and each pair comes back every
 epoch, so the same states are recomputed ~5 times in a 600-step run. The store runs the read
-passes once, keeps per pair the layer-L states of the whole base row and of the source up to its
+passes once, keeps per pair the layer-L states of the whole base read row (`hyperdas.hyper.reads`)
+and of the source up to its
 last selectable token (the target's dtype: exact) and the normalised states of every layer at the
 selectable positions (`dtype`; the hypernetwork's own dtype is exact, float16 halves the size), and
 serves the same views the read passes give (tested equal within float tolerance).
@@ -28,35 +29,42 @@ from tqdm.auto import tqdm
 
 from hyperdas.core.errors import ResourceError
 from hyperdas.core.files import write_text
+from hyperdas.hyper.reads import ReadRule
 from hyperdas.target.memory import GIB, available
 from hyperdas.target.provenance import package_version, weights_fingerprint
 
-FORMAT = 1  # bump when what is stored, or how, changes: older folders are then rebuilt
+FORMAT = 2  # bump when what is stored, or how, changes: older folders are then rebuilt
 KINDS = ("none", "memory", "disk")
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 META = "meta.json"
 
 
-def _lasts(enc, include_suffix: bool) -> tuple[list[int], list[int]]:
-    """Each pair's last selectable base and source positions (as `HyperDAS.edit_for` reads them)."""
-    base = enc.first if include_suffix else enc.base_pos
-    source = [len(s) - 1 for s in enc.source] if include_suffix else enc.source_pos
-    return list(base), list(source)
+def _rule(read: ReadRule | bool) -> ReadRule:
+    """A `ReadRule`; a bool is the paper's prompt read with (True) or without the suffix."""
+    return read if isinstance(read, ReadRule) else ReadRule(include_suffix=bool(read))
 
 
-def _sizes(enc, include_suffix: bool) -> list[tuple[int, int, int]]:
-    """Per pair: (base row length, base selectable length, source selectable length)."""
-    base_last, source_last = _lasts(enc, include_suffix)
-    return [(len(b), bl + 1, sl + 1) for b, bl, sl in zip(enc.base, base_last, source_last)]
+def _reads(enc, read: ReadRule):
+    """(base read rows, their last selectable positions, source rows, theirs), for every pair."""
+    everything = list(range(len(enc)))
+    base, base_last, _ = read.base_rows(enc, everything)
+    source, source_last = read.source_rows(enc, everything)
+    return base, base_last, source, source_last
 
 
-def store_bytes(target, enc, include_suffix: bool = False, dtype: torch.dtype | None = None) -> int:
+def _sizes(enc, read: ReadRule) -> list[tuple[int, int, int]]:
+    """Per pair: (base read row length, base selectable length, source selectable length)."""
+    base, base_last, _, source_last = _reads(enc, read)
+    return [(len(b), bl + 1, sl + 1) for b, bl, sl in zip(base, base_last, source_last)]
+
+
+def store_bytes(target, enc, read: ReadRule | bool = False, dtype: torch.dtype | None = None) -> int:
     """Bytes a store of `enc` takes: layer-L states in the target's dtype, every layer's normalised
     states in `dtype` (default: the target's)."""
     D, layers = target.hidden_size, target.n_layers + 1
     exact = _target_dtype(target).itemsize
     flat = (dtype or _target_dtype(target)).itemsize
-    return sum((w + s) * D * exact + (b + s) * layers * D * flat for w, b, s in _sizes(enc, include_suffix))
+    return sum((w + s) * D * exact + (b + s) * layers * D * flat for w, b, s in _sizes(enc, _rule(read)))
 
 
 def default_limit(kind: str, folder: str | Path | None = None) -> int | None:
@@ -73,11 +81,10 @@ def _target_dtype(target) -> torch.dtype:
     return next(target.model.parameters()).dtype
 
 
-def _key(target, enc, layer: int, include_suffix: bool, dtype: torch.dtype) -> dict:
+def _key(target, enc, layer: int, read: ReadRule, dtype: torch.dtype) -> dict:
     """What the stored states depend on: a store with another key is stale."""
     digest = hashlib.sha256()
-    base_last, source_last = _lasts(enc, include_suffix)
-    for part in (enc.base, enc.source, base_last, source_last):
+    for part in _reads(enc, read):
         digest.update(json.dumps(part).encode())
     return {
         "format": FORMAT,
@@ -87,7 +94,7 @@ def _key(target, enc, layer: int, include_suffix: bool, dtype: torch.dtype) -> d
         "target_dtype": str(_target_dtype(target)),
         "dtype": str(dtype),
         "layer": layer % target.n_layers,
-        "include_suffix": include_suffix,
+        "read": read.key(),
         "tokens_sha256": digest.hexdigest(),
     }
 
@@ -100,7 +107,7 @@ class ActivationStore:
         target,
         enc,
         layer: int,
-        include_suffix: bool = False,
+        read: ReadRule | bool = False,
         kind: str = "memory",
         dtype: str = "auto",
         folder: str | Path | None = None,
@@ -114,13 +121,13 @@ class ActivationStore:
             raise ValueError(f"activation store dtype {dtype!r}: use one of {tuple(DTYPES)}")
         if kind == "disk" and folder is None:
             raise ValueError("a disk activation store needs a folder")
-        self.enc, self.layer, self.include_suffix = enc, layer % target.n_layers, include_suffix
+        self.enc, self.layer, self.read = enc, layer % target.n_layers, _rule(read)
         self.dtype = DTYPES[dtype] or _target_dtype(target)
         self.exact = _target_dtype(target)
         self.D, self.n = target.hidden_size, target.n_layers + 1
-        self.sizes = _sizes(enc, include_suffix)
-        self.nbytes = store_bytes(target, enc, include_suffix, self.dtype)
-        self.key = _key(target, enc, layer, include_suffix, self.dtype)
+        self.sizes = _sizes(enc, self.read)
+        self.nbytes = store_bytes(target, enc, self.read, self.dtype)
+        self.key = _key(target, enc, layer, self.read, self.dtype)
         self.folder = Path(folder) if folder is not None else None
         self.kind = kind
         self._index()
@@ -190,12 +197,12 @@ class ActivationStore:
     def _build(self, target, batch_size: int, progress: bool) -> None:
         from hyperdas.hyper.model import read_states
 
-        enc, (base_last, source_last) = self.enc, _lasts(self.enc, self.include_suffix)
-        order = sorted(range(len(enc)), key=lambda i: len(enc.base[i]))  # similar widths: little padding
+        rows, base_last, sources, source_last = _reads(self.enc, self.read)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar widths: little padding
         for start in tqdm(range(0, len(order), batch_size), desc="activation store", disable=not progress):
             index = order[start : start + batch_size]
-            base = read_states(target, [enc.base[i] for i in index], [base_last[i] for i in index], self.layer, True)
-            source = read_states(target, [enc.source[i] for i in index], [source_last[i] for i in index], self.layer)
+            base = read_states(target, [rows[i] for i in index], [base_last[i] for i in index], self.layer, True)
+            source = read_states(target, [sources[i] for i in index], [source_last[i] for i in index], self.layer)
             for row, i in enumerate(index):
                 w, b, s = self.sizes[i]
                 e0, e1, e2 = self.exact_at[i]
@@ -205,14 +212,14 @@ class ActivationStore:
                 self.flat_buffer[f0:f1] = base[2][row, : b * self.n].reshape(-1).to(self.dtype)
                 self.flat_buffer[f1:f2] = source[2][row, : s * self.n].reshape(-1).to(self.dtype)
 
-    def serves(self, enc, layer: int, include_suffix: bool, rows, index, offsets) -> bool:
+    def serves(self, enc, layer: int, read: ReadRule | bool, rows, index, offsets) -> bool:
         """Whether this store holds the read passes of this call: the same pairs object, layer and
-        suffix rule, and right-padded base rows as encoded (teacher-forced training and scoring;
+        read rule, and right-padded base rows as encoded (teacher-forced training and scoring;
         generation's left-padded prompts are read afresh)."""
         return (
             enc is self.enc
             and layer % (self.n - 1) == self.layer
-            and include_suffix == self.include_suffix
+            and _rule(read) == self.read
             and not any(offsets)
             and all(r is enc.base[i] for r, i in zip(rows, index))
         )
@@ -227,11 +234,10 @@ class ActivationStore:
             source_layer.append(self.exact_buffer[e1:e2].view(-1, self.D))
             base_flat.append(self.flat_buffer[f0:f1].view(-1, self.n, self.D))
             source_flat.append(self.flat_buffer[f1:f2].view(-1, self.n, self.D))
-        enc, (base_last, source_last) = self.enc, _lasts(self.enc, self.include_suffix)
-        base = _view(base_layer, base_flat, [len(enc.base[i]) for i in index], [base_last[i] for i in index], device)
-        source = _view(
-            source_layer, source_flat, [len(enc.source[i]) for i in index], [source_last[i] for i in index], device
-        )
+        rows, base_last, _ = self.read.base_rows(self.enc, index)
+        sources, source_last = self.read.source_rows(self.enc, index)
+        base = _view(base_layer, base_flat, [len(r) for r in rows], base_last, device)
+        source = _view(source_layer, source_flat, [len(r) for r in sources], source_last, device)
         return base, source
 
     def describe(self) -> str:
@@ -260,11 +266,11 @@ def _view(layer_rows, flat_rows, lengths, lasts, device) -> tuple:
     return layer.to(device), selectable.to(device), flat.flatten(1, 2).to(device), flat_mask.to(device)
 
 
-def store_if_it_fits(target, enc, layer: int, include_suffix: bool = False):
+def store_if_it_fits(target, enc, layer: int, read: ReadRule | bool = False):
     """An in-memory store of `enc` for scoring it in several modes, or None (the read passes then
     run per mode) when it would take more than its default limit: scoring never fails for want of
     memory the way an explicitly requested store may."""
     limit = default_limit("memory")
-    if limit is not None and store_bytes(target, enc, include_suffix) > limit:
+    if limit is not None and store_bytes(target, enc, read) > limit:
         return None
-    return ActivationStore(target, enc, layer, include_suffix, progress=False)
+    return ActivationStore(target, enc, layer, read, progress=False)

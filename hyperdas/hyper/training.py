@@ -27,6 +27,7 @@ from hyperdas.core.errors import CheckpointError
 from hyperdas.core.files import append_line, atomic_path, one_writer, read_or_explain, write_text
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
+from hyperdas.hyper.reads import read_rule
 from hyperdas.hyper.selection import MODES, column_entropy, sparsity_penalty
 from hyperdas.hyper.store import DTYPES as STORE_DTYPES
 from hyperdas.hyper.store import KINDS as STORE_KINDS
@@ -199,7 +200,7 @@ def planned_store(
                 f"fewer than the {len(parts[0])} it would hold"
             )
         return None
-    need = sum(store_bytes(target, p, config.include_suffix, STORE_DTYPES[train.store_dtype]) for p in parts)
+    need = _store_bytes(target, parts, config, train)
     room = int(train.store_max_gib * 2**30) if train.store_max_gib is not None else default_limit("memory")
     if room is not None and need > room:
         if progress:
@@ -211,6 +212,12 @@ def planned_store(
     return "memory"
 
 
+def _store_bytes(target, parts, config: HyperDASConfig, train: HyperTrainConfig) -> int:
+    """Bytes the activation stores of the encoded `parts` take."""
+    read, dtype = read_rule(config, target.tokenizer), STORE_DTYPES[train.store_dtype]
+    return sum(store_bytes(target, p, read, dtype) for p in parts)
+
+
 def make_store(target, enc, config: HyperDASConfig, train: HyperTrainConfig, kind, folder=None, progress: bool = True):
     """An activation store of `kind` over `enc` (None for None); a disk store lives in `folder` and is
     reused there when it is not stale (`hyperdas.hyper.store`)."""
@@ -218,7 +225,15 @@ def make_store(target, enc, config: HyperDASConfig, train: HyperTrainConfig, kin
         return None
     limit = None if train.store_max_gib is None else int(train.store_max_gib * 2**30)
     store = ActivationStore(
-        target, enc, config.layer, config.include_suffix, kind, train.store_dtype, folder, limit, progress=progress
+        target,
+        enc,
+        config.layer,
+        read_rule(config, target.tokenizer),
+        kind,
+        train.store_dtype,
+        folder,
+        limit,
+        progress=progress,
     )
     if progress:
         print(store.describe())
@@ -366,7 +381,7 @@ def train_hyperdas(
             target, config, enc, min(per_process, runtime.micro_batch or per_process), train.checkpoint_target
         )
         if store_kind == "memory" and target.device.type == "cpu":  # a GPU's store is in host memory
-            held = sum(store_bytes(target, p, config.include_suffix, STORE_DTYPES[train.store_dtype]) for p in parts)
+            held = _store_bytes(target, parts, config, train)
             need = dataclasses.replace(need, activation_store=held)
         if progress and runtime.is_main:
             print(need.describe())

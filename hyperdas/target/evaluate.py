@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from hyperdas.core.metrics import exact_match, scores
 from hyperdas.core.scoring import MAX_ANSWER_TOKENS, answer_ids, answer_logits
+from hyperdas.data.pairs import first_entity_token
 from hyperdas.target.distributed import Runtime
 from hyperdas.target.hooks import can_start_after, check_layer, edit_residual, replace_at, start_after
 
@@ -62,6 +63,7 @@ class Encoded:
     expected: list[str]  # the whole expected value (for the generation-based score)
     expected_len: list[int]  # its length in tokens, appended to the base prompt
     instructions: list[list[int]] = dataclasses.field(default_factory=list)  # HyperDAS's, when added
+    base_start: list[int] = dataclasses.field(default_factory=list)  # the base entity's first token
 
     def __len__(self) -> int:
         return len(self.base)
@@ -88,6 +90,12 @@ def encode(tokenizer, rows) -> Encoded:
         enc.answers.append(answer)
         enc.first.append(len(ids) - 1)
         enc.base_pos.append(row["base_entity_position"])
+        entity = row.get("entity")  # rows without it: the entity is taken to be its last token
+        enc.base_start.append(
+            first_entity_token(tokenizer, row["input_prefix"], row["input_suffix"], entity)
+            if entity
+            else row["base_entity_position"]
+        )
         enc.source.append(
             tokenizer(row["counterfactual_input_prefix"] + row["counterfactual_input_suffix"])["input_ids"]
         )
