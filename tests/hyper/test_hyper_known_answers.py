@@ -10,7 +10,9 @@ entity token takes the source's last entity token in every Country pair. With th
 (no offsets) Country Cause was only 0.50-0.55: on the held-out template it takes the source's
 "Postcard", a word whose state it never saw, about as often as the entity's last token. MDAS at the
 last entity token cannot swap Climate at all (Cause 0). Without the instruction (N=0 and the same
-text "edit" for every pair) Disentangle fell to 0.28 against 0.88 (asserted: at least 0.1 lower)."""
+text "edit" for every pair) Disentangle fell to 0.28 against 0.88 (asserted: at least 0.1 lower).
+Trained 1200 steps here: after 800, Climate Cause was 0.82 on a CPU with AVX-512 kernels (1.0 after
+1200, any seed) while other CPUs had reached 1.0: float rounding differs between kernels."""
 
 import pytest
 import torch
