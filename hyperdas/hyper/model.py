@@ -45,8 +45,10 @@ class HyperDASConfig(FrozenConfig):
     position_offsets: int = 8
     include_suffix: bool = False  # let the hypernetwork read the prompt after the entity
     # "entity": read the base entity alone, not its template, so the plan cannot depend on the
-    # question the base prompt asks (`hyperdas.hyper.reads`); "prompt": the paper's read
-    base_read: str = "prompt"
+    # question the base prompt asks (`hyperdas.hyper.reads`); "prompt": the paper's read. Measured on
+    # the embedded model: with "prompt" HyperDAS never edits base prompts whose text before the entity
+    # hides the question (query-blind Cause 0), so its Iso came from reading the question (docs/results.md)
+    base_read: str = "entity"
     selection_heads: int = 8
     instruction: str = DEFAULT_INSTRUCTION  # str.format over the pair's fields
     selection_positions: str = "none"  # "rotary": the official pair-dependent scores (`selection`)

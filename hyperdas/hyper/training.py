@@ -135,6 +135,10 @@ def save_hyperdas(
     return folder
 
 
+# what checkpoints saved before a HyperDASConfig field existed were trained with
+BEFORE_FIELDS = {"base_read": "prompt"}
+
+
 def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = None) -> tuple[HyperDAS, dict]:
     """Rebuild a saved HyperDAS model around `target`; refuses a checkpoint trained on another
     target, or (when `expect` is given) one saved with another configuration."""
@@ -150,6 +154,7 @@ def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = No
             f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
             f"{saved['hidden_size']}), not on {target.name} (hidden size {target.hidden_size})"
         )
+    saved["model"] = {**BEFORE_FIELDS, **saved["model"]}
     wanted = json.loads(json.dumps(expect.to_dict())) if expect is not None else saved["model"]  # JSON's types
     differ = sorted(k for k, v in wanted.items() if saved["model"].get(k) != v)
     if differ:

@@ -125,3 +125,17 @@ def test_bad_base_reads_are_refused(synthetic_target, tmp_path):
     save_hyperdas(tmp_path / "ckpt", HyperDAS(synthetic_target, ENTITY))
     with pytest.raises(CheckpointError, match="base_read"):
         load_hyperdas(tmp_path / "ckpt", synthetic_target, expect=ENTITY.replace(base_read="prompt"))
+
+
+def test_a_checkpoint_from_before_the_entity_read_loads_as_a_prompt_read(synthetic_target, tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    folder = save_hyperdas(tmp_path / "old", HyperDAS(synthetic_target, ENTITY.replace(base_read="prompt")))
+    config = json.loads((folder / "config.json").read_text())
+    del config["model"]["base_read"]  # as saved before the field existed
+    (folder / "config.json").write_text(json.dumps(config))
+    model, _ = load_hyperdas(folder, synthetic_target)
+    assert model.config.base_read == "prompt" and model.read_rule.reads_prompt
+    with pytest.raises(CheckpointError, match="base_read"):
+        load_hyperdas(folder, synthetic_target, expect=ENTITY)

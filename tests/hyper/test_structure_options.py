@@ -92,7 +92,8 @@ def test_sink_rule_never_selects_nor_edits_position_zero(synthetic_target, synth
     index = list(range(8))
     for sink, selected in (("keep", True), ("exclude", False)):
         torch.manual_seed(0)
-        model = HyperDAS(synthetic_target, HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4, sink=sink))
+        config = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4, sink=sink, base_read="prompt")
+        model = HyperDAS(synthetic_target, config)
         model.edit_for(synthetic_target, 0, enc, index, [enc.base[i] for i in index], [0] * 8)
         A = model.last_plan[0]
         assert bool((A[:, 0] > 0).any()) is selected  # source row 0

@@ -62,7 +62,8 @@ def test_micro_batches_accumulate_to_the_same_step(synthetic_target, pairs_folde
     from hyperdas.hyper.training import HyperTrainConfig, train_hyperdas
 
     pairs = load_pairs(pairs_folder)
-    config = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4)
+    # the prompt read: its many selectable base columns let the sparsity penalty bite
+    config = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4, base_read="prompt")
     train = HyperTrainConfig(steps=4, batch_size=8, eval_every=4, max_val_pairs=8, sparsity_start=0.0)
     runs = [
         train_hyperdas(synthetic_target, pairs, config, train, progress=False, runtime=Runtime(None, micro))
