@@ -22,6 +22,7 @@ import seaborn as sns
 from hyperdas.core.errors import HyperDASError
 from hyperdas.core.metrics import faithfulness_columns
 from hyperdas.core.results import REPO
+from hyperdas.hyper.reads import BEFORE_FIELDS
 
 METRICS = ("cause", "iso", "disentangle")
 SCHEMA = 1  # results files written by this package's notebooks
@@ -233,13 +234,48 @@ def write_tables(results: Results, out: Path) -> list[Path]:
         pass
     paths[0].write_text(markdown)
     paths[1].write_text(table.to_latex(float_format="%.3f", na_rep="", caption=f"Ours, {results.model_name()}"))
-    try:
-        speed = speed_table(results).round(3)
-        paths.append(out / "speed_table.md")
-        paths[-1].write_text(_markdown(speed))
-    except Missing:
-        pass
+    for name, make in (("speed_table", speed_table), ("hyperdas_variants", variants_table)):
+        try:
+            frame = make(results).round(3)
+        except Missing:
+            continue
+        paths.append(out / f"{name}.md")
+        paths[-1].write_text(_markdown(frame))
     return paths
+
+
+NOT_VARIANTS = ("hyperdas_layers.json",)  # records of notebook 03 per layer, not one run
+
+
+def variants_table(results: Results) -> pd.DataFrame:
+    """One row per HyperDAS run file and inference mode: `hyperdas.json` (notebook 03's latest run)
+    and every `hyperdas_<variant>.json` kept beside it (the same notebook with other settings), with
+    how the hypernetwork read the base (`base_read`; files from before it existed read the prompt),
+    its instruction, the test scores (mean over attributes) and the faithfulness columns."""
+    rows = []
+    for path in sorted(results.folder.glob("hyperdas*.json")):
+        if path.name in NOT_VARIANTS:
+            continue
+        data = results.json(path.name)
+        if "records" not in data:
+            raise SchemaError(f"{path} lacks ['records']: rerun the notebook that writes it")
+        config = {**BEFORE_FIELDS, **data.get("config", {}).get("hyperdas", {})}
+        faithful = data.get("faithfulness")
+        records = pd.DataFrame(data["records"])
+        for mode, part in records.groupby("mode", sort=False):
+            rows.append(
+                {
+                    "file": path.name,
+                    "base_read": config["base_read"],
+                    "instruction": config.get("instruction"),
+                    "mode": mode.replace("_", "-"),
+                    **part[list(METRICS)].mean().to_dict(),
+                    **(faithfulness_columns(faithful, mode) if faithful else {}),
+                }
+            )
+    if not rows:
+        raise Missing(f"no HyperDAS results file (hyperdas*.json) in {results.folder}")
+    return pd.DataFrame(rows)
 
 
 def speed_table(results: Results) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from hyperdas.core.errors import CheckpointError
 from hyperdas.core.files import append_line, atomic_path, one_writer, read_or_explain, write_text
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
-from hyperdas.hyper.reads import read_rule
+from hyperdas.hyper.reads import BEFORE_FIELDS, read_rule
 from hyperdas.hyper.selection import MODES, column_entropy, sparsity_penalty
 from hyperdas.hyper.store import DTYPES as STORE_DTYPES
 from hyperdas.hyper.store import KINDS as STORE_KINDS
@@ -133,10 +133,6 @@ def save_hyperdas(
     }
     write_text(folder / CONFIG, json.dumps(payload, indent=1, default=list))
     return folder
-
-
-# what checkpoints saved before a HyperDASConfig field existed were trained with
-BEFORE_FIELDS = {"base_read": "prompt"}
 
 
 def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = None) -> tuple[HyperDAS, dict]:

@@ -321,3 +321,25 @@ def test_layer_sweep_draws_the_better_of_tied_ks(tmp_path):
     labels = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
     assert "MDAS (val, Country, k=64)" in labels and "full patch (val, Country)" in labels
     assert not any("k=8" in label for label in labels)
+
+
+def test_variants_table_has_one_row_per_run_file_and_mode(tmp_path):
+    folder = make_results(tmp_path / "fixture")
+    plain = json.loads((folder / "hyperdas.json").read_text())
+    conflict = {m: {"follows_activations": 0.5, "follows_instruction": 0.1} for m in MODES}
+    blind = {m: {"cause": 0.2, "iso": 0.4, "disentangle": 0.3} for m in MODES}
+    variant = {
+        **plain,
+        "config": {"hyperdas": {"base_read": "entity", "instruction": "{target_attribute}"}},
+        "faithfulness": {"conflict": conflict, "query_blind": blind},
+    }
+    (folder / "hyperdas_entity_read.json").write_text(json.dumps(variant))
+    (folder / "hyperdas_layers.json").write_text(json.dumps({"15": {"records": []}}))
+    table = plots.variants_table(plots.Results(folder)).set_index(["file", "mode"])
+    assert len(table) == 6  # two run files x three modes; the per-layer file is not a run
+    assert table.loc[("hyperdas.json", "soft"), "base_read"] == "prompt"  # written before base_read existed
+    row = table.loc[("hyperdas_entity_read.json", "one-to-one")]
+    assert row["base_read"] == "entity" and row["follows_activations"] == 0.5 and row["query_blind_iso"] == 0.4
+    soft = [r for r in plain["records"] if r["mode"] == "soft"]
+    assert table.loc[("hyperdas.json", "soft"), "cause"] == pytest.approx(sum(r["cause"] for r in soft) / 3)
+    assert "hyperdas_variants.md" in {p.name for p in plots.write_tables(plots.Results(folder), tmp_path / "out")}
