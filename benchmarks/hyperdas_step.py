@@ -45,7 +45,7 @@ def same_step_losses(target, config, train, enc, index, weights) -> dict:
         store = (
             None
             if store_dtype is None
-            else ActivationStore(target, enc, config.layer, dtype=store_dtype, progress=False)
+            else ActivationStore(target, enc, config.layer, model.read_rule, dtype=store_dtype, progress=False)
         )
         entry = train_step(target, model, enc, index, weights, make_optimizer(model, train), train, 1, store=store)
         losses[name] = entry["loss"]
@@ -78,7 +78,7 @@ def main() -> None:
     weights = example_weights(enc, train)
     index = list(range(args.batch_size))
     agreement = same_step_losses(target, config, train, enc, index, weights)
-    store = ActivationStore(target, enc, args.layer, progress=False)
+    store = ActivationStore(target, enc, args.layer, model.read_rule, progress=False)
     whole = encoded_pairs(target, pairs["train"])
     run_stored = lambda: train_step(target, model, enc, index, weights, optimizer, train, 1, store=store)  # noqa: E731
     run_hyper = lambda: train_step(target, model, enc, index, weights, optimizer, train, 1)  # noqa: E731
@@ -120,8 +120,8 @@ def main() -> None:
         "activation_store": {
             "batch_build_seconds": store.seconds,
             "train_pairs": len(whole),
-            "train_bytes": store_bytes(target, whole),
-            "train_bytes_float16": store_bytes(target, whole, dtype=torch.float16),
+            "train_bytes": store_bytes(target, whole, model.read_rule),
+            "train_bytes_float16": store_bytes(target, whole, model.read_rule, dtype=torch.float16),
             "train_build_seconds_projected": store.seconds * len(whole) / len(enc),
         },
         "eval_examples_per_second": throughput,

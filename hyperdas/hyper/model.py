@@ -237,6 +237,11 @@ class HyperDAS(nn.Module):
         sources, source_last = rule.source_rows(enc, index)
         # right-padded prompt rows: the read pass can start the edited run
         whole = rule.reads_prompt and not any(offsets)
+        if store is not None and store.enc is enc and store.read != rule:  # it would never serve: say so
+            raise ValueError(
+                f"the activation store was built for the {store.read.base!r} read, this model reads "
+                f"{rule.base!r}: build it with the model's read_rule"
+            )
         if store is not None and store.serves(enc, layer, rule, rows, index, offsets):
             base_view, source_view = store.views(index, device)
         else:

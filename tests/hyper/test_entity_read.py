@@ -97,6 +97,9 @@ def test_an_example_does_not_depend_on_its_batch_or_the_store(synthetic_target, 
     index = list(range(10))
     assert store.serves(enc, 1, model.read_rule, [enc.base[i] for i in index], index, [0] * 10)
     assert not store.serves(enc, 1, False, [enc.base[i] for i in index], index, [0] * 10)  # a prompt read
+    prompt_store = ActivationStore(synthetic_target, enc, 1, progress=False)
+    with pytest.raises(ValueError, match="built for the 'prompt' read, this model reads 'entity'"):
+        intervened_logits(synthetic_target, 1, Inference(model, store=prompt_store), enc, index, None)
     plain, stored = Inference(model, "one_to_one"), Inference(model, "one_to_one", store=store)
     with torch.no_grad():
         together, _ = intervened_logits(synthetic_target, 1, plain, enc, index, None)
