@@ -4,10 +4,10 @@ HyperDAS reads the target on every base and source prompt at every training step
 (`hyperdas.hyper.model.read_states`); the target never changes and each pair comes back every
 epoch, so the same states are recomputed ~5 times in a 600-step run. The store runs the read
 passes once, keeps per pair the layer-L states of the whole base read row (`hyperdas.hyper.reads`)
-and of the source up to its
-last selectable token (the target's dtype: exact) and the normalised states of every layer at the
-selectable positions (`dtype`; the hypernetwork's own dtype is exact, float16 halves the size), and
-serves the same views the read passes give (tested equal within float tolerance).
+and of the source up to its last selectable token (the target's dtype: exact) and the normalised
+states of every layer at the selectable positions (`dtype`; the hypernetwork's own dtype is exact,
+float16 halves the size), and serves the same views the read passes give (tested equal within
+float tolerance).
 
 Where: in memory, or in files under a folder (memory-mapped, reused by later runs). A folder holds
 a `meta.json` with what the states were computed from (the target's weights fingerprint and dtype,
