@@ -80,8 +80,10 @@ def sink_rule(model: HyperDAS, sink: str):
 
 @torch.no_grad()
 def sink_mass(target, model: HyperDAS, enc, n: int = 16) -> float:
-    """Mean share of a selectable base column's soft mix that comes from the source's first token,
-    with the first position allowed (`sink="keep"`), over the first `n` pairs of `enc`."""
+    """Mean share of the soft mix that comes from the source's first token, over the base prompt's
+    columns up to its entity and the first `n` pairs of `enc`, with the first position allowed
+    (`sink="keep"`). Columns the read cannot edit (with `base_read="entity"`, all but the entity's)
+    count as 0, so the measure compares reads by the whole prompt, not per edited column."""
     index = list(range(min(n, len(enc))))
     with sink_rule(model, "keep"):
         matrices = selection_matrices(target, model, enc, index, "soft")
