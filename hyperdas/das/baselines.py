@@ -4,6 +4,9 @@
 trained intervention and plain activation patching ("full") on the same test pairs through
 `hyperdas.target.evaluate.evaluate`, and returns one flat list of records that `baselines.json` holds
 and the figures read. Source vectors of the test pairs are computed once per (attribute, layer).
+Given HyperDAS's conflict set, each record also holds its conflict outcome on the same pairs: DAS,
+MDAS and patching cannot read an instruction, so their share following the activations is what an
+edit at that layer achieves on those pairs, the reference for HyperDAS's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from tqdm.auto import tqdm
 
 from hyperdas.das.interventions import FullInterchange
 from hyperdas.das.training import METHODS, DASConfig, select_rows, train_das
+from hyperdas.experiments.leakage import conflict_outcomes
 from hyperdas.target.evaluate import encode, evaluate, source_vectors
 from hyperdas.target.hooks import can_start_after, check_layer
 from hyperdas.target.layer_states import LayerStates, with_states
@@ -78,9 +82,11 @@ def run_baselines(
     checkpoint_root: str | Path | None = None,
     progress: bool = True,
     resume: bool = True,
+    conflict: list[dict] | None = None,
 ) -> list[dict]:
     """Train and evaluate every (method, attribute, layer); one record each (see module doc).
-    `resume=False` trains again what the checkpoints hold."""
+    `resume=False` trains again what the checkpoints hold. `conflict`: conflict rows
+    (`hyperdas.experiments.faithfulness.conflict_set`), scored per attribute into `record["conflict"]`."""
     attributes = list(attributes or target_attributes(pairs["train"]))
     layers = list(layers if layers is not None else [base.layer])
     _check_request(target, pairs, methods, attributes, layers)
@@ -124,6 +130,9 @@ def run_baselines(
             if blind is not None:  # does the method edit prompts that do not show the question?
                 found = evaluate(target, layer, scored, *blind)[0]["overall"]
                 extra["query_blind"] = {m: found[m] for m in ("cause", "iso", "disentangle")}
+            mine = [r for r in conflict or () if r["target_attribute"] == attribute]
+            if mine:
+                extra["conflict"] = conflict_outcomes(target, layer, scored, mine)
             records.append(
                 _record(
                     method,

@@ -167,7 +167,7 @@ def main_table(results: Results) -> pd.DataFrame:
     several = table["n_seeds"].max() > 1
     if not several:
         table = table.drop(columns=[c for c in table.columns if c.endswith("_sd")])
-    _baseline_query_blind(table, rows)
+    _baseline_faithfulness(table, rows)
     faithful = hyper_file.get("faithfulness")
     if faithful:  # every HyperDAS mean carries its faithfulness (hyperdas.experiments.faithfulness)
         blocks = list(hyper_file.get("faithfulness_by_seed", {}).values()) or [faithful]
@@ -190,17 +190,34 @@ def _over_seeds(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out.join(sd).assign(n_seeds=grouped["seed"].nunique()).reset_index()
 
 
-def _baseline_query_blind(table: pd.DataFrame, rows: list[dict]) -> None:
-    """The baselines' query-blind control (notebook 02), per method: the mean over attributes and seeds."""
-    blind = [r for r in rows if r.get("query_blind") and r["method"] in ("DAS", "MDAS", "full patch")]
-    for method in sorted({r["method"] for r in blind}):
-        found = [r for r in blind if r["method"] == method]
-        for domain in {r["domain"] for r in found}:
-            for m in METRICS:
-                values = [
-                    r["query_blind"][m] for r in found if r["domain"] == domain and r["query_blind"][m] is not None
+def _baseline_faithfulness(table: pd.DataFrame, rows: list[dict]) -> None:
+    """The baselines' query-blind control and conflict outcome (notebook 02), per method: query-blind
+    scores as the mean over attributes and seeds; conflict shares pooled over the attributes' pairs
+    (as HyperDAS's are), then the mean (and sd) over seeds."""
+    baselines = [r for r in rows if r["method"] in ("DAS", "MDAS", "full patch")]
+    for (domain, method), found in _groups(baselines, ("domain", "method")).items():
+        blind = [r["query_blind"] for r in found if r.get("query_blind")]
+        for m in METRICS if blind else ():
+            values = [b[m] for b in blind if b[m] is not None]
+            table.loc[(domain, "mean", method), f"query_blind_{m}"] = sum(values) / len(values) if values else None
+        per_seed = _groups([r for r in found if r.get("conflict")], ("seed",)).values()
+        for outcome in ("follows_activations", "follows_instruction") if per_seed else ():
+            shares = pd.Series(
+                [
+                    sum(r["conflict"][outcome] * r["conflict"]["n"] for r in s) / sum(r["conflict"]["n"] for r in s)
+                    for s in per_seed
                 ]
-                table.loc[(domain, "mean", method), f"query_blind_{m}"] = sum(values) / len(values) if values else None
+            )
+            table.loc[(domain, "mean", method), outcome] = shares.mean()
+            if len(shares) > 1:
+                table.loc[(domain, "mean", method), f"{outcome}_sd"] = shares.std()
+
+
+def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault(tuple(r.get(k, 0) for k in keys), []).append(r)
+    return out
 
 
 def reference_table(results: Results) -> pd.DataFrame:

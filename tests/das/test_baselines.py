@@ -4,6 +4,7 @@ import pytest
 
 from hyperdas.das.baselines import run_baselines, table, target_attributes
 from hyperdas.das.training import DASConfig
+from hyperdas.experiments.faithfulness import conflict_set
 from hyperdas.target.hooks import LayerIndexError
 
 BASE = DASConfig(layer=1, k=8, batch_size=8, steps=4, eval_every=2, max_val_pairs=24)
@@ -71,3 +72,23 @@ def test_query_blind_split_is_scored_for_every_method(synthetic_target, syntheti
         assert set(blind) == {"cause", "iso", "disentangle"}
         assert blind["disentangle"] == pytest.approx((blind["cause"] + blind["iso"]) / 2)
     assert records[-1]["query_blind"]["cause"] > 0.5  # a full patch edits whatever the prompt shows
+
+
+def test_conflict_pairs_are_scored_per_attribute(synthetic_target, pairs):
+    conflict = conflict_set(pairs["test"], n=40)
+    mine = sum(r["target_attribute"] == "Country" for r in conflict)
+    records = run_baselines(
+        synthetic_target,
+        pairs,
+        BASE.replace(steps=2),
+        attributes=["Country"],
+        generation=False,
+        progress=False,
+        conflict=conflict,
+    )
+    for r in records:
+        shares = r["conflict"]
+        assert shares["n"] == mine > 0
+        assert sum(shares[f"follows_{o}"] for o in ("activations", "instruction", "neither")) == pytest.approx(1)
+    # patching the source's entity state reads no instruction: it follows the activations
+    assert records[-1]["conflict"]["follows_activations"] > 0.5 and records[-1]["conflict"]["follows_instruction"] < 0.2

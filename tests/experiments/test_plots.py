@@ -343,3 +343,29 @@ def test_variants_table_has_one_row_per_run_file_and_mode(tmp_path):
     soft = [r for r in plain["records"] if r["mode"] == "soft"]
     assert table.loc[("hyperdas.json", "soft"), "cause"] == pytest.approx(sum(r["cause"] for r in soft) / 3)
     assert "hyperdas_variants.md" in {p.name for p in plots.write_tables(plots.Results(folder), tmp_path / "out")}
+
+
+def test_main_table_pools_the_baselines_conflict_shares_over_attributes(tmp_path):
+    folder = make_results(tmp_path / "fixture")
+    hyper_layer = json.loads((folder / "hyperdas.json").read_text())["records"][0]["layer"]
+    shares = {"Continent": (0.9, 10), "Country": (0.3, 30), "Language": (0.6, 20)}  # (follows_activations, n)
+    records = [
+        {
+            "domain": "city",
+            "method": "mdas",
+            "attribute": a,
+            "layer": hyper_layer,
+            "seed": s,
+            "cause": 0.5,
+            "iso": 0.5,
+            "disentangle": 0.5,
+            "conflict": {"follows_activations": f + 0.1 * s, "follows_instruction": 0.0, "n": n},
+        }
+        for s in (0, 1)
+        for a, (f, n) in shares.items()
+    ]
+    (folder / "baselines.json").write_text(json.dumps({"model": "fixture", "records": records}))
+    row = plots.main_table(plots.Results(folder)).loc[("city", "mean", "MDAS")]
+    pooled = (0.9 * 10 + 0.3 * 30 + 0.6 * 20) / 60  # weighted by pairs, as HyperDAS's 200 pooled pairs
+    assert row["follows_activations"] == pytest.approx(pooled + 0.05)  # mean of seeds 0 and 1
+    assert row["follows_activations_sd"] == pytest.approx(0.1 / 2**0.5) and row["follows_instruction"] == 0.0
