@@ -24,6 +24,20 @@ def test_committed_clean_with_one_parameters_cell(path):
             assert not cell.outputs and cell.execution_count is None, f"{path.name} carries outputs"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_sees_every_parameter(path):
+    """A parameters line papermill cannot parse (e.g. a comment holding "k=128") is dropped from the
+    declared parameters: the batch runner would then never pass that override to the notebook."""
+    import ast
+
+    import papermill
+
+    book = nbformat.read(path, as_version=4)
+    (cell,) = [c for c in book.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert assigned == set(papermill.inspect_notebook(str(path))), f"{path.name}: papermill misses some parameters"
+
+
 def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert batch.main(["--profile", "smoke", "--results", str(tmp_path)]) == 0
     out = tmp_path / "synthetic-llama"
