@@ -58,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--layer", type=int, default=15)
-    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--k", type=int, default=HyperDASConfig.k)  # the default configuration's
     parser.add_argument("--n-blocks", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=10)
