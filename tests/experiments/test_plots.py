@@ -343,6 +343,19 @@ def test_variants_table_has_one_row_per_run_file_and_mode(tmp_path):
     soft = [r for r in plain["records"] if r["mode"] == "soft"]
     assert table.loc[("hyperdas.json", "soft"), "cause"] == pytest.approx(sum(r["cause"] for r in soft) / 3)
     assert "hyperdas_variants.md" in {p.name for p in plots.write_tables(plots.Results(folder), tmp_path / "out")}
+    # a file of several seeds: scores and faithfulness are both the seeds' means
+    by_seed = {
+        str(s): {"conflict": {m: {"follows_activations": f, "follows_instruction": 0.0} for m in MODES}}
+        for s, f in ((0, 0.4), (1, 0.8))
+    }
+    seeded = [{**r, "seed": s, "cause": c} for s, c in ((0, 0.2), (1, 0.6)) for r in plain["records"]]
+    (folder / "hyperdas_seeds.json").write_text(
+        json.dumps({**plain, "records": seeded, "faithfulness": by_seed["0"], "faithfulness_by_seed": by_seed})
+    )
+    row = plots.variants_table(plots.Results(folder)).set_index(["file", "mode"]).loc[("hyperdas_seeds.json", "soft")]
+    assert (
+        row["n_seeds"] == 2 and row["cause"] == pytest.approx(0.4) and row["follows_activations"] == pytest.approx(0.6)
+    )
 
 
 def test_main_table_pools_the_baselines_conflict_shares_over_attributes(tmp_path):
