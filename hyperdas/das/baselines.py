@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from hyperdas.das.interventions import FullInterchange
 from hyperdas.das.training import METHODS, DASConfig, select_rows, train_das
-from hyperdas.experiments.leakage import conflict_outcomes
+from hyperdas.target.conflict import conflict_outcomes
 from hyperdas.target.evaluate import encode, evaluate, source_vectors
 from hyperdas.target.hooks import can_start_after, check_layer
 from hyperdas.target.layer_states import LayerStates, with_states

@@ -20,12 +20,12 @@ import random
 import torch
 from torch import nn
 
-from hyperdas.target.evaluate import encode, evaluate, source_vectors
+from hyperdas.target.conflict import OUTCOMES, conflict_outcomes, conflict_variants, outcome_fractions  # noqa: F401
+from hyperdas.target.evaluate import encode, source_vectors
 from hyperdas.target.hooks import replace_at
 
 BLANKED_INSTRUCTION = "_ ; _ - {target_attribute}"
 LOOKUP_INSTRUCTION = "{counterfactual_entity} - {target_attribute}"  # the lookup table's key
-OUTCOMES = ("activations", "instruction", "neither")
 
 
 @contextlib.contextmanager
@@ -131,31 +131,6 @@ def conflict_rows(rows, seed: int = 0) -> list[dict]:
             }
         )
     return out
-
-
-def conflict_outcomes(target, layer: int, method, rows: list[dict], encoder=None) -> dict:
-    """Fractions of conflict rows whose output is the activations' value, the instruction's value,
-    or neither (teacher-forced exact match, as everywhere), and the verdict (largest fraction).
-
-    `encoder(rows)` encodes rows for `method` (HyperDAS needs its instructions); default `encode`."""
-    encoder = encoder or (lambda r: encode(target.tokenizer, r))
-    hits = [[r["correct"] for r in evaluate(target, layer, method, encoder(v))[1]] for v in conflict_variants(rows)]
-    return outcome_fractions(*hits)
-
-
-def conflict_variants(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """The conflict rows labelled with the activations' value, and with the instruction's value."""
-    if not rows:
-        raise ValueError("no conflict rows: the pairs need causal rows with at least two source values")
-    return rows, [{**r, "counterfactual_target": r["instruction_target"]} for r in rows]
-
-
-def outcome_fractions(activations: list[bool], instruction: list[bool]) -> dict:
-    """Shares following the activations / the instruction / neither, from each label's hits."""
-    outcome = ["activations" if a else "instruction" if i else "neither" for a, i in zip(activations, instruction)]
-    fractions = {f"follows_{o}": outcome.count(o) / len(outcome) for o in OUTCOMES}
-    verdict = max(OUTCOMES, key=lambda o: fractions[f"follows_{o}"])
-    return {**fractions, "verdict": verdict, "n": len(outcome)}
 
 
 class InstructionLeak:
