@@ -65,6 +65,7 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert hyper["config"]["hyperdas"]["layer"] == 0 and hyper["steps_run"] == 20
     assert {r["seed"] for r in hyper["records"]} == {0, 1} and set(hyper["faithfulness_by_seed"]) == {"0", "1"}
     assert hyper["faithfulness_by_seed"]["0"] == hyper["faithfulness"]
+    assert set(hyper["timings"]["train_seconds_by_seed"]) == {"0", "1"}
     assert (out / "checkpoints" / "hyperdas-layer0-seed1" / "hyperdas.safetensors").is_file()
     layers = json.loads((out / "hyperdas_layers.json").read_text())
     assert layers["layer0"]["records"] == hyper["records"]  # the layer sweep's copy of this run

@@ -126,13 +126,14 @@ def write_results(
     results_root: str | Path,
     faithfulness: dict | None = None,
     faithfulness_by_seed: dict | None = None,
+    train_seconds_by_seed: dict | None = None,
 ) -> tuple[Path, Path]:
     """`hyperdas.json` (this run) and this layer's section of `hyperdas_layers.json` (every layer run
     so far, for the layer-sweep figure). `configs`: {"model", "hyperdas", "train"} configs.
     `faithfulness`: `hyperdas.experiments.faithfulness.faithfulness`'s block; its conflict shares are
     also written flat, as `follows_activations` / `follows_instruction` per mode. Several seeds:
     `records` holds every seed's (each tagged), `result` and `faithfulness` are the first seed's, and
-    `faithfulness_by_seed` maps each seed to its block."""
+    `faithfulness_by_seed` maps each seed to its block, `train_seconds_by_seed` to its training time."""
     out_dir = Path(out_dir)
     layer = configs["hyperdas"].layer
     path = write_json(
@@ -146,7 +147,11 @@ def write_results(
             "best_val": result.best_val,
             "steps_run": len(result.history),
             "trainable_parameters": sum(p.numel() for p in result.model.parameters()),
-            "timings": {"train_seconds": result.seconds, "test_seconds": test_seconds},
+            "timings": {
+                "train_seconds": result.seconds,
+                "test_seconds": test_seconds,
+                **({"train_seconds_by_seed": train_seconds_by_seed} if train_seconds_by_seed else {}),
+            },
             "provenance": result.provenance,
             **(_faithful_fields(faithfulness) if faithfulness else {}),
             **({"faithfulness_by_seed": faithfulness_by_seed} if faithfulness_by_seed else {}),

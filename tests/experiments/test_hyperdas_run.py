@@ -73,9 +73,11 @@ def test_results_files_follow_the_schema_the_figures_read(synthetic_target, trai
         test_seconds=seconds,
         results_root=root,
         faithfulness=FAITHFULNESS,
+        train_seconds_by_seed={"0": result.seconds, "1": 2.5},
     )
     written = read_json(path)
     assert written["follows_activations"] == {m: 0.5 for m in MODES} and written["faithfulness"] == FAITHFULNESS
+    assert written["timings"]["train_seconds_by_seed"] == {"0": result.seconds, "1": 2.5}
     assert written["config"]["pairs"] == "<results>/synthetic-llama/datasets/ravel_pairs"
     assert written["records"] == records and written["steps_run"] == TRAIN.steps
     assert read_json(layers)[f"layer{CONFIG.layer}"]["records"] == records
