@@ -90,7 +90,8 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
         }
     )
     wirings = {r["variant"] for r in ablations["records"] if r["ablation"] == "diagnosis"}
-    assert {"wiring:selection_faithful", "wiring:subspace_faithful", "sink:keep", "test_entity"} <= wirings
+    expected = {"wiring:selection_faithful", "wiring:subspace_faithful", "sink:keep", "test_entity", "written_entity"}
+    assert expected <= wirings
     hyper = json.loads((out / "hyperdas.json").read_text())
     blind = sum(json.loads((out / "data_summary.json").read_text())["pair_counts"]["query_blind"].values())
     assert blind > 0 and hyper["faithfulness"]["query_blind"]["one_to_one"]["n"] == blind

@@ -9,6 +9,9 @@
     with it excluded (`HyperDASConfig.sink`), and the soft selection's mass on the source's first
     token when it is allowed.
 (c) Held-out entities: the scores on `test_entity` rows, whose entities training never saw.
+(d) Written entity: the target's own answer with the activations' entity written into the base
+    prompt (no edit), on the conflict pairs: how often a perfect edit of the entity could follow
+    the activations at all (`hyperdas.target.conflict.written_entity_outcomes`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from hyperdas.experiments.leakage import conflict_outcomes
 from hyperdas.hyper.model import HyperDAS, Inference, _right_pad, selection_matrices
 from hyperdas.hyper.training import encoded_pairs
+from hyperdas.target.conflict import written_entity_outcomes
 
 DIAGNOSIS_PAIRS = 48  # conflict pairs per cross-wired variant: each variant stays well under a minute on a CPU
 WIRINGS = {  # variant -> (instruction that builds A, instruction that builds W)
@@ -92,13 +96,15 @@ def sink_mass(target, model: HyperDAS, enc, n: int = 16) -> float:
 
 
 def diagnosis(runner, model: HyperDAS | None = None) -> list[dict]:
-    """Records of (a) cross-wiring, (b) sink knockout and (c) held-out entities for notebook 04, on
-    `model` (default: the runner's trained base configuration)."""
+    """Records of (a) cross-wiring, (b) sink knockout, (c) held-out entities and (d) the written-entity
+    reference for notebook 04, on `model` (default: the runner's trained base configuration)."""
     model = model or runner.trained(runner.config).model
     mode, config = runner.settings.mode, model.config
     records = []
     for variant, found in cross_wiring(runner.target, model, runner.conflict(), mode).items():
         records.append(runner.record("diagnosis", f"wiring:{variant}", found, config, part="cross_wiring"))
+    reference = written_entity_outcomes(runner.target, runner.conflict())
+    records.append(runner.record("diagnosis", "written_entity", reference, config, part="written_entity"))
     enc = runner.encoded(template=config.instruction)
     mass = sink_mass(runner.target, model, enc)
     for sink in ("keep", "exclude"):
@@ -115,7 +121,12 @@ def describe(records: list[dict]) -> list[str]:
     """Sentences computed from the diagnosis records."""
     lines = []
     for r in records:
-        if r["part"] == "cross_wiring":
+        if r["part"] == "written_entity":
+            lines.append(
+                f"written entity (no edit): the target gives the activations' value in {r['follows_activations']:.0%} "
+                f"of {r['n']} conflict pairs, the most an edit of the entity can be expected to reach"
+            )
+        elif r["part"] == "cross_wiring":
             lines.append(
                 f"{r['variant']}: follows the activations in {r['follows_activations']:.0%} of {r['n']} conflict "
                 f"pairs, the instructed entity in {r['follows_instruction']:.0%}"

@@ -350,7 +350,7 @@ def main_bars(results: Results):
 
 def _sweep_frame(results: Results) -> pd.DataFrame:
     sweep = results.json("das_sweep.json")
-    names = {"full_patch": "full patch", "das": "DAS", "mdas": "MDAS"}
+    names = {"full_patch": "full patch", "span_patch": "entity-span patch", "das": "DAS", "mdas": "MDAS"}
     return pd.DataFrame(
         [
             {

@@ -6,6 +6,10 @@ baselines and HyperDAS are measured on the same pairs the same way.
 
 from __future__ import annotations
 
+from torch import nn
+
+from hyperdas.data.pairs import last_entity_token
+from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.evaluate import encode, evaluate
 
 OUTCOMES = ("activations", "instruction", "neither")
@@ -34,3 +38,31 @@ def outcome_fractions(activations: list[bool], instruction: list[bool]) -> dict:
     fractions = {f"follows_{o}": outcome.count(o) / len(outcome) for o in OUTCOMES}
     verdict = max(OUTCOMES, key=lambda o: fractions[f"follows_{o}"])
     return {**fractions, "verdict": verdict, "n": len(outcome)}
+
+
+class _Unedited(nn.Module):
+    def forward(self, base, source):
+        return base
+
+
+def written_entity_rows(tokenizer, rows: list[dict]) -> list[dict]:
+    """Conflict rows with the activations' entity written into the base prompt in place of the base
+    entity: what a perfect edit of the entity would make the target read."""
+    out = []
+    for r in rows:
+        prefix, entity = r["input_prefix"], r.get("entity")
+        if not entity or not prefix.endswith(entity) or "activation_entity" not in r:
+            raise RavelDataError(
+                "written_entity_rows needs conflict rows (activation_entity) whose prefix ends with their entity"
+            )
+        written = prefix[: len(prefix) - len(entity)] + r["activation_entity"]
+        position = last_entity_token(tokenizer, written, r["input_suffix"])
+        out.append({**r, "input_prefix": written, "entity": r["activation_entity"], "base_entity_position": position})
+    return out
+
+
+def written_entity_outcomes(target, rows: list[dict]) -> dict:
+    """The conflict outcome of no edit on `written_entity_rows`: how often the target gives the
+    activations' value when their entity is written in the prompt. No intervention on the entity can
+    be expected to follow the activations more often than this."""
+    return conflict_outcomes(target, 0, _Unedited(), written_entity_rows(target.tokenizer, rows))
