@@ -268,8 +268,8 @@ def variants_table(results: Results) -> pd.DataFrame:
     """One row per HyperDAS run file and inference mode: `hyperdas.json` (notebook 03's latest run)
     and every `hyperdas_<variant>.json` kept beside it (the same notebook with other settings), with
     how the hypernetwork read the base (`base_read`; files from before it existed read the prompt),
-    its instruction, the test scores (mean over attributes, and over seeds for a file of several) and
-    the faithfulness columns (their mean over the same seeds)."""
+    its instruction, layer, k and training selection, the test scores (mean over attributes, and over
+    seeds for a file of several) and the faithfulness columns (their mean over the same seeds)."""
     rows = []
     for path in sorted(results.folder.glob("hyperdas*.json")):
         if path.name in NOT_VARIANTS:
@@ -278,6 +278,7 @@ def variants_table(results: Results) -> pd.DataFrame:
         if "records" not in data:
             raise SchemaError(f"{path} lacks ['records']: rerun the notebook that writes it")
         config = {**BEFORE_FIELDS, **data.get("config", {}).get("hyperdas", {})}
+        trained = data.get("config", {}).get("train", {}).get("train_selection", "soft")  # soft before the field
         blocks = list(data.get("faithfulness_by_seed", {}).values()) or [data.get("faithfulness")]
         records = pd.DataFrame(data["records"])
         for mode, part in records.groupby("mode", sort=False):
@@ -287,6 +288,9 @@ def variants_table(results: Results) -> pd.DataFrame:
                     "file": path.name,
                     "base_read": config["base_read"],
                     "instruction": config.get("instruction"),
+                    "layer": config.get("layer"),
+                    "k": config.get("k"),
+                    "trained": trained.replace("_", "-"),
                     "mode": mode.replace("_", "-"),
                     "n_seeds": part["seed"].nunique() if "seed" in part else 1,
                     **part[list(METRICS)].mean().to_dict(),

@@ -62,8 +62,9 @@ class HyperTrainConfig(FrozenConfig):
     eval_modes: tuple[str, ...] = MODES
     seed: int = 0
     checkpoint_target: bool = False  # gradient checkpointing of the target's blocks above the layer
-    # the selection the training forward uses: soft, or a hard mode with the soft gradient (straight-through)
-    train_selection: str = "soft"
+    # the selection the training forward uses: a hard mode with the soft gradient (straight-through), or
+    # soft. one_to_one trains the headline mode to edit (docs/results.md, *Training the headline mode*)
+    train_selection: str = "one_to_one"
     selection_entropy: float = 0.0  # weight of each base column's selection entropy (sharpens A)
     # the frozen target's read passes, computed once (`hyperdas.hyper.store`): auto | none | memory | disk;
     # auto: in memory on a CPU when it fits its limit, else none (not measured on a GPU: ask for it there)

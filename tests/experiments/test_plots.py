@@ -330,7 +330,10 @@ def test_variants_table_has_one_row_per_run_file_and_mode(tmp_path):
     blind = {m: {"cause": 0.2, "iso": 0.4, "disentangle": 0.3} for m in MODES}
     variant = {
         **plain,
-        "config": {"hyperdas": {"base_read": "entity", "instruction": "{target_attribute}"}},
+        "config": {
+            "hyperdas": {"base_read": "entity", "instruction": "{target_attribute}", "layer": 6, "k": 128},
+            "train": {"train_selection": "one_to_one"},
+        },
         "faithfulness": {"conflict": conflict, "query_blind": blind},
     }
     (folder / "hyperdas_entity_read.json").write_text(json.dumps(variant))
@@ -340,6 +343,8 @@ def test_variants_table_has_one_row_per_run_file_and_mode(tmp_path):
     assert table.loc[("hyperdas.json", "soft"), "base_read"] == "prompt"  # written before base_read existed
     row = table.loc[("hyperdas_entity_read.json", "one-to-one")]
     assert row["base_read"] == "entity" and row["follows_activations"] == 0.5 and row["query_blind_iso"] == 0.4
+    assert (row["layer"], row["k"], row["trained"]) == (6, 128, "one-to-one")
+    assert table.loc[("hyperdas.json", "soft"), "trained"] == "soft"  # written before train_selection existed
     soft = [r for r in plain["records"] if r["mode"] == "soft"]
     assert table.loc[("hyperdas.json", "soft"), "cause"] == pytest.approx(sum(r["cause"] for r in soft) / 3)
     assert "hyperdas_variants.md" in {p.name for p in plots.write_tables(plots.Results(folder), tmp_path / "out")}
