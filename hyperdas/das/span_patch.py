@@ -5,7 +5,8 @@ positions reading them can still recover the base entity. `EntitySpanPatch` repl
 entity token: base column `base_pos - j` takes the source's state at `source_pos - j`, for j from 0
 to the base entity's length - 1 (right-aligned at the two entities' last tokens; where the source
 entity is shorter, the tokens before it fill in, and no column before the source's first is read).
-It bounds what an edit of the entity tokens at a layer can carry (`benchmarks/das_sweep.py`).
+It measures how much of the source entity a plain swap of the entity's tokens at a layer carries
+(`benchmarks/das_sweep.py`); trained subspace edits can carry more.
 """
 
 from __future__ import annotations
