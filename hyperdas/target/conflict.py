@@ -6,8 +6,6 @@ baselines and HyperDAS are measured on the same pairs the same way.
 
 from __future__ import annotations
 
-from torch import nn
-
 from hyperdas.data.pairs import last_entity_token
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.evaluate import encode, evaluate
@@ -40,9 +38,11 @@ def outcome_fractions(activations: list[bool], instruction: list[bool]) -> dict:
     return {**fractions, "verdict": verdict, "n": len(outcome)}
 
 
-class _Unedited(nn.Module):
-    def forward(self, base, source):
-        return base
+class _Unedited:
+    """No edit; brings its own ``edit_for`` so that `evaluate` computes no source states."""
+
+    def edit_for(self, target, layer, enc, index, rows, offsets):
+        return lambda hidden: hidden
 
 
 def written_entity_rows(tokenizer, rows: list[dict]) -> list[dict]:

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from hyperdas.das.span_patch import EntitySpanPatch, span_columns
-from hyperdas.target.evaluate import encode, evaluate
+from hyperdas.target.evaluate import Encoded, encode, evaluate
+
+
+def encode_stub(rows, base_start, base_pos, source_pos) -> Encoded:
+    n = len(rows)
+    return Encoded(rows, [[0]] * n, [0] * n, base_pos, rows, source_pos, [{}] * n, [""] * n, [1] * n, [], base_start)
 
 
 def test_columns_are_right_aligned_at_the_entities_last_tokens():
@@ -25,13 +30,6 @@ def test_it_writes_every_entity_column_and_nothing_else(tiny_llama):
     hidden = torch.zeros(2, 6, tiny_llama.model.config.hidden_size)
     changed = (edit(hidden) != 0).any(-1)
     assert changed.tolist() == [[False, True, True, True, False, False], [False, False, False, True, False, False]]
-
-
-def encode_stub(rows, base_start, base_pos, source_pos):
-    from hyperdas.target.evaluate import Encoded
-
-    n = len(rows)
-    return Encoded(rows, [[0]] * n, [0] * n, base_pos, rows, source_pos, [{}] * n, [""] * n, [1] * n, [], base_start)
 
 
 def test_replacing_every_entity_token_early_carries_the_source_value(synthetic_target, synthetic_pairs):
