@@ -48,6 +48,8 @@ HYPER_TRAIN = {
     "checkpoint_target": "checkpoint_target",
     "train_selection": "train_selection",
     "selection_entropy": "selection_entropy",
+    "soft_warmup": "soft_warmup",
+    "sparsity_start": "sparsity_start",
     "activation_store": "activation_store",
 }
 DAS = {

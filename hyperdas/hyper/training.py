@@ -4,8 +4,9 @@ One model serves every attribute of the dataset. Loss: teacher-forced CE on the 
 answer tokens, causal rows weighted 3.5 and isolate rows 0.5 (official), plus the selection's
 sparsity penalty, off for the first half of training, then rising linearly 0.15 -> 1.5. AdamW
 with its own learning rate for the shared rotation R; gradient clipping. Every `eval_every` steps
-the val pairs are scored in each inference mode through `hyperdas.target.evaluate.evaluate`; the best
-soft Disentangle is kept. A JSONL log (one line per step) feeds the convergence figure.
+the val pairs are scored in each inference mode through `hyperdas.target.evaluate.evaluate`; the step
+with the best Disentangle in the trained selection's mode is kept (`ranked_scores`). A JSONL log (one
+line per step) feeds the convergence figure.
 Checkpoints hold the trainable weights only (safetensors) plus both configs; `resume.pt` adds the
 optimizer and RNG state so an interrupted run continues where it stopped.
 """
@@ -52,7 +53,7 @@ class HyperTrainConfig(FrozenConfig):
     clip: float = 4.0
     causal_weight: float = 3.5
     iso_weight: float = 0.5
-    sparsity_start: float = 0.5  # fraction of the steps before the penalty starts
+    sparsity_start: float = 0.5  # fraction of the steps before the penalty starts (1: never)
     sparsity_from: float = 0.15
     sparsity_to: float = 1.5
     temperature_from: float = 50.0  # the mask subspace's sigmoid temperature, annealed
@@ -65,6 +66,8 @@ class HyperTrainConfig(FrozenConfig):
     # the selection the training forward uses: a hard mode with the soft gradient (straight-through), or
     # soft. one_to_one trains the headline mode to edit (docs/results.md, *Training the headline mode*)
     train_selection: str = "one_to_one"
+    # fraction of the steps trained with the soft selection before `train_selection` takes over
+    soft_warmup: float = 0.0
     selection_entropy: float = 0.0  # weight of each base column's selection entropy (sharpens A)
     # the frozen target's read passes, computed once (`hyperdas.hyper.store`): auto | none | memory | disk;
     # auto: in memory on a CPU when it fits its limit, else none (not measured on a GPU: ask for it there)
@@ -91,6 +94,10 @@ class HyperTrainConfig(FrozenConfig):
         ):
             if value not in allowed:
                 raise ConfigError(f"HyperTrainConfig.{field}={value!r}: use one of {allowed}")
+        for field in ("soft_warmup", "sparsity_start"):
+            value = getattr(self, field)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"HyperTrainConfig.{field}={value!r}: a fraction of the steps, in [0, 1]")
         if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
             raise ConfigError("HyperTrainConfig: steps >= 0, batch_size >= 1 and eval_every >= 1 are required")
 
@@ -99,6 +106,10 @@ class HyperTrainConfig(FrozenConfig):
         if step <= start or self.steps <= start:
             return 0.0
         return self.sparsity_from + (self.sparsity_to - self.sparsity_from) * (step - start) / (self.steps - start)
+
+    def selection_at(self, step: int) -> str:
+        """The selection training uses at `step`: soft during the warm-up, then `train_selection`."""
+        return "soft" if step <= self.soft_warmup * self.steps else self.train_selection
 
     def temperature(self, step: int) -> float:
         return self.temperature_from + (self.temperature_to - self.temperature_from) * step / max(self.steps, 1)
@@ -267,6 +278,15 @@ def validate(target, model: HyperDAS, enc, modes=MODES, runtime: Runtime = SINGL
     return out
 
 
+def ranked_scores(val: dict, train: HyperTrainConfig) -> dict:
+    """The val scores that pick the kept step: the trained selection's mode where it was scored
+    (a model trained for one-to-one is kept for its one-to-one Disentangle), else soft, else the first."""
+    for mode in (train.train_selection, "soft"):
+        if mode in val:
+            return val[mode]
+    return next(iter(val.values()))
+
+
 def example_weights(enc, train: HyperTrainConfig) -> torch.Tensor:
     """The loss weight of each encoded pair: causal_weight or iso_weight by its kind."""
     return torch.tensor(
@@ -304,7 +324,7 @@ def train_step(
             logits, labels = intervened_logits(
                 target,
                 model.config.layer,
-                Inference(model, train.train_selection, planner, store, straight_through=True),
+                Inference(model, train.selection_at(step), planner, store, straight_through=True),
                 enc,
                 part,
                 None,
@@ -450,9 +470,10 @@ def train_hyperdas(
         evaluated = val is not None and (step % train.eval_every == 0 or step == train.steps)
         if evaluated:
             entry["val"] = validate(target, model, val, train.eval_modes, runtime, stores.get("val"))
-            score = entry["val"].get("soft", next(iter(entry["val"].values())))["disentangle"]
+            ranked = ranked_scores(entry["val"], train)
+            score = ranked["disentangle"]
             if best_val is None or score > best_val["disentangle"]:  # the same on every process
-                best_val, best_step = entry["val"].get("soft", next(iter(entry["val"].values()))), step
+                best_val, best_step = ranked, step
                 best_state = {k: v.detach().clone() for k, v in runtime.state_dict(planner, model).items()}
                 if writes:
                     save_hyperdas(

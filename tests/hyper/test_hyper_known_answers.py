@@ -4,15 +4,15 @@ climate therefore lives on the entity's first token and the country on its last,
 attribute and not the other needs the right token for each: HyperDAS's selection. The test pairs
 use a held-out template ("Postcard from ...").
 
-Measured (k=8, one block, 800 steps, soft, seeds 0-2) with the selection head's position-offset
-features (`position_offsets=8`): Country Cause 0.97 / Iso 1.0, Climate 1.0 / 1.0; the base's last
-entity token takes the source's last entity token in every Country pair. With the paper's head
-(no offsets) Country Cause was only 0.50-0.55: on the held-out template it takes the source's
-"Postcard", a word whose state it never saw, about as often as the entity's last token. MDAS at the
-last entity token cannot swap Climate at all (Cause 0). Without the instruction (N=0 and the same
-text "edit" for every pair) Disentangle fell to 0.28 against 0.88 (asserted: at least 0.1 lower).
-Trained 1200 steps here: after 800, Climate Cause was 0.82 on a CPU with AVX-512 kernels (1.0 after
-1200, any seed) while other CPUs had reached 1.0: float rounding differs between kernels."""
+Trained as the package trains by default: straight-through in the one-to-one mode (the headline
+mode), k=8, one block, 1200 steps, lr 3e-4. Measured over seeds 0-2 (training seed; the same
+initialisation): one-to-one Country Cause 0.97 / 0.90 / 0.95, Climate 0.98 / 1.0 / 1.0, Iso 1.0;
+conflict pairs follow the activations in 0.975 / 0.95 / 0.99 of pairs. At lr 1e-3 training was
+unstable whichever selection it trained (seed 1 of soft training: Country Cause 0.50), so the known
+answers use 3e-4. The soft mode of a model trained one-to-one is not what was trained (its conflict
+pairs follow the activations in 0.49-0.67): the paper's soft training is tested on its own
+(`test_soft_training_edits_from_the_activations`). MDAS at the last entity token cannot swap
+Climate at all (Cause 0). The other known answers are stated on each test."""
 
 import pytest
 import torch
@@ -25,17 +25,9 @@ from hyperdas.target.evaluate import evaluate, intervened_logits
 
 ATTRIBUTES = ("Country", "Climate")
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4, position_offsets=8, sink="keep")
-# the paper's soft training: these known answers were set for it (the package default trains one-to-one)
-TRAIN = HyperTrainConfig(
-    steps=1200,
-    batch_size=16,
-    lr=1e-3,
-    lr_rotation=1e-2,
-    eval_every=10**6,
-    max_val_pairs=30,
-    eval_modes=("soft",),
-    train_selection="soft",
-)
+TRAIN = HyperTrainConfig(steps=1200, batch_size=16, lr=3e-4, lr_rotation=1e-2, eval_every=10**6, max_val_pairs=30)
+HEADLINE = TRAIN.train_selection  # one_to_one: the mode training runs straight-through (the package default)
+TRAIN = TRAIN.replace(eval_modes=(HEADLINE,))
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +57,8 @@ def test_enc(synthetic_target, pairs):
     return encoded_pairs(synthetic_target, pairs["test"])
 
 
-def _scores(target, model, enc) -> dict:
-    return evaluate(target, 0, Inference(model, "soft"), enc)[0]["per_attribute"]["city"]
+def _scores(target, model, enc, mode: str = HEADLINE) -> dict:
+    return evaluate(target, 0, Inference(model, mode), enc)[0]["per_attribute"]["city"]
 
 
 def test_hyperdas_swaps_each_attribute_and_nothing_else(synthetic_target, trained, test_enc):
@@ -76,7 +68,9 @@ def test_hyperdas_swaps_each_attribute_and_nothing_else(synthetic_target, traine
 
 
 def test_the_papers_head_misplaces_country_on_a_held_out_template(synthetic_target, pairs, trained, test_enc):
-    """The same training without offset features: Country Cause drops (measured 0.50-0.55 vs 0.97)."""
+    """The same training without the selection head's position-offset features: Country Cause
+    drops (measured 0.47 vs 0.97): on the held-out template the paper's head takes the source's
+    "Postcard", a word whose state it never saw, about as often as the entity's last token."""
     torch.manual_seed(0)
     paper = train_hyperdas(synthetic_target, pairs, MODEL.replace(position_offsets=0), TRAIN, progress=False).model
     with_offsets, without = (_scores(synthetic_target, m, test_enc)["Country"]["cause"] for m in (trained, paper))
@@ -112,21 +106,22 @@ def _selection_hits(target, model, enc) -> dict:
 
 
 def test_selection_takes_the_token_that_holds_the_attribute(synthetic_target, trained, test_enc):
-    # measured: Country 60 of 60, Climate 55 of 60; chance is about 0.1 (one of ~10 selectable tokens)
+    # measured: 59 of 60 for each; chance is about 0.1 (one of ~10 selectable tokens)
     hits = _selection_hits(synthetic_target, trained, test_enc)
     assert hits["Country"] >= 0.9 and hits["Climate"] >= 0.75, hits
 
 
 def test_without_the_instruction_it_does_clearly_worse(synthetic_target, pairs, trained, test_enc):
     """N=0 blocks and one constant instruction ("edit" for every pair): nothing tells the model which
-    attribute to swap, so at best it swaps one of them everywhere (Disentangle <= 0.75 here)."""
+    attribute to swap, so at best it swaps one of them everywhere (Disentangle <= 0.75 here;
+    measured 0.40 against 0.99)."""
     torch.manual_seed(0)
     blind = train_hyperdas(
         synthetic_target, pairs, MODEL.replace(n_blocks=0, instruction="edit"), TRAIN, progress=False
     ).model
     blind_enc = encoded_pairs(synthetic_target, pairs["test"], "edit")
     scores = [
-        evaluate(synthetic_target, 0, Inference(model, "soft"), enc)[0]["overall"]["disentangle"]
+        evaluate(synthetic_target, 0, Inference(model, HEADLINE), enc)[0]["overall"]["disentangle"]
         for model, enc in ((trained, test_enc), (blind, blind_enc))
     ]
     assert scores[1] <= scores[0] - 0.1
@@ -134,12 +129,26 @@ def test_without_the_instruction_it_does_clearly_worse(synthetic_target, pairs, 
 
 def test_the_edit_follows_the_activations_and_the_hard_modes_edit(synthetic_target, pairs, trained, test_enc):
     """Conflict pairs (the instruction names one source entity, the activations come from another
-    with a third value): measured 0.975 soft / 0.992 one-to-one follow the activations, none the
-    instruction (120 pairs); the hard modes' Cause 0.975."""
+    with a third value; 120 pairs): measured 0.975 follow the activations in both hard modes, none
+    the instruction; their Cause 0.975."""
     from hyperdas.experiments.faithfulness import conflict_scores, conflict_set
 
-    found = conflict_scores(synthetic_target, trained, conflict_set(pairs["test"]))
+    found = conflict_scores(synthetic_target, trained, conflict_set(pairs["test"]), ("one_to_many", "one_to_one"))
     for mode, shares in found.items():
         assert shares["follows_activations"] >= 0.9 and shares["follows_instruction"] <= 0.05, (mode, shares)
-    for mode in ("one_to_many", "one_to_one"):
         assert evaluate(synthetic_target, 0, Inference(trained, mode), test_enc)[0]["overall"]["cause"] >= 0.9, mode
+
+
+def test_soft_training_edits_from_the_activations(synthetic_target, pairs, test_enc):
+    """The paper's training (soft selection): measured soft Cause 0.97 / 1.0 (Country / Climate),
+    Iso 1.0, conflict pairs following the activations 1.0 (seed 0; 0.94 with training seed 1)."""
+    from hyperdas.experiments.faithfulness import conflict_scores, conflict_set
+
+    torch.manual_seed(0)
+    soft = train_hyperdas(
+        synthetic_target, pairs, MODEL, TRAIN.replace(train_selection="soft", eval_modes=("soft",)), progress=False
+    ).model
+    per = _scores(synthetic_target, soft, test_enc, "soft")
+    assert all(per[a]["cause"] >= 0.9 and per[a]["iso"] >= 0.9 for a in ATTRIBUTES), per
+    shares = conflict_scores(synthetic_target, soft, conflict_set(pairs["test"]), ("soft",))["soft"]
+    assert shares["follows_activations"] >= 0.9 and shares["follows_instruction"] <= 0.05, shares

@@ -9,7 +9,7 @@ from hyperdas.core.errors import CheckpointError
 from hyperdas.hyper.hypernetwork import HyperNetwork
 from hyperdas.hyper.model import HyperDAS, HyperDASConfig
 from hyperdas.hyper.selection import SelectionHead, column_entropy, harden
-from hyperdas.hyper.training import HyperTrainConfig, load_hyperdas, save_hyperdas
+from hyperdas.hyper.training import HyperTrainConfig, load_hyperdas, ranked_scores, save_hyperdas
 
 
 def _inputs(B=2, Tb=6, Ts=5, D=16, seed=0):
@@ -118,6 +118,20 @@ def test_column_entropy():
     assert column_entropy(torch.full((1, 3, 4), 1 / 3)).item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
 
 
+def test_soft_warmup_trains_soft_first_then_the_trained_selection():
+    train = HyperTrainConfig(steps=10, soft_warmup=0.5)
+    assert [train.selection_at(step) for step in (1, 5, 6, 10)] == ["soft", "soft", "one_to_one", "one_to_one"]
+    assert HyperTrainConfig(steps=10).selection_at(1) == "one_to_one"
+    assert HyperTrainConfig(steps=10, train_selection="soft", soft_warmup=1.0).selection_at(10) == "soft"
+
+
+def test_the_kept_step_is_ranked_by_the_trained_selection():
+    val = {mode: {"disentangle": score} for mode, score in (("soft", 0.7), ("one_to_many", 0.6), ("one_to_one", 0.5))}
+    assert ranked_scores(val, HyperTrainConfig())["disentangle"] == 0.5  # trained one-to-one
+    assert ranked_scores(val, HyperTrainConfig(train_selection="soft"))["disentangle"] == 0.7
+    assert ranked_scores({"one_to_many": {"disentangle": 0.6}}, HyperTrainConfig())["disentangle"] == 0.6
+
+
 def test_bad_options_and_a_checkpoint_of_another_structure(synthetic_target, tmp_path):
     with pytest.raises(ConfigError, match=r"selection_positions='alibi': use one of \('none', 'rotary'\)"):
         HyperDASConfig(selection_positions="alibi")
@@ -127,6 +141,8 @@ def test_bad_options_and_a_checkpoint_of_another_structure(synthetic_target, tmp
         HyperTrainConfig(train_selection="argmax")
     with pytest.raises(ConfigError, match=r"selection_entropy=-1.0: must be >= 0"):
         HyperTrainConfig(selection_entropy=-1.0)
+    with pytest.raises(ConfigError, match=r"soft_warmup=1.5: a fraction of the steps, in \[0, 1\]"):
+        HyperTrainConfig(soft_warmup=1.5)
     old = HyperDASConfig(layer=0, k=4, n_blocks=1, selection_heads=4)
     save_hyperdas(tmp_path, HyperDAS(synthetic_target, old))
     with pytest.raises(
