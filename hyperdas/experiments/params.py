@@ -49,6 +49,7 @@ HYPER_TRAIN = {
     "train_selection": "train_selection",
     "selection_entropy": "selection_entropy",
     "soft_warmup": "soft_warmup",
+    "lr_schedule": "lr_schedule",
     "sparsity_start": "sparsity_start",
     "activation_store": "activation_store",
 }

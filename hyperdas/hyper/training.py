@@ -40,6 +40,7 @@ from hyperdas.target.memory import check_fits, estimate_for
 from hyperdas.target.provenance import check_provenance, provenance
 
 WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
+LR_SCHEDULES = ("constant", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,7 @@ class HyperTrainConfig(FrozenConfig):
     # the selection the training forward uses: a hard mode with the soft gradient (straight-through), or
     # soft. one_to_one trains the headline mode to edit (docs/results.md, *Training the headline mode*)
     train_selection: str = "one_to_one"
+    lr_schedule: str = "constant"  # "constant" (the paper's); "linear": both learning rates fall to 0 at the last step
     # fraction of the steps trained with the soft selection before `train_selection` takes over
     soft_warmup: float = 0.0
     selection_entropy: float = 0.0  # weight of each base column's selection entropy (sharpens A)
@@ -91,6 +93,7 @@ class HyperTrainConfig(FrozenConfig):
             ("train_selection", self.train_selection, MODES),
             ("activation_store", self.activation_store, ("auto", *STORE_KINDS)),
             ("store_dtype", self.store_dtype, tuple(STORE_DTYPES)),
+            ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
         ):
             if value not in allowed:
                 raise ConfigError(f"HyperTrainConfig.{field}={value!r}: use one of {allowed}")
@@ -110,6 +113,12 @@ class HyperTrainConfig(FrozenConfig):
     def selection_at(self, step: int) -> str:
         """The selection training uses at `step`: soft during the warm-up, then `train_selection`."""
         return "soft" if step <= self.soft_warmup * self.steps else self.train_selection
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rates' multiplier at `step` (1..steps)."""
+        if self.lr_schedule == "constant":
+            return 1.0
+        return max(0.0, 1 - (step - 1) / max(self.steps, 1))
 
     def temperature(self, step: int) -> float:
         return self.temperature_from + (self.temperature_to - self.temperature_from) * step / max(self.steps, 1)
@@ -342,6 +351,8 @@ def train_step(
             loss = loss + train.selection_entropy * entropy
         return loss
 
+    for group in optimizer.param_groups:  # stateless: a resumed run sets the same rates
+        group["lr"] = group.setdefault("base_lr", group["lr"]) * train.lr_factor(step)
     optimizer.zero_grad()
     loss = weighted_step(runtime, planner, index, part_loss)
     runtime.clip(planner, train.clip)  # the wrapped module: FSDP clips over its shards

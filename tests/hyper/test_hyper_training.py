@@ -24,6 +24,11 @@ def test_sparsity_and_temperature_schedules():
     assert config.sparsity_weight(50) == 0 and config.sparsity_weight(51) > 0.15
     assert config.sparsity_weight(100) == pytest.approx(1.5)
     assert config.temperature(0) == 50 and config.temperature(100) == pytest.approx(0.1)
+    assert config.lr_factor(1) == config.lr_factor(100) == 1.0
+    linear = HyperTrainConfig(steps=100, lr_schedule="linear")
+    assert linear.lr_factor(1) == 1.0 and linear.lr_factor(51) == 0.5 and linear.lr_factor(100) == pytest.approx(0.01)
+    with pytest.raises(ConfigError, match=r"lr_schedule='cosine': use one of \('constant', 'linear'\)"):
+        HyperTrainConfig(lr_schedule="cosine")
     with pytest.raises(ConfigError, match=r"unknown mode\(s\) \['argmax'\]"):
         HyperTrainConfig(eval_modes=("argmax",))
 
@@ -49,15 +54,19 @@ def test_checkpoint_reloads_to_identical_outputs_and_log_has_every_step(syntheti
         load_hyperdas(tmp_path, synthetic_target, expect=MODEL.replace(k=4))
 
 
-def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tmp_path, monkeypatch, interrupt):
+@pytest.mark.parametrize("schedule", ["constant", "linear"])  # linear: the resumed steps' rates are set again
+def test_interrupted_run_resumes_to_the_same_numbers(
+    synthetic_target, pairs, tmp_path, monkeypatch, interrupt, schedule
+):
     import hyperdas.hyper.training as module
 
-    whole = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, progress=False)
+    train = TRAIN.replace(lr_schedule=schedule)
+    whole = train_hyperdas(synthetic_target, pairs, MODEL, train, progress=False)
     restore = interrupt(monkeypatch, module, "intervened_logits", 5)
     with pytest.raises(KeyboardInterrupt):
-        train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, out_dir=tmp_path, progress=False)
+        train_hyperdas(synthetic_target, pairs, MODEL, train, out_dir=tmp_path, progress=False)
     restore()
-    resumed = train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, out_dir=tmp_path, progress=False)
+    resumed = train_hyperdas(synthetic_target, pairs, MODEL, train, out_dir=tmp_path, progress=False)
     assert resumed.resumed_from == 3
     logged = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 7))
@@ -65,7 +74,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(synthetic_target, pairs, tm
     for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     with pytest.raises(ValueError, match="another configuration"):
-        train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(lr=0.5), out_dir=tmp_path, progress=False)
+        train_hyperdas(synthetic_target, pairs, MODEL, train.replace(lr=0.5), out_dir=tmp_path, progress=False)
 
 
 def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_path):
