@@ -67,7 +67,7 @@ class HyperTrainConfig(FrozenConfig):
     # the selection the training forward uses: a hard mode with the soft gradient (straight-through), or
     # soft. one_to_one trains the headline mode to edit (docs/results.md, *Training the headline mode*)
     train_selection: str = "one_to_one"
-    lr_schedule: str = "constant"  # "constant" (the paper's); "linear": both learning rates fall to 0 at the last step
+    lr_schedule: str = "constant"  # "constant" (the paper's); "linear": both learning rates fall linearly toward 0
     # fraction of the steps trained with the soft selection before `train_selection` takes over
     soft_warmup: float = 0.0
     selection_entropy: float = 0.0  # weight of each base column's selection entropy (sharpens A)
@@ -287,6 +287,13 @@ def validate(target, model: HyperDAS, enc, modes=MODES, runtime: Runtime = SINGL
     return out
 
 
+def _differs(saved: dict, current: FrozenConfig) -> bool:
+    """Whether a resumable run was saved with another configuration than `current`. A field the
+    run predates counts as its default: a new field's default keeps the behaviour from before it."""
+    filled = {**type(current)().to_dict(), **saved}
+    return json.loads(json.dumps(filled)) != json.loads(json.dumps(current.to_dict()))
+
+
 def ranked_scores(val: dict, train: HyperTrainConfig) -> dict:
     """The val scores that pick the kept step: the trained selection's mode where it was scored
     (a model trained for one-to-one is kept for its one-to-one Disentangle), else soft, else the first."""
@@ -432,7 +439,7 @@ def train_hyperdas(
     if folder is not None and resume and (folder / RESUME).is_file():
         fix = "delete it to start this run from step 0"
         saved = read_or_explain(folder / RESUME, lambda p: torch.load(p, weights_only=True), fix)
-        if saved["config"] != config.to_dict() or saved["train"] != json.loads(json.dumps(train.to_dict())):
+        if _differs(saved["config"], config) or _differs(saved["train"], train):
             raise CheckpointError(
                 f"{folder} holds a run with another configuration: rerun with --fresh (notebooks: fresh=True, "
                 f"Python: resume=False) to train it again, or write to another results folder"

@@ -77,6 +77,23 @@ def test_interrupted_run_resumes_to_the_same_numbers(
         train_hyperdas(synthetic_target, pairs, MODEL, train.replace(lr=0.5), out_dir=tmp_path, progress=False)
 
 
+def test_a_run_saved_before_a_field_existed_resumes_at_its_default(
+    synthetic_target, pairs, tmp_path, monkeypatch, interrupt
+):
+    import hyperdas.hyper.training as module
+
+    restore = interrupt(monkeypatch, module, "intervened_logits", 5)
+    with pytest.raises(KeyboardInterrupt):
+        train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, out_dir=tmp_path, progress=False)
+    restore()
+    saved = torch.load(tmp_path / "resume.pt", weights_only=True)
+    del saved["train"]["lr_schedule"], saved["config"]["sink"]  # as a run saved before these fields
+    torch.save(saved, tmp_path / "resume.pt")
+    assert train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, out_dir=tmp_path, progress=False).resumed_from == 3
+    with pytest.raises(ValueError, match="another configuration"):  # a saved value still counts
+        train_hyperdas(synthetic_target, pairs, MODEL.replace(sink="keep"), TRAIN, out_dir=tmp_path, progress=False)
+
+
 def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_path):
     from hyperdas.hyper.model import HyperDAS
     from hyperdas.hyper.training import save_hyperdas
