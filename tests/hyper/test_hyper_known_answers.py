@@ -12,7 +12,9 @@ unstable whichever selection it trained (seed 1 of soft training: Country Cause 
 answers use 3e-4. The soft mode of a model trained one-to-one is not what was trained (its conflict
 pairs follow the activations in 0.49-0.67): the paper's soft training is tested on its own
 (`test_soft_training_edits_from_the_activations`). MDAS at the last entity token cannot swap
-Climate at all (Cause 0). The other known answers are stated on each test."""
+Climate at all (Cause 0). The other known answers are stated on each test. Float rounding differs
+between CPU kernels (with AVX-512 kernels an earlier setting's Climate Cause was 0.82 where other
+CPUs reached 1.0), hence the margins."""
 
 import pytest
 import torch
