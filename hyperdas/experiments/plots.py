@@ -22,7 +22,7 @@ import seaborn as sns
 from hyperdas.core.errors import HyperDASError
 from hyperdas.core.metrics import faithfulness_columns
 from hyperdas.core.results import REPO
-from hyperdas.hyper.reads import BEFORE_FIELDS
+from hyperdas.hyper.legacy import MODEL_BEFORE_FIELDS, TRAIN_BEFORE_FIELDS
 
 METRICS = ("cause", "iso", "disentangle")
 SCHEMA = 1  # results files written by this package's notebooks
@@ -267,9 +267,10 @@ NOT_VARIANTS = ("hyperdas_layers.json",)  # records of notebook 03 per layer, no
 def variants_table(results: Results) -> pd.DataFrame:
     """One row per HyperDAS run file and inference mode: `hyperdas.json` (notebook 03's latest run)
     and every `hyperdas_<variant>.json` kept beside it (the same notebook with other settings), with
-    how the hypernetwork read the base (`base_read`; files from before it existed read the prompt),
-    its instruction, layer, k and training selection, the test scores (mean over attributes, and over
-    seeds for a file of several) and the faithfulness columns (their mean over the same seeds)."""
+    how the hypernetwork read the base (`base_read`), its instruction, layer, k, training selection
+    and selection-entropy weight (a file from before a field existed: `hyperdas.hyper.legacy`), the
+    test scores (mean over attributes, and over seeds for a file of several) and the faithfulness
+    columns (their mean over the same seeds)."""
     rows = []
     for path in sorted(results.folder.glob("hyperdas*.json")):
         if path.name in NOT_VARIANTS:
@@ -277,8 +278,8 @@ def variants_table(results: Results) -> pd.DataFrame:
         data = results.json(path.name)
         if "records" not in data:
             raise SchemaError(f"{path} lacks ['records']: rerun the notebook that writes it")
-        config = {**BEFORE_FIELDS, **data.get("config", {}).get("hyperdas", {})}
-        trained = data.get("config", {}).get("train", {}).get("train_selection", "soft")  # soft before the field
+        config = {**MODEL_BEFORE_FIELDS, **data.get("config", {}).get("hyperdas", {})}
+        train = {**TRAIN_BEFORE_FIELDS, **data.get("config", {}).get("train", {})}
         blocks = list(data.get("faithfulness_by_seed", {}).values()) or [data.get("faithfulness")]
         records = pd.DataFrame(data["records"])
         for mode, part in records.groupby("mode", sort=False):
@@ -290,7 +291,8 @@ def variants_table(results: Results) -> pd.DataFrame:
                     "instruction": config.get("instruction"),
                     "layer": config.get("layer"),
                     "k": config.get("k"),
-                    "trained": trained.replace("_", "-"),
+                    "trained": train["train_selection"].replace("_", "-"),
+                    "entropy": train["selection_entropy"],
                     "mode": mode.replace("_", "-"),
                     "n_seeds": part["seed"].nunique() if "seed" in part else 1,
                     **part[list(METRICS)].mean().to_dict(),

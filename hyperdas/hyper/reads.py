@@ -21,8 +21,6 @@ import dataclasses
 from hyperdas.core.config import ConfigError
 
 BASE_READS = ("prompt", "entity")
-# what checkpoints and results files saved before a HyperDASConfig field existed were made with
-BEFORE_FIELDS = {"base_read": "prompt"}
 NEUTRAL = "\n"  # a text that asks nothing; its first token takes the attention sink
 
 

@@ -2,7 +2,8 @@
 
 One model serves every attribute of the dataset. Loss: teacher-forced CE on the first <= 3
 answer tokens, causal rows weighted 3.5 and isolate rows 0.5 (official), plus the selection's
-sparsity penalty, off for the first half of training, then rising linearly 0.15 -> 1.5. AdamW
+sparsity penalty, off for the first half of training, then rising linearly 0.15 -> 1.5, and (ours,
+weight 0.1; 0 in the paper) each base column's selection entropy. AdamW
 with its own learning rate for the shared rotation R; gradient clipping. Every `eval_every` steps
 the val pairs are scored in each inference mode through `hyperdas.target.evaluate.evaluate`; the step
 with the best Disentangle in the trained selection's mode is kept (`ranked_scores`). A JSONL log (one
@@ -27,8 +28,9 @@ from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError
 from hyperdas.core.files import append_line, atomic_path, one_writer, read_or_explain, write_text
 from hyperdas.data.ravel import RavelDataError
+from hyperdas.hyper.legacy import MODEL_BEFORE_FIELDS, TRAIN_BEFORE_FIELDS
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
-from hyperdas.hyper.reads import BEFORE_FIELDS, read_rule
+from hyperdas.hyper.reads import read_rule
 from hyperdas.hyper.selection import MODES, column_entropy, sparsity_penalty
 from hyperdas.hyper.store import DTYPES as STORE_DTYPES
 from hyperdas.hyper.store import KINDS as STORE_KINDS
@@ -70,7 +72,9 @@ class HyperTrainConfig(FrozenConfig):
     lr_schedule: str = "constant"  # "constant" (the paper's); "linear": both learning rates fall linearly toward 0
     # fraction of the steps trained with the soft selection before `train_selection` takes over
     soft_warmup: float = 0.0
-    selection_entropy: float = 0.0  # weight of each base column's selection entropy (sharpens A)
+    # weight of each base column's selection entropy in the loss: sharpens A toward the hard selection
+    # trained (docs/results.md, *When one-to-one training peaks*); 0: the paper's loss
+    selection_entropy: float = 0.1
     # the frozen target's read passes, computed once (`hyperdas.hyper.store`): auto | none | memory | disk;
     # auto: in memory on a CPU when it fits its limit, else none (not measured on a GPU: ask for it there)
     activation_store: str = "auto"
@@ -171,7 +175,7 @@ def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = No
             f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
             f"{saved['hidden_size']}), not on {target.name} (hidden size {target.hidden_size})"
         )
-    saved["model"] = {**BEFORE_FIELDS, **saved["model"]}
+    saved["model"] = {**MODEL_BEFORE_FIELDS, **saved["model"]}
     wanted = json.loads(json.dumps(expect.to_dict())) if expect is not None else saved["model"]  # JSON's types
     differ = sorted(k for k, v in wanted.items() if saved["model"].get(k) != v)
     if differ:
@@ -287,10 +291,10 @@ def validate(target, model: HyperDAS, enc, modes=MODES, runtime: Runtime = SINGL
     return out
 
 
-def _differs(saved: dict, current: FrozenConfig) -> bool:
+def _differs(saved: dict, current: FrozenConfig, before: dict) -> bool:
     """Whether a resumable run was saved with another configuration than `current`. A field the
-    run predates counts as its default: a new field's default keeps the behaviour from before it."""
-    filled = {**type(current)().to_dict(), **saved}
+    run predates counts as what runs were made with before it (`before`), else as its default."""
+    filled = {**type(current)().to_dict(), **before, **saved}
     return json.loads(json.dumps(filled)) != json.loads(json.dumps(current.to_dict()))
 
 
@@ -439,7 +443,9 @@ def train_hyperdas(
     if folder is not None and resume and (folder / RESUME).is_file():
         fix = "delete it to start this run from step 0"
         saved = read_or_explain(folder / RESUME, lambda p: torch.load(p, weights_only=True), fix)
-        if _differs(saved["config"], config) or _differs(saved["train"], train):
+        if _differs(saved["config"], config, MODEL_BEFORE_FIELDS) or _differs(
+            saved["train"], train, TRAIN_BEFORE_FIELDS
+        ):
             raise CheckpointError(
                 f"{folder} holds a run with another configuration: rerun with --fresh (notebooks: fresh=True, "
                 f"Python: resume=False) to train it again, or write to another results folder"

@@ -332,7 +332,7 @@ def test_variants_table_has_one_row_per_run_file_and_mode(tmp_path):
         **plain,
         "config": {
             "hyperdas": {"base_read": "entity", "instruction": "{target_attribute}", "layer": 6, "k": 128},
-            "train": {"train_selection": "one_to_one"},
+            "train": {"train_selection": "one_to_one", "selection_entropy": 0.1},
         },
         "faithfulness": {"conflict": conflict, "query_blind": blind},
     }
@@ -343,8 +343,9 @@ def test_variants_table_has_one_row_per_run_file_and_mode(tmp_path):
     assert table.loc[("hyperdas.json", "soft"), "base_read"] == "prompt"  # written before base_read existed
     row = table.loc[("hyperdas_entity_read.json", "one-to-one")]
     assert row["base_read"] == "entity" and row["follows_activations"] == 0.5 and row["query_blind_iso"] == 0.4
-    assert (row["layer"], row["k"], row["trained"]) == (6, 128, "one-to-one")
-    assert table.loc[("hyperdas.json", "soft"), "trained"] == "soft"  # written before train_selection existed
+    assert (row["layer"], row["k"], row["trained"], row["entropy"]) == (6, 128, "one-to-one", 0.1)
+    # written before train_selection and selection_entropy existed: soft training, no entropy term
+    assert tuple(table.loc[("hyperdas.json", "soft"), ["trained", "entropy"]]) == ("soft", 0.0)
     soft = [r for r in plain["records"] if r["mode"] == "soft"]
     assert table.loc[("hyperdas.json", "soft"), "cause"] == pytest.approx(sum(r["cause"] for r in soft) / 3)
     assert "hyperdas_variants.md" in {p.name for p in plots.write_tables(plots.Results(folder), tmp_path / "out")}

@@ -77,7 +77,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(
         train_hyperdas(synthetic_target, pairs, MODEL, train.replace(lr=0.5), out_dir=tmp_path, progress=False)
 
 
-def test_a_run_saved_before_a_field_existed_resumes_at_its_default(
+def test_a_run_saved_before_a_field_existed_resumes_at_what_it_was_made_with(
     synthetic_target, pairs, tmp_path, monkeypatch, interrupt
 ):
     import hyperdas.hyper.training as module
@@ -92,6 +92,15 @@ def test_a_run_saved_before_a_field_existed_resumes_at_its_default(
     assert train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, out_dir=tmp_path, progress=False).resumed_from == 3
     with pytest.raises(ValueError, match="another configuration"):  # a saved value still counts
         train_hyperdas(synthetic_target, pairs, MODEL.replace(sink="keep"), TRAIN, out_dir=tmp_path, progress=False)
+    # a field whose default changed since counts as what runs were made with before it existed
+    saved = torch.load(tmp_path / "resume.pt", weights_only=True)
+    del saved["train"]["train_selection"], saved["config"]["base_read"]
+    torch.save(saved, tmp_path / "resume.pt")
+    for model, train in ((MODEL, TRAIN.replace(train_selection="soft")), (MODEL.replace(base_read="prompt"), TRAIN)):
+        with pytest.raises(ValueError, match="another configuration"):
+            train_hyperdas(synthetic_target, pairs, model, train, out_dir=tmp_path, progress=False)
+    old = MODEL.replace(base_read="prompt"), TRAIN.replace(train_selection="soft")
+    assert train_hyperdas(synthetic_target, pairs, *old, out_dir=tmp_path, progress=False).resumed_from == 6
 
 
 def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_path):
