@@ -212,8 +212,10 @@ def sparsity_penalty(A: torch.Tensor) -> torch.Tensor:
     return (used * (used > 1)).sum(dim=1).mean()
 
 
-def column_entropy(A: torch.Tensor) -> torch.Tensor:
-    """Batch mean of each base column's entropy over its Ts+1 rows (columns that can only keep base
-    have 0): low when every column picks one row, as the hard modes will."""
+def column_entropy(A: torch.Tensor, width: int | None = None) -> torch.Tensor:
+    """Batch mean of each base column's entropy over its Ts+1 rows, averaged over `width` columns
+    (default A's; columns that can only keep base have 0): low when every column picks one row, as
+    the hard modes will. When A is one part of a batch (micro-batches, processes), pass the whole
+    batch's width: the parts then add up to the batch's value whatever each part is padded to."""
     terms = -(A * A.clamp_min(1e-12).log()).sum(dim=1)  # (B, Tb)
-    return terms.sum(dim=1).mean() / A.shape[2]
+    return terms.sum(dim=1).mean() / (width or A.shape[2])

@@ -335,6 +335,8 @@ def train_step(
     planner = planner if planner is not None else model
     total = sum(float(weights[i]) * len(enc.answers[i]) for i in index)
     sparsity_weight, parts = train.sparsity_weight(step), {"ce": [], "sparsity": [], "entropy": []}
+    # the soft A's read width for the whole batch (each part is padded to its own)
+    width = max(len(row) for row in model.read_rule.base_rows(enc, index)[0])
 
     def part_loss(part: list[int]):
         context = (
@@ -357,7 +359,7 @@ def train_step(
         parts["ce"].append(ce.item()), parts["sparsity"].append(sparsity.item())
         loss = ce + sparsity_weight * sparsity
         if train.selection_entropy:
-            entropy = column_entropy(model.last_soft.float()) * share
+            entropy = column_entropy(model.last_soft.float(), width) * share
             parts["entropy"].append(entropy.item())
             loss = loss + train.selection_entropy * entropy
         return loss

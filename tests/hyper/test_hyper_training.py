@@ -103,6 +103,22 @@ def test_a_run_saved_before_a_field_existed_resumes_at_what_it_was_made_with(
     assert train_hyperdas(synthetic_target, pairs, *old, out_dir=tmp_path, progress=False).resumed_from == 6
 
 
+@pytest.mark.parametrize("base_read", ["entity", "prompt"])
+@pytest.mark.parametrize("store", ["none", "memory"])
+def test_the_entropy_term_averages_over_the_whole_batch_read_width(
+    synthetic_target, pairs, monkeypatch, base_read, store
+):
+    """The width the training step passes to column_entropy is the soft A's own for a whole batch
+    (so micro-batches add up to it, tests/target/test_distributed.py)."""
+    import hyperdas.hyper.training as module
+
+    seen, real = [], module.column_entropy
+    monkeypatch.setattr(module, "column_entropy", lambda A, width: seen.append((A.shape[2], width)) or real(A, width))
+    model, train = MODEL.replace(base_read=base_read), TRAIN.replace(steps=3, activation_store=store)
+    train_hyperdas(synthetic_target, pairs, model, train, progress=False)
+    assert len(seen) == 3 and all(a == w for a, w in seen)
+
+
 def test_bad_checkpoint_layer_and_data(synthetic_target, tiny_llama, pairs, tmp_path):
     from hyperdas.hyper.model import HyperDAS
     from hyperdas.hyper.training import save_hyperdas
