@@ -335,8 +335,8 @@ def train_step(
     planner = planner if planner is not None else model
     total = sum(float(weights[i]) * len(enc.answers[i]) for i in index)
     sparsity_weight, parts = train.sparsity_weight(step), {"ce": [], "sparsity": [], "entropy": []}
-    # the soft A's read width for the whole batch (each part is padded to its own)
-    width = max(len(row) for row in model.read_rule.base_rows(enc, index)[0])
+    # the soft A's read width for the whole batch (each part is padded to its own); the entropy's only
+    width = max(len(row) for row in model.read_rule.base_rows(enc, index)[0]) if train.selection_entropy else None
 
     def part_loss(part: list[int]):
         context = (
