@@ -4,11 +4,15 @@ One HyperDAS training step (`hyperdas.hyper.training.train_step`: read passes of
 without gradients, hypernetwork, selection, subspace, the edited base run, weighted CE +
 sparsity, backward, clipping, AdamW) against one bare frozen forward+backward of the target on
 the same base rows (gradient to the residual stream after the same layer; see das_step.py).
-The step is timed with the read passes served by an activation store (`hyperdas.hyper.store`,
-training's default) and without one. Interleaved after warm-up; medians reported. Goal: ratio
-<= 1.5 with the store. Also: one step's loss with and without the store from the same
-initialisation, the store's size and build time projected to the whole training split, and the
-memory estimate that training prints (`hyperdas.target.memory`) against the peak resident set.
+The step is timed lever by lever: without an activation store; with a store serving the read
+passes only (the edited run recomputes blocks 0..L of the base prompt); with the store also
+starting the edited run from the stored layer-L base states (training's default,
+`hyperdas.hyper.store`); and that with the hypernetwork's copied embedding frozen
+(`HyperDASConfig.freeze_embedding`). Interleaved after warm-up; medians reported, with each lever's
+share of the step it starts from. Goal: ratio <= 0.8 with the store. Also: one step's loss with
+and without the store from the same initialisation, the store's size (with and without the
+edited run's start) and build time projected to the whole training split, and the memory
+estimate that training prints (`hyperdas.target.memory`) against the peak resident set.
     python benchmarks/hyperdas_step.py [--model smollm2-135m] [--layer 15] [--k 32] [--n-blocks 2]
 Writes the section "hyperdas_step" of results/<model>/benchmarks.json.
 """
@@ -54,6 +58,20 @@ def same_step_losses(target, config, train, enc, index, weights) -> dict:
     return losses
 
 
+class ReadsOnly:
+    """A store that serves the read passes but not the edited run's start (the path before the
+    store kept it): blocks 0..L of the base prompt run again in every edited pass."""
+
+    def __init__(self, store: ActivationStore):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def starts(self, index, device):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
@@ -74,22 +92,39 @@ def main() -> None:
     enc = encoded_pairs(target, pairs["train"].select(range(args.batch_size)))
     predicted = estimate_for(target, config, enc, args.batch_size)
     model = HyperDAS(target, config).to(target.device).train()
-    optimizer = make_optimizer(model, train)
+    frozen = HyperDAS(target, config.replace(freeze_embedding=True)).to(target.device).train()
+    optimizer, frozen_optimizer = make_optimizer(model, train), make_optimizer(frozen, train)
     weights = example_weights(enc, train)
     index = list(range(args.batch_size))
     agreement = same_step_losses(target, config, train, enc, index, weights)
     store = ActivationStore(target, enc, args.layer, model.read_rule, progress=False)
     whole = encoded_pairs(target, pairs["train"])
-    run_stored = lambda: train_step(target, model, enc, index, weights, optimizer, train, 1, store=store)  # noqa: E731
-    run_hyper = lambda: train_step(target, model, enc, index, weights, optimizer, train, 1)  # noqa: E731
-    run_bare = lambda: bare_step(target, args.layer, enc, index)  # noqa: E731
+    step = lambda m, o, s: lambda: train_step(target, m, enc, index, weights, o, train, 1, store=s)  # noqa: E731
+    runs = {  # the levers in the order they apply
+        "bare_forward_backward": lambda: bare_step(target, args.layer, enc, index),
+        "hyperdas_step_without_store": step(model, optimizer, None),
+        "hyperdas_step_store_reads_only": step(model, optimizer, ReadsOnly(store)),
+        "hyperdas_step": step(model, optimizer, store),
+        "hyperdas_step_frozen_embedding": step(frozen, frozen_optimizer, store),
+    }
     for _ in range(2):  # warm-up
-        run_stored(), run_hyper(), run_bare()
-    stored, hyper, bare = [], [], []
-    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit all three
-        stored += timed(run_stored, 1)
-        hyper += timed(run_hyper, 1)
-        bare += timed(run_bare, 1)
+        for run in runs.values():
+            run()
+    times = {name: [] for name in runs}
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every variant
+        for name, run in runs.items():
+            times[name] += timed(run, 1)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    levers = {}
+    for before, after, lever in (
+        ("hyperdas_step_without_store", "hyperdas_step_store_reads_only", "store_serves_read_passes"),
+        ("hyperdas_step_store_reads_only", "hyperdas_step", "store_starts_edited_run"),
+        ("hyperdas_step", "hyperdas_step_frozen_embedding", "frozen_embedding"),
+    ):
+        levers[lever] = {
+            "seconds_saved": median[before] - median[after],
+            "share_of_step_before": 1 - median[after] / median[before],
+        }
 
     model.eval()
     test = encoded_pairs(target, pairs["test"].select(range(min(args.eval_pairs, len(pairs["test"])))))
@@ -103,6 +138,10 @@ def main() -> None:
     throughput["soft_generation"] = len(test) / (time.perf_counter() - start)
     lengths = [len(enc.base[i]) for i in index]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable_frozen = sum(p.numel() for p in frozen.parameters() if p.requires_grad)
+    reads_only_bytes = store_bytes(target, whole, model.read_rule) - sum(
+        len(r) for r in whole.base
+    ) * target.hidden_size * next(target.model.parameters()).dtype.itemsize * (not model.read_rule.reads_prompt)
     section = {
         "model": target.name,
         "config": config.to_dict(),
@@ -110,17 +149,18 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "base_tokens": {"min": min(lengths), "max": max(lengths)},
         "trainable_parameters": trainable,
-        "hyperdas_step_seconds": {"median": statistics.median(stored), "all": stored},
-        "hyperdas_step_without_store_seconds": {"median": statistics.median(hyper), "all": hyper},
-        "bare_forward_backward_seconds": {"median": statistics.median(bare), "all": bare},
-        "ratio": statistics.median(stored) / statistics.median(bare),
-        "ratio_without_store": statistics.median(hyper) / statistics.median(bare),
-        "goal_ratio": 1.5,
+        "trainable_parameters_frozen_embedding": trainable_frozen,
+        **{f"{name}_seconds": {"median": median[name], "all": times[name]} for name in runs},
+        "ratio": median["hyperdas_step"] / median["bare_forward_backward"],
+        "ratios": {name: median[name] / median["bare_forward_backward"] for name in runs},
+        "levers": levers,
+        "goal_ratio": 0.8,
         "same_step_loss": agreement,
         "activation_store": {
             "batch_build_seconds": store.seconds,
             "train_pairs": len(whole),
             "train_bytes": store_bytes(target, whole, model.read_rule),
+            "train_bytes_reads_only": reads_only_bytes,
             "train_bytes_float16": store_bytes(target, whole, model.read_rule, dtype=torch.float16),
             "train_build_seconds_projected": store.seconds * len(whole) / len(enc),
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +58,8 @@ def check_ranges(config: FrozenConfig, positive=(), non_negative=(), at_least_on
     ):
         for field in fields:
             value = getattr(config, field)
+            if value is not None and not math.isfinite(value):  # inf passes every comparison above
+                raise ConfigError(f"{name}.{field}={value!r}: must be a finite number {rule}")
             if value is not None and not ok(value):
                 raise ConfigError(f"{name}.{field}={value!r}: must be {rule}")
 

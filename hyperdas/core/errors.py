@@ -20,3 +20,7 @@ class ResultsError(HyperDASError, ValueError):
 
 class WriteError(HyperDASError, OSError):
     """A results or checkpoint file that could not be written (a full disk, a read-only folder)."""
+
+
+class TrainingDiverged(HyperDASError, FloatingPointError):
+    """A training step whose loss or gradient is not finite: the run stops before the weights move."""

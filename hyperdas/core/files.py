@@ -52,6 +52,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `path` to fill; it replaces `path` when the block ends normally, and
+    is removed when it raises, so a failure while writing (a full disk, a kill) leaves the previous
+    folder as it was. The old folder is moved aside before the new one takes its name and deleted
+    after; a folder left aside by a kill between those two renames is put back by the next writer."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.parent / f".{path.name}.previous"
+    if aside.is_dir() and not path.exists():  # a kill between the two renames of the last write
+        os.replace(aside, path)
+    tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(path, aside)
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+        shutil.rmtree(aside, ignore_errors=True)
+    except OSError as err:
+        from hyperdas.core.errors import WriteError
+
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise WriteError(f"could not write {path} ({first}); the previous folder, if any, is unchanged") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from hyperdas.core.files import write_text
+from hyperdas.core.files import atomic_folder, write_text
 from hyperdas.data.filter import FilterConfig, FilterResult, filter_domain
 from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.data.ravel import RavelDataError, load_domain
@@ -69,11 +69,12 @@ def save_pairs(pairs, folder: str | Path, meta: dict, tokenizer=None) -> Path:
     """Save the DatasetDict plus the configs that made it (pairs_meta.json), with the content's and
     (given the tokenizer that built them) the tokenizer's fingerprints."""
     folder = Path(folder)
-    pairs.save_to_disk(str(folder))
     meta = {**meta, "content_sha256": pairs_fingerprint(pairs)}
     if tokenizer is not None:
         meta["tokenizer_sha256"] = tokenizer_fingerprint(tokenizer)
-    write_text(folder / "pairs_meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
+    with atomic_folder(folder) as tmp:  # the previous pairs stay loadable until the new ones are whole
+        pairs.save_to_disk(str(tmp))
+        write_text(tmp / "pairs_meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
     return folder
 
 

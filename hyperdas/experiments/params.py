@@ -33,6 +33,7 @@ HYPERDAS = {
         "ca_positions",
         "sink",
         "instruction",
+        "freeze_embedding",
     )
 }
 HYPER_TRAIN = {
@@ -52,6 +53,7 @@ HYPER_TRAIN = {
     "lr_schedule": "lr_schedule",
     "sparsity_start": "sparsity_start",
     "activation_store": "activation_store",
+    "snapshot_steps": "snapshot_steps",
 }
 DAS = {
     name: name

@@ -315,7 +315,15 @@ def speed_table(results: Results) -> pd.DataFrame:
         ("bare frozen forward+backward (s, median)", hyper["bare_forward_backward_seconds"]["median"], None),
         ("HyperDAS step / bare step", hyper["ratio"], hyper.get("goal_ratio")),
     ]
-    if "ratio_without_store" in hyper:
+    lever_names = {
+        "hyperdas_step_without_store": "no activation store",
+        "hyperdas_step_store_reads_only": "store serving the read passes only",
+        "hyperdas_step_frozen_embedding": "frozen copied embedding",
+    }
+    for name, ratio in hyper.get("ratios", {}).items():
+        if name in lever_names:
+            rows.append((f"HyperDAS step / bare step, {lever_names[name]}", ratio, None))
+    if "ratio_without_store" in hyper:  # files written before the levers were timed one by one
         rows.append(("HyperDAS step / bare step, no activation store", hyper["ratio_without_store"], None))
     if das:
         rows.append(("DAS step / bare step", das["ratio"], das.get("goal_ratio")))

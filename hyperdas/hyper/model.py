@@ -59,6 +59,9 @@ class HyperDASConfig(FrozenConfig):
     # token's residual norm is ~120x any other's (an attention sink), so a small weight on it
     # mixes a large, entity-independent vector into every edited position
     sink: str = "exclude"
+    # keep the hypernetwork's copy of the target's token embedding frozen (49,152 x 576 of SmolLM2's
+    # 41M trainable weights): no gradient, no optimizer state for it
+    freeze_embedding: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(self, non_negative=("n_blocks", "position_offsets"), at_least_one=("k", "selection_heads"))
@@ -178,6 +181,8 @@ class HyperDAS(nn.Module):
             float(getattr(target.model.config, "rope_theta", None) or 10000.0),
         )
         self.subspace = Subspace(config.subspace, target.hidden_size, config.k)
+        if config.freeze_embedding:
+            self.hypernetwork.embed.requires_grad_(False)
 
     def forward(self, instruction, base_view, source_view, mode: str = "soft", straight_through: bool = False):
         """`plan`: the part with every trainable weight, so a DDP wrapper sees it run."""
@@ -244,8 +249,10 @@ class HyperDAS(nn.Module):
                 f"the activation store was built for the {store.read.base!r} read, this model reads "
                 f"{rule.base!r}: build it with the model's read_rule"
             )
+        start = None  # the unedited layer-L states of `rows`, when known: the edited run starts there
         if store is not None and store.serves(enc, layer, rule, rows, index, offsets):
             base_view, source_view = store.views(index, device)
+            start = store.starts(index, device)
         else:
             base_view = read_states(target, read_rows, base_last, layer, whole)
             source_view = read_states(target, sources, source_last, layer)
@@ -271,7 +278,9 @@ class HyperDAS(nn.Module):
             return interchange(hidden, source_states.to(dtype), A.to(dtype), None if W is None else W.to(dtype))
 
         if whole:
-            edit.start = base_view[0]
+            start = base_view[0]
+        if start is not None:
+            edit.start = start
         return edit
 
 

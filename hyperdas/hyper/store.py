@@ -4,7 +4,9 @@ HyperDAS reads the target on every base and source prompt at every training step
 (`hyperdas.hyper.model.read_states`); the target never changes and each pair comes back every
 epoch, so the same states are recomputed ~5 times in a 600-step run. The store runs the read
 passes once, keeps per pair the layer-L states of the whole base read row (`hyperdas.hyper.reads`)
-and of the source up to its last selectable token (the target's dtype: exact) and the normalised
+and of the source up to its last selectable token (the target's dtype: exact), with an entity read
+also the layer-L states of the whole base row the edited run takes (so that run starts above the
+layer, as it does from a prompt read's own states: `hyperdas.target.hooks.start_after`), and the normalised
 states of every layer at the selectable positions (`dtype`; the hypernetwork's own dtype is exact,
 float16 halves the size), and serves the same views the read passes give (tested equal within
 float tolerance).
@@ -12,7 +14,8 @@ float tolerance).
 Where: in memory, or in files under a folder (memory-mapped, reused by later runs). A folder holds
 a `meta.json` with what the states were computed from (the target's weights fingerprint and dtype,
 the token ids, the layer, the package version, the store format); a store whose meta differs, or
-that was never finished, is rebuilt, never reused. A store larger than `max_bytes` (default: half
+that was never finished, or whose files differ from the sizes and per-chunk CRC32 checksums its meta
+recorded, is rebuilt, never reused. A store larger than `max_bytes` (default: half
 the available memory, or the free disk space less 1 GiB) is refused before anything is computed.
 """
 
@@ -22,6 +25,7 @@ import hashlib
 import json
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import torch
@@ -30,13 +34,16 @@ from tqdm.auto import tqdm
 from hyperdas.core.errors import ResourceError
 from hyperdas.core.files import write_text
 from hyperdas.hyper.reads import ReadRule
+from hyperdas.target.evaluate import states_after
 from hyperdas.target.memory import GIB, available
 from hyperdas.target.provenance import package_version, weights_fingerprint
 
-FORMAT = 2  # bump when what is stored, or how, changes: older folders are then rebuilt
+FORMAT = 3  # bump when what is stored, or how, changes: older folders are then rebuilt
 KINDS = ("none", "memory", "disk")
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 META = "meta.json"
+BUFFERS = ("exact.bin", "flat.bin")
+CHUNK = 64 * 2**20
 
 
 def _rule(read: ReadRule | bool) -> ReadRule:
@@ -52,10 +59,12 @@ def _reads(enc, read: ReadRule):
     return base, base_last, source, source_last
 
 
-def _sizes(enc, read: ReadRule) -> list[tuple[int, int, int]]:
-    """Per pair: (base read row length, base selectable length, source selectable length)."""
+def _sizes(enc, read: ReadRule) -> list[tuple[int, int, int, int]]:
+    """Per pair: (base read row length, base selectable length, source selectable length, length of
+    the edited run's start: the base row when the read rows are not the base prompts, else 0)."""
     base, base_last, _, source_last = _reads(enc, read)
-    return [(len(b), bl + 1, sl + 1) for b, bl, sl in zip(base, base_last, source_last)]
+    starts = [0] * len(enc) if read.reads_prompt else [len(r) for r in enc.base]
+    return [(len(b), bl + 1, sl + 1, e) for b, bl, sl, e in zip(base, base_last, source_last, starts)]
 
 
 def store_bytes(target, enc, read: ReadRule | bool = False, dtype: torch.dtype | None = None) -> int:
@@ -64,7 +73,7 @@ def store_bytes(target, enc, read: ReadRule | bool = False, dtype: torch.dtype |
     D, layers = target.hidden_size, target.n_layers + 1
     exact = _target_dtype(target).itemsize
     flat = (dtype or _target_dtype(target)).itemsize
-    return sum((w + s) * D * exact + (b + s) * layers * D * flat for w, b, s in _sizes(enc, _rule(read)))
+    return sum((w + s + e) * D * exact + (b + s) * layers * D * flat for w, b, s, e in _sizes(enc, _rule(read)))
 
 
 def default_limit(kind: str, folder: str | Path | None = None) -> int | None:
@@ -141,16 +150,18 @@ class ActivationStore:
         self._build(target, batch_size, progress)
         self.seconds, self.built = time.perf_counter() - started, True
         if kind == "disk":
-            write_text(self.folder / META, json.dumps({**self.key, "bytes": self.nbytes}, indent=1))
+            files = {name: _checksums(self.folder / name) for name in BUFFERS}
+            write_text(self.folder / META, json.dumps({**self.key, "bytes": self.nbytes, "files": files}, indent=1))
 
     def _index(self) -> None:
-        """Offsets of each pair's four parts in the two buffers (exact: layer-L states; flat: all layers)."""
+        """Offsets of each pair's parts in the two buffers (exact: layer-L states of the base read,
+        the source and the edited run's start; flat: all layers)."""
         self.exact_at, self.flat_at = [], []
         exact = flat = 0
-        for w, b, s in self.sizes:
-            self.exact_at.append((exact, exact + w * self.D, exact + (w + s) * self.D))
+        for w, b, s, e in self.sizes:
+            self.exact_at.append((exact, exact + w * self.D, exact + (w + s) * self.D, exact + (w + s + e) * self.D))
             self.flat_at.append((flat, flat + b * self.n * self.D, flat + (b + s) * self.n * self.D))
-            exact, flat = self.exact_at[-1][2], self.flat_at[-1][2]
+            exact, flat = self.exact_at[-1][3], self.flat_at[-1][2]
         self.exact_numel, self.flat_numel = exact, flat
 
     def _reusable(self) -> bool:
@@ -162,7 +173,11 @@ class ActivationStore:
         except (OSError, json.JSONDecodeError):
             saved = {}
         if {k: saved.get(k) for k in self.key} == self.key:
-            return True
+            damaged = [name for name in BUFFERS if saved.get("files", {}).get(name) != _checksums(self.folder / name)]
+            if not damaged:
+                return True
+            print(f"activation store {self.folder}: {', '.join(damaged)} differ from their checksums: rebuilding it")
+            return False
         differ = sorted(k for k in self.key if saved.get(k) != self.key[k])
         print(f"activation store {self.folder} was computed from other {', '.join(differ)}: rebuilding it")
         return False
@@ -203,12 +218,17 @@ class ActivationStore:
             index = order[start : start + batch_size]
             base = read_states(target, [rows[i] for i in index], [base_last[i] for i in index], self.layer, True)
             source = read_states(target, [sources[i] for i in index], [source_last[i] for i in index], self.layer)
+            starts = (
+                None if self.read.reads_prompt else states_after(target, self.layer, [self.enc.base[i] for i in index])
+            )
             for row, i in enumerate(index):
-                w, b, s = self.sizes[i]
-                e0, e1, e2 = self.exact_at[i]
+                w, b, s, e = self.sizes[i]
+                e0, e1, e2, e3 = self.exact_at[i]
                 f0, f1, f2 = self.flat_at[i]
                 self.exact_buffer[e0:e1] = base[0][row, :w].reshape(-1).to(self.exact)
                 self.exact_buffer[e1:e2] = source[0][row, :s].reshape(-1).to(self.exact)
+                if starts is not None:
+                    self.exact_buffer[e2:e3] = starts[row, :e].reshape(-1).to(self.exact)
                 self.flat_buffer[f0:f1] = base[2][row, : b * self.n].reshape(-1).to(self.dtype)
                 self.flat_buffer[f1:f2] = source[2][row, : s * self.n].reshape(-1).to(self.dtype)
 
@@ -228,7 +248,7 @@ class ActivationStore:
         """(base view, source view) of pairs `index`, as `read_states` returns them (padding: zeros)."""
         base_layer, base_flat, source_layer, source_flat = [], [], [], []
         for i in index:
-            e0, e1, e2 = self.exact_at[i]
+            e0, e1, e2, _ = self.exact_at[i]
             f0, f1, f2 = self.flat_at[i]
             base_layer.append(self.exact_buffer[e0:e1].view(-1, self.D))
             source_layer.append(self.exact_buffer[e1:e2].view(-1, self.D))
@@ -240,6 +260,18 @@ class ActivationStore:
         source = _view(source_layer, source_flat, [len(r) for r in sources], source_last, device)
         return base, source
 
+    def starts(self, index: list[int], device) -> torch.Tensor | None:
+        """(B, T, D) the unedited layer-L states of the base rows of pairs `index`, right-padded
+        with zeros, from which the edited run continues; None when the read rows are the base
+        prompts (their own layer-L states in `views` serve)."""
+        if self.read.reads_prompt:
+            return None
+        rows = [self.exact_buffer[self.exact_at[i][2] : self.exact_at[i][3]].view(-1, self.D) for i in index]
+        out = rows[0].new_zeros(len(rows), max(r.shape[0] for r in rows), self.D)
+        for b, r in enumerate(rows):
+            out[b, : r.shape[0]] = r
+        return out.to(device)
+
     def describe(self) -> str:
         where = f"in {self.folder}" if self.kind == "disk" else "in memory"
         how = f"built in {self.seconds:.0f} s" if self.built else "reused"
@@ -247,6 +279,18 @@ class ActivationStore:
             f"activation store of {len(self.sizes)} pairs {where}: {self.nbytes / GIB:.2f} GiB "
             f"({str(self.dtype).removeprefix('torch.')}), {how}"
         )
+
+
+def _checksums(path: Path) -> dict:
+    """A file's size and the CRC32 of each of its CHUNK-byte pieces (what a disk store's meta holds:
+    a file cut short or changed on disk is never reused)."""
+    if not path.is_file():
+        return {"bytes": None, "crc32": []}
+    sums = []
+    with open(path, "rb") as handle:
+        while piece := handle.read(CHUNK):
+            sums.append(zlib.crc32(piece))
+    return {"bytes": path.stat().st_size, "crc32": sums}
 
 
 def _view(layer_rows, flat_rows, lengths, lasts, device) -> tuple:

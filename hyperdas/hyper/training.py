@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from contextlib import nullcontext
@@ -25,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
-from hyperdas.core.errors import CheckpointError
+from hyperdas.core.errors import CheckpointError, TrainingDiverged
 from hyperdas.core.files import append_line, atomic_path, one_writer, read_or_explain, write_text
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.legacy import MODEL_BEFORE_FIELDS, TRAIN_BEFORE_FIELDS
@@ -80,6 +81,9 @@ class HyperTrainConfig(FrozenConfig):
     activation_store: str = "auto"
     store_dtype: str = "auto"  # auto (the hypernetwork's dtype: exact) | float32 | float16 | bfloat16
     store_max_gib: float | None = None  # None: half the available memory / the free disk less 1 GiB
+    # steps whose weights are also kept, under <out_dir>/snapshots/step-<N> (a budget ladder from one
+    # run: each scored on val as it trains, on test afterwards); multiples of eval_every, at most steps
+    snapshot_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -107,6 +111,17 @@ class HyperTrainConfig(FrozenConfig):
                 raise ConfigError(f"HyperTrainConfig.{field}={value!r}: a fraction of the steps, in [0, 1]")
         if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
             raise ConfigError("HyperTrainConfig: steps >= 0, batch_size >= 1 and eval_every >= 1 are required")
+        object.__setattr__(self, "snapshot_steps", tuple(self.snapshot_steps))
+        wrong = [
+            n
+            for n in self.snapshot_steps
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > self.steps or n % self.eval_every
+        ]
+        if wrong or len(set(self.snapshot_steps)) != len(self.snapshot_steps):
+            raise ConfigError(
+                f"HyperTrainConfig.snapshot_steps={list(self.snapshot_steps)}: each a distinct multiple of "
+                f"eval_every={self.eval_every} (where val is scored) and at most steps={self.steps}; wrong: {wrong}"
+            )
 
     def sparsity_weight(self, step: int) -> float:
         start = self.sparsity_start * self.steps
@@ -126,6 +141,11 @@ class HyperTrainConfig(FrozenConfig):
 
     def temperature(self, step: int) -> float:
         return self.temperature_from + (self.temperature_to - self.temperature_from) * step / max(self.steps, 1)
+
+
+def snapshot_folder(out_dir: str | Path, step: int) -> Path:
+    """Where a run keeps its weights at `step` of `HyperTrainConfig.snapshot_steps`."""
+    return Path(out_dir) / "snapshots" / f"step-{step}"
 
 
 def checkpoint_folder(out_dir: str | Path, layer: int, seed: int | None = None) -> Path:
@@ -269,7 +289,7 @@ def make_store(target, enc, config: HyperDASConfig, train: HyperTrainConfig, kin
 def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Optimizer:
     rotation = [p for n, p in model.named_parameters() if n.startswith("subspace.rotation.")]
     ids = {id(p) for p in rotation}
-    rest = [p for p in model.parameters() if id(p) not in ids]
+    rest = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]  # frozen parts: no state
     groups = [{"params": rest, "lr": config.lr, "weight_decay": config.weight_decay}]
     if rotation:
         groups.append({"params": rotation, "lr": config.lr_rotation, "weight_decay": 0.0})
@@ -368,7 +388,12 @@ def train_step(
         group["lr"] = group.setdefault("base_lr", group["lr"]) * train.lr_factor(step)
     optimizer.zero_grad()
     loss = weighted_step(runtime, planner, index, part_loss)
-    runtime.clip(planner, train.clip)  # the wrapped module: FSDP clips over its shards
+    norm = runtime.clip(planner, train.clip)  # the wrapped module: FSDP clips over its shards
+    if not (math.isfinite(loss) and math.isfinite(norm)):  # stop before the weights take a NaN
+        raise TrainingDiverged(
+            f"training diverged at step {step}: loss {loss}, gradient norm {norm}; the likely cause is the "
+            f"learning rate (lr={train.lr}, lr_rotation={train.lr_rotation}): lower hyper_lr / hyper_lr_rotation"
+        )
     optimizer.step()
     return {
         "step": step,
@@ -490,9 +515,13 @@ def train_hyperdas(
     bar = tqdm(range(first, train.steps + 1), desc="HyperDAS", disable=not (progress and runtime.is_main))
     for step in bar:
         index = rng.sample(range(len(enc)), min(train.batch_size, len(enc)))
-        entry = train_step(
-            target, model, enc, index, weights, optimizer, train, step, runtime, planner, stores.get("train")
-        )
+        try:
+            entry = train_step(
+                target, model, enc, index, weights, optimizer, train, step, runtime, planner, stores.get("train")
+            )
+        except TrainingDiverged as err:
+            kept = f"; the best checkpoint so far (step {best_step}) stays in {folder}" if best_state and folder else ""
+            raise TrainingDiverged(f"{err}{kept}, and a rerun needs --fresh (notebooks: fresh=True)") from None
         evaluated = val is not None and (step % train.eval_every == 0 or step == train.steps)
         if evaluated:
             entry["val"] = validate(target, model, val, train.eval_modes, runtime, stores.get("val"))
@@ -506,6 +535,11 @@ def train_hyperdas(
                         folder, model, train, {"step": step, "val": entry["val"], "provenance": built_from}, best_state
                     )
             bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
+            if step in train.snapshot_steps:
+                state = runtime.state_dict(planner, model)
+                if writes:
+                    extra = {"step": step, "val": entry["val"], "provenance": built_from}
+                    save_hyperdas(snapshot_folder(folder, step), model, train, extra, state)
         history.append(entry)
         if writes:
             append_line(folder / LOG, json.dumps(entry))

@@ -84,11 +84,13 @@ class Runtime:
             return nullcontext()
         return self.accelerator.no_sync(wrapped)
 
-    def clip(self, module: torch.nn.Module, max_norm: float) -> None:
+    def clip(self, module: torch.nn.Module, max_norm: float) -> float:
+        """Clip the gradients' total norm to `max_norm`; returns the norm before clipping."""
         if self.accelerator is None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+            norm = torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
         else:
-            self.accelerator.clip_grad_norm_(module.parameters(), max_norm)
+            norm = self.accelerator.clip_grad_norm_(module.parameters(), max_norm)
+        return float(norm)
 
     def total(self, value: float) -> float:
         """The sum of `value` over the processes."""

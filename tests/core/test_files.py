@@ -144,3 +144,55 @@ def test_one_writer_locks_only_a_given_folder_in_the_main_process(tmp_path):
 
     assert write(tmp_path) is True and write() is False
     assert write(tmp_path, runtime=SimpleNamespace(is_main=False)) is False  # other processes do not write
+
+
+def test_a_folder_write_that_fails_leaves_the_previous_folder(tmp_path):
+    import errno
+
+    from hyperdas.core.errors import WriteError
+    from hyperdas.core.files import atomic_folder
+
+    target = tmp_path / "pairs"
+    with atomic_folder(target) as tmp:
+        (tmp / "data.arrow").write_text("old pairs")
+    for fail_after in (0, 1):  # before anything is written, and after half of it
+        with pytest.raises(WriteError, match=r"could not write .*pairs .*No space left.*previous folder"):
+            with atomic_folder(target) as tmp:
+                if fail_after:
+                    (tmp / "data.arrow").write_text("new pa")
+                raise OSError(errno.ENOSPC, "No space left on device")
+        assert (target / "data.arrow").read_text() == "old pairs"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs"]
+    with atomic_folder(target) as tmp:
+        (tmp / "data.arrow").write_text("new pairs")
+    assert (target / "data.arrow").read_text() == "new pairs" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "pairs"
+    ]
+    # a kill between moving the old folder aside and renaming the new one: the next writer puts it back
+    os.replace(target, tmp_path / ".pairs.previous")
+    with pytest.raises(ZeroDivisionError), atomic_folder(target):
+        raise ZeroDivisionError
+    assert (target / "data.arrow").read_text() == "new pairs"
+
+
+def test_pairs_survive_a_full_disk_while_new_ones_are_saved(synthetic_pairs, tmp_path, monkeypatch):
+    import errno
+
+    from datasets import DatasetDict
+
+    from hyperdas.core.errors import WriteError
+    from hyperdas.data.dataset import load_pairs, pairs_fingerprint, save_pairs
+
+    pairs = synthetic_pairs(max_pairs={"train": 20, "val": 6, "test": 6})
+    folder = save_pairs(pairs, tmp_path / "ravel_pairs", {"model": "synthetic"})
+    real_save = DatasetDict.save_to_disk
+
+    def save_then_fill_the_disk(self, path, **kwargs):
+        real_save(self, path, **kwargs)  # the whole dataset written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(DatasetDict, "save_to_disk", save_then_fill_the_disk)
+    with pytest.raises(WriteError, match="No space left"):
+        save_pairs(pairs.filter(lambda r: r["attribute_type"] == "causal"), folder, {"model": "other"})
+    assert pairs_fingerprint(load_pairs(folder)) == pairs_fingerprint(pairs)
+    assert json.loads((folder / "pairs_meta.json").read_text())["model"] == "synthetic"

@@ -18,7 +18,7 @@ from hyperdas.hyper.training import (
     save_hyperdas,
     train_hyperdas,
 )
-from hyperdas.target.evaluate import intervened_logits
+from hyperdas.target.evaluate import intervened_logits, states_after
 
 ENTITY = HyperDASConfig(layer=1, k=4, n_blocks=1, selection_heads=4, base_read="entity")
 
@@ -106,6 +106,31 @@ def test_an_example_does_not_depend_on_its_batch_or_the_store(synthetic_target, 
         served, _ = intervened_logits(synthetic_target, 1, stored, enc, index, None)
         alone = torch.cat([intervened_logits(synthetic_target, 1, plain, enc, [i], None)[0] for i in index])
     assert torch.allclose(together, alone, atol=1e-4) and torch.allclose(together, served, atol=1e-4)
+
+
+def test_the_store_starts_the_edited_run_above_the_layer(synthetic_target, rows):
+    enc = encoded_pairs(synthetic_target, rows)
+    model = _jostled(synthetic_target, ENTITY)
+    store = ActivationStore(synthetic_target, enc, 1, model.read_rule, progress=False)
+    index = [3, 0, 7]
+    laid_out = [enc.base[i] for i in index]
+    plain = model.edit_for(synthetic_target, 1, enc, index, laid_out, [0] * 3, "one_to_one")
+    stored = model.edit_for(synthetic_target, 1, enc, index, laid_out, [0] * 3, "one_to_one", store=store)
+    assert getattr(plain, "start", None) is None  # without a store, blocks 0..layer run in the edited pass
+    expected = states_after(synthetic_target, 1, laid_out)
+    assert stored.start.shape == expected.shape
+    for b, row in enumerate(laid_out):
+        assert torch.allclose(stored.start[b, : len(row)], expected[b, : len(row)], atol=1e-5)
+    calls = []
+    handle = synthetic_target.layers[0].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            intervened_logits(synthetic_target, 1, Inference(model, "one_to_one", store=store), enc, index, None)
+            assert not calls  # the stored start replaced the blocks below the edit
+            intervened_logits(synthetic_target, 1, Inference(model, "one_to_one"), enc, index, None)
+    finally:
+        handle.remove()
+    assert calls
 
 
 def test_training_with_and_without_the_store_agree(synthetic_pairs, synthetic_target):

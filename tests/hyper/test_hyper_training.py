@@ -157,3 +157,65 @@ def test_checkpointing_the_target_changes_no_number(synthetic_target, pairs):
         synthetic_target, pairs, MODEL, TRAIN.replace(eval_every=100, checkpoint_target=True), progress=False
     )
     assert [e["loss"] for e in plain.history] == pytest.approx([e["loss"] for e in saved.history], rel=1e-5)
+
+
+def test_a_diverging_run_stops_at_its_first_non_finite_step_and_keeps_its_log_json(synthetic_target, pairs, tmp_path):
+    from hyperdas.core.errors import TrainingDiverged
+
+    wild = TRAIN.replace(lr=1e30, lr_rotation=1e30, clip=1e30, steps=9)
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step \d+: loss .*lower hyper_lr") as caught:
+        train_hyperdas(synthetic_target, pairs, MODEL, wild, out_dir=tmp_path, progress=False)
+    step = int(str(caught.value).split("at step ")[1].split(":")[0])
+
+    def no_constant(name):
+        raise ValueError(f"bare {name} in the train log")
+
+    lines = [
+        json.loads(line, parse_constant=no_constant) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert [line["step"] for line in lines] == list(range(1, step))  # every finite step, nothing after
+    if step > wild.eval_every:  # a best checkpoint existed before the failure, and it is kept
+        assert "stays in" in str(caught.value) and (tmp_path / "hyperdas.safetensors").is_file()
+
+
+@pytest.mark.parametrize("field", ["lr", "lr_rotation", "clip", "selection_entropy"])
+def test_non_finite_numbers_are_refused(field):
+    with pytest.raises(ConfigError, match=rf"HyperTrainConfig.{field}=inf: must be a finite number"):
+        HyperTrainConfig(**{field: float("inf")})
+    with pytest.raises(ConfigError, match=rf"HyperTrainConfig.{field}=nan: must be a finite number"):
+        HyperTrainConfig(**{field: float("nan")})
+
+
+def test_snapshot_steps_keep_the_weights_of_each_rung(synthetic_target, pairs, tmp_path):
+    from hyperdas.hyper.training import snapshot_folder
+
+    result = train_hyperdas(
+        synthetic_target, pairs, MODEL, TRAIN.replace(snapshot_steps=[3, 6]), out_dir=tmp_path, progress=False
+    )
+    for step in (3, 6):
+        model, saved = load_hyperdas(snapshot_folder(tmp_path, step), synthetic_target, expect=MODEL)
+        assert saved["step"] == step and saved["val"] == result.history[step - 1]["val"]
+    last, _ = load_hyperdas(snapshot_folder(tmp_path, 6), synthetic_target)
+    final = {k: v for k, v in result.model.state_dict().items()}
+    if result.best_step == 6:
+        assert all(torch.equal(final[k], v) for k, v in last.state_dict().items())
+    for bad in ([2], [3, 3], [9], [0]):  # not a val step, twice, past the run, before it
+        with pytest.raises(ConfigError, match="snapshot_steps"):
+            TRAIN.replace(snapshot_steps=bad)
+
+
+def test_a_frozen_embedding_is_never_trained_and_starts_from_the_same_loss(synthetic_target, pairs):
+    from hyperdas.hyper.model import HyperDAS
+
+    frozen = MODEL.replace(freeze_embedding=True)
+    torch.manual_seed(0)
+    initial = HyperDAS(synthetic_target, frozen).hypernetwork.embed.weight.detach().clone()
+    found = {}
+    for name, config in (("trained", MODEL), ("frozen", frozen)):
+        torch.manual_seed(0)
+        found[name] = train_hyperdas(synthetic_target, pairs, config, TRAIN.replace(steps=3), progress=False)
+    assert found["frozen"].history[0]["loss"] == pytest.approx(found["trained"].history[0]["loss"], rel=1e-6)
+    assert torch.equal(found["frozen"].model.hypernetwork.embed.weight, initial)
+    assert not torch.equal(found["trained"].model.hypernetwork.embed.weight, initial)
+    trainable = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
+    assert trainable(found["trained"].model) - trainable(found["frozen"].model) == initial.numel()

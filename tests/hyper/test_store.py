@@ -122,3 +122,22 @@ def test_auto_builds_no_store_for_a_run_that_reads_fewer_pairs_than_it_would_hol
     assert "no activation store: 1 steps read 4 pairs, fewer than the 40 it would hold" in capsys.readouterr().out
     enough = short.replace(steps=10)
     assert planned_store(synthetic_target, [encoded_pairs(synthetic_target, pairs["train"])], MODEL, enough) == "memory"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_disk_store_is_rebuilt_never_reused(synthetic_target, enc, tmp_path, capsys, damage):
+    first = ActivationStore(synthetic_target, enc, 1, kind="disk", folder=tmp_path, progress=False)
+    index = [3, 9]
+    expected = [t.clone() for t in first.views(index, "cpu")[0]]
+    del first
+    path = tmp_path / "exact.bin"
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":  # a full disk or a kill: torch.from_file would grow it back with zeros
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        data[len(data) // 3] ^= 0xFF
+        path.write_bytes(bytes(data))
+    again = ActivationStore(synthetic_target, enc, 1, kind="disk", folder=tmp_path, progress=False)
+    assert again.built and "exact.bin differ from their checksums: rebuilding it" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(again.views(index, "cpu")[0], expected))
+    assert not ActivationStore(synthetic_target, enc, 1, kind="disk", folder=tmp_path, progress=False).built

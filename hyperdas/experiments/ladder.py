@@ -1,0 +1,136 @@
+"""The budget ladder: one HyperDAS run trained to its longest budget, its weights kept at each rung
+(`HyperTrainConfig.snapshot_steps`), and every rung scored on test with its faithfulness.
+
+    python -m hyperdas.experiments.ladder --profile cpu --steps 4000 --rungs 300 600 1200 2400 4000
+
+The run is the profile's HyperDAS (notebook 03's parameters, `--set` overrides as in the batch
+runner) with `hyper_steps=--steps`; a rung's model is the weights at that step of the one run, so
+its schedules (sparsity ramp, temperature) are the longest budget's, not those of a run that stops
+there. Each rung holds the val scores training measured at that step, the test records of the
+three inference modes and the faithfulness block (`hyperdas.experiments.faithfulness`). Training
+resumes from its checkpoint folder; rungs already scored in the output file are kept, so an
+interrupted ladder continues where it stopped.
+Writes ``<results>/<model>/ladder/hyperdas_steps<steps>_seed<seed>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hyperdas.core.results import read_json, results_dir, write_json
+
+LADDER = "ladder"
+
+
+def ladder_file(root: str | Path, model_name: str, steps: int, seed: int) -> Path:
+    return results_dir(root, model_name) / LADDER / f"hyperdas_steps{steps}_seed{seed}.json"
+
+
+def rung_record(target, model, pairs, step: int, val: dict | None, batch_size: int, n_conflict: int) -> dict:
+    """One rung: val at `step` (from training), test records of every mode and the faithfulness block."""
+    from hyperdas.experiments.faithfulness import faithfulness
+    from hyperdas.experiments.hyperdas_run import score_test_pairs
+    from hyperdas.hyper.training import encoded_pairs
+
+    started = time.perf_counter()
+    test = encoded_pairs(target, pairs["test"], model.config.instruction)
+    records, _ = score_test_pairs(target, model, test, model.config.layer)
+    faithful = faithfulness(target, model, pairs, n_conflict=n_conflict)
+    return {
+        "steps": step,
+        "examples_seen": step * batch_size,
+        "val": val,
+        "records": records,
+        "faithfulness": faithful,
+        "follows_activations": {m: c["follows_activations"] for m, c in faithful["conflict"].items()},
+        "follows_instruction": {m: c["follows_instruction"] for m, c in faithful["conflict"].items()},
+        "score_seconds": time.perf_counter() - started,
+    }
+
+
+def run_ladder(params: dict, steps: int, rungs: list[int], root: str | Path, progress: bool = True) -> Path:
+    """Train (or resume) the ladder's run and score every rung not yet in its file; returns the file."""
+    from hyperdas.data.dataset import load_pairs, pairs_dir
+    from hyperdas.experiments import params as P
+    from hyperdas.experiments.faithfulness import CONFLICT_PAIRS
+    from hyperdas.hyper.training import load_hyperdas, snapshot_folder, train_hyperdas
+    from hyperdas.target.models import load_target
+
+    params = {**params, "hyper_steps": steps, "snapshot_steps": sorted(rungs)}
+    model_config = P.model_config(params)
+    hyper, train = P.hyperdas_configs(params)  # checks the rungs before anything loads
+    target = load_target(model_config)
+    pairs = load_pairs(params.get("pairs_in") or pairs_dir(root, target.name), tokenizer=target.tokenizer)
+    out = ladder_file(root, target.name, steps, train.seed)
+    folder = results_dir(root, target.name) / "checkpoints" / f"hyperdas-ladder-steps{steps}-seed{train.seed}"
+    started = time.perf_counter()
+    result = train_hyperdas(target, pairs, hyper, train, out_dir=folder, progress=progress)
+    train_seconds = time.perf_counter() - started
+    configs = {"model": model_config, "hyperdas": hyper, "train": train}
+    done = {}
+    if out.is_file():
+        saved = read_json(out)
+        if saved["config"] == _plain(configs):
+            done = {r["steps"]: r for r in saved["rungs"]}
+    val_at = {h["step"]: h.get("val") for h in result.history}
+    for step in sorted(rungs):
+        if step not in done:
+            model, _ = load_hyperdas(snapshot_folder(folder, step), target, expect=hyper)
+            n_conflict = params.get("n_conflict", CONFLICT_PAIRS)
+            done[step] = rung_record(target, model, pairs, step, val_at.get(step), train.batch_size, n_conflict)
+        write_json(
+            out,
+            {
+                "model": target.name,
+                "config": configs,
+                "seed": train.seed,
+                "steps_run": len(result.history),
+                "best_step": result.best_step,
+                "rungs": [done[s] for s in sorted(done)],
+                "timings": {"train_seconds": result.seconds, "train_wall_seconds": train_seconds},
+                "provenance": result.provenance,
+            },
+        )
+        if progress:
+            print(f"rung {step}: scored ({done[step]['score_seconds']:.0f} s) -> {out}")
+    return out
+
+
+def _plain(configs: dict) -> dict:
+    """The configs as a results file holds them (JSON types)."""
+    import json
+
+    from hyperdas.core.results import _jsonable
+
+    return json.loads(json.dumps(configs, default=_jsonable))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hyperdas.batch import chain, check_names, load_profile, parse_overrides
+    from hyperdas.cli import one_line
+    from hyperdas.core.errors import HyperDASError
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu", help="profile name in configs/ or a YAML path")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--steps", type=int, required=True, help="the longest budget (training steps)")
+    parser.add_argument("--rungs", type=int, nargs="+", required=True, help="steps scored on test")
+    parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args(argv)
+    try:
+        params = {**load_profile(args.profile), **parse_overrides(args.overrides)}
+        check_names(params, chain())
+        root = Path(args.results or params.get("results_root") or "results")
+        print("wrote", run_ladder(params, args.steps, args.rungs, root, args.progress))
+    except (HyperDASError, OSError, MemoryError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

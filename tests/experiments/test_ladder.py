@@ -1,0 +1,55 @@
+"""The budget ladder: one run, its weights kept at each rung, every rung scored with its faithfulness;
+an interrupted ladder continues; bad rungs are refused before anything loads."""
+
+import pytest
+
+from hyperdas.core.config import ConfigError
+from hyperdas.core.results import read_json
+from hyperdas.data.dataset import pairs_dir, save_pairs
+from hyperdas.experiments.ladder import main, run_ladder
+from hyperdas.hyper.selection import MODES
+
+PARAMS = {
+    "model": "synthetic-llama",
+    "layer": 0,
+    "k": 4,
+    "n_blocks": 1,
+    "hyper_lr": 1e-3,
+    "hyper_eval_every": 4,
+    "hyper_max_val_pairs": 8,
+    "hyper_batch_size": 4,
+    "n_conflict": 12,
+}
+
+
+@pytest.fixture(scope="module")
+def root(synthetic_pairs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    pairs = synthetic_pairs(max_pairs={"train": 24, "val": 8, "test": 24})
+    save_pairs(pairs, pairs_dir(root, "synthetic-llama"), {"model": "synthetic-llama"})
+    return root
+
+
+def test_every_rung_is_scored_with_its_faithfulness(root):
+    path = run_ladder(PARAMS, steps=8, rungs=[4, 8], root=root, progress=False)
+    saved = read_json(path)
+    assert path.name == "hyperdas_steps8_seed0.json" and saved["steps_run"] == 8
+    assert [r["steps"] for r in saved["rungs"]] == [4, 8]
+    assert [r["examples_seen"] for r in saved["rungs"]] == [16, 32]
+    for rung in saved["rungs"]:
+        assert {r["mode"] for r in rung["records"]} == set(MODES)
+        assert set(rung["follows_activations"]) == set(MODES) and set(rung["val"]) == set(MODES)
+        assert 0 <= rung["faithfulness"]["conflict"]["one_to_one"]["follows_activations"] <= 1
+    # run again: training is done and both rungs are kept, nothing is scored twice
+    assert run_ladder(PARAMS, steps=8, rungs=[4, 8], root=root, progress=False) == path
+    again = read_json(path)
+    assert [r["score_seconds"] for r in again["rungs"]] == [r["score_seconds"] for r in saved["rungs"]]
+
+
+def test_bad_rungs_are_refused_before_anything_loads(root, capsys):
+    with pytest.raises(ConfigError, match=r"snapshot_steps=\[3, 8\]: each a distinct multiple of eval_every=4"):
+        run_ladder(PARAMS, steps=8, rungs=[3, 8], root=root, progress=False)
+    assert main(["--profile", "smoke", "--steps", "20", "--rungs", "2", "--results", str(root)]) == 2
+    assert "error: HyperTrainConfig.snapshot_steps=[2]: each a distinct multiple of eval_every=10" in (
+        capsys.readouterr().err
+    )
