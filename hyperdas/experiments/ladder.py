@@ -16,6 +16,7 @@ Writes ``<results>/<model>/ladder/hyperdas_steps<steps>_seed<seed>.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -109,7 +110,7 @@ def _plain(configs: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hyperdas.batch import chain, check_names, load_profile, parse_overrides
+    from hyperdas.batch import chain, check_names, load_profile, parse_overrides, tune_malloc
     from hyperdas.cli import one_line
     from hyperdas.core.errors import HyperDASError
 
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = {**load_profile(args.profile), **parse_overrides(args.overrides)}
         check_names(params, chain())
+        # the batch runner's malloc settings (`hyperdas.batch.MALLOC`): glibc reads them at start, so a
+        # command-line run starts once more with them set
+        if argv is None and tune_malloc(params):
+            os.execv(sys.executable, [sys.executable, "-m", "hyperdas.experiments.ladder", *sys.argv[1:]])
         root = Path(args.results or params.get("results_root") or "results")
         print("wrote", run_ladder(params, args.steps, args.rungs, root, args.progress))
     except (HyperDASError, OSError, MemoryError) as err:
