@@ -155,6 +155,55 @@ def check_names(params: dict, books: list[Path], what: str = "parameter") -> Non
         )
 
 
+# notebook parameters outside the configs whose values have a floor (the configs check their own)
+FLOORS = {
+    "n_conflict": 1,
+    "n_saved_selections": 0,
+    "n_householder": 0,
+    "ablation_steps": 0,
+    "ablation_test_pairs": 1,
+    "query_blind_entities": 0,
+    "query_blind_pairs": 0,
+    "templates_per_attribute": 1,
+    "selection_entities": 1,
+    "max_entities": 1,
+    "batch_size": 1,
+    "max_new_tokens": 1,
+}
+_KINDS = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list, tuple), dict: (dict,)}
+
+
+def _kind_problem(value, default) -> str | None:
+    """Why `value` cannot stand where a notebook's default is `default` (None: it can)."""
+    if value is None or default is None:  # None: the notebook's own "not set"; a None default takes anything
+        return None
+    allowed = _KINDS.get(type(default), (type(default),))
+    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, allowed):
+        return f"must be {type(default).__name__} like the notebook's default {default!r}, not {value!r}"
+    return None
+
+
+INT_LISTS = ("sweep_layers", "ablation_blocks", "snapshot_steps", "seeds")  # lists of layers, steps, seeds
+
+
+def check_values(params: dict, books: list[Path]) -> None:
+    """Refuse a value whose kind differs from every notebook default of that name (e.g. a word where a
+    list of layers is meant), or below its floor (`FLOORS`), before anything runs."""
+    defaults: dict[str, list] = {}
+    for book in books:
+        for name, value in notebook_defaults(book, skip=()).items():
+            defaults.setdefault(name, []).append(value)
+    for name, value in params.items():
+        problems = [_kind_problem(value, d) for d in defaults.get(name, [None])]
+        if all(problems):
+            raise ProfileError(f"parameter {name}={value!r}: {problems[0]}")
+        if name in INT_LISTS and isinstance(value, list | tuple) and not all(type(v) is int for v in value):
+            raise ProfileError(f"parameter {name}={value!r}: must be a list of integers")
+        floor = FLOORS.get(name)
+        if floor is not None and isinstance(value, int) and not isinstance(value, bool) and value < floor:
+            raise ProfileError(f"parameter {name}={value!r}: must be >= {floor}")
+
+
 def check_overrides(overrides: dict, books: list[Path]) -> None:
     check_names(overrides, books, what="override")
 
@@ -187,6 +236,7 @@ def preflight(params: dict) -> None:
     P.hyperdas_configs(params)
     P.das_config(params)
     P.seed_list(params)
+    check_values(params, chain())  # the parameters outside the configs (which name their own fields)
 
 
 # glibc: large blocks from the heap, freed memory kept for reuse, instead of a fresh mmap (page faults

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from hyperdas.batch import chain, check_names, load_profile, parse_overrides
+from hyperdas.batch import chain, check_names, check_values, load_profile, parse_overrides
 from hyperdas.core.errors import HyperDASError
 
 
@@ -65,19 +65,51 @@ def one_line(err: BaseException) -> str:
     return text if isinstance(err, HyperDASError) else f"{type(err).__name__}: {text}"
 
 
+# overrides the CLI would accept and ignore: what to do instead
+INSTEAD = {
+    "fresh": "use the --fresh flag",
+    "seeds": "the CLI trains one seed per run: --set seed=N",
+}
+
+
+def used_parameters(method: str) -> set[str]:
+    """The notebook parameters hyperdas-train reads for `method` (`hyperdas.experiments.params`)."""
+    from hyperdas.experiments import params as P
+
+    own = set(P.HYPERDAS) | set(P.HYPER_TRAIN) | {"n_conflict"} if method == "hyperdas" else set(P.DAS)
+    return set(P.MODEL) | {"results_root", "pairs_in"} | own
+
+
+def check_used(overrides: dict, method: str, command: str | None = None) -> None:
+    """Refuse an override this command would ignore (another notebook's parameter, or another
+    method's): a profile may hold them for the notebooks, a `--set` means to change this run."""
+    from hyperdas.batch import ProfileError
+
+    ignored = sorted(set(overrides) - used_parameters(method))
+    if ignored:
+        hints = [f"{name} ({INSTEAD[name]})" if name in INSTEAD else name for name in ignored]
+        raise ProfileError(
+            f"override(s) {', '.join(hints)}: {command or f'hyperdas-train --method {method}'} does not use them "
+            f"(they belong to other notebooks or methods)"
+        )
+
+
 def _train(args) -> int:
     from hyperdas.experiments import params as P
     from hyperdas.target.distributed import runtime
     from hyperdas.target.models import check_device
 
     # everything the user gave is checked before any model loads
-    params = {**load_profile(args.config), **parse_overrides(args.overrides)}
+    overrides = parse_overrides(args.overrides)
+    params = {**load_profile(args.config), **overrides}
     check_names(params, chain())
+    check_used(overrides, args.method)
     model_config = P.model_config(params)
     hyper, train = P.hyperdas_configs(params)
     das = (
         P.das_config(params, method=args.method, target_attribute=args.attribute) if args.method != "hyperdas" else None
     )
+    check_values(params, chain())  # the parameters outside the configs (which name their own fields)
     check_device(model_config.device)
     run = runtime(model_config.device, args.micro_batch, model_config.load_in_4bit)
     from hyperdas.core.files import write_text

@@ -34,6 +34,14 @@ BEFORE_LOADING = [
     (["--set", "dtype=float8"], "ModelConfig.dtype='float8'"),
     (["--set", "device=tpu"], "device 'tpu' is not available here"),
     (["--set", "foo"], "override 'foo' is not of the form key=value"),
+    (["--set", "hyper_lr=.inf"], "HyperTrainConfig.lr=inf: must be a finite number >= 0"),
+    (["--set", "fresh=true"], "override(s) fresh (use the --fresh flag): hyperdas-train --method hyperdas does not"),
+    (["--set", "seeds=[0, 1]"], "override(s) seeds (the CLI trains one seed per run: --set seed=N)"),
+    (["--set", "max_pairs=100"], "override(s) max_pairs: hyperdas-train --method hyperdas does not use them"),
+    (["--set", "pairs_out=x"], "override(s) pairs_out: hyperdas-train"),
+    (["--set", "das_attributes=[Country]"], "override(s) das_attributes: hyperdas-train"),
+    (["--set", "steps=5"], "override(s) steps: hyperdas-train --method hyperdas"),  # notebook 02's
+    (["--method", "mdas", "--set", "hyper_steps=5"], "override(s) hyper_steps: hyperdas-train --method mdas"),
 ]
 
 
@@ -95,6 +103,12 @@ def test_debug_shows_the_traceback():
         (["--set", "hyper_lr=-1"], "HyperTrainConfig.lr=-1: must be >= 0"),
         (["--set", "hyper_stepz=3"], "unknown override(s) hyper_stepz"),
         (["--set", "k=abc"], "HyperDASConfig.k must be int"),
+        (["--set", "n_conflict=-5"], "parameter n_conflict=-5: must be >= 1"),
+        (["--set", "max_pairs=abc"], "parameter max_pairs='abc': must be dict like the notebook's default"),
+        (["--set", "sweep_layers=abc"], "parameter sweep_layers='abc': must be list"),
+        (["--set", "sweep_layers=[1, x]"], "parameter sweep_layers=[1, 'x']: must be a list of integers"),
+        (["--set", "generation=1"], "parameter generation=1: must be bool"),
+        (["--set", "hyper_lr=.inf"], "HyperTrainConfig.lr=inf: must be a finite number >= 0"),
     ],
 )
 def test_batch_runner_refuses_before_the_first_notebook(overrides, message, tmp_path, capsys):

@@ -111,7 +111,8 @@ def _plain(configs: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from hyperdas.batch import chain, check_names, load_profile, parse_overrides, tune_malloc
-    from hyperdas.cli import one_line
+    from hyperdas.cli import check_used, one_line
+    from hyperdas.core.config import ConfigError
     from hyperdas.core.errors import HyperDASError
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     try:
-        params = {**load_profile(args.profile), **parse_overrides(args.overrides)}
+        overrides = parse_overrides(args.overrides)
+        params = {**load_profile(args.profile), **overrides}
         check_names(params, chain())
+        check_used(overrides, "hyperdas", "the ladder")
+        if {"hyper_steps", "snapshot_steps"} & set(overrides):
+            raise ConfigError("the ladder sets hyper_steps and snapshot_steps itself: use --steps and --rungs")
         # the batch runner's malloc settings (`hyperdas.batch.MALLOC`): glibc reads them at start, so a
         # command-line run starts once more with them set
         if argv is None and tune_malloc(params):

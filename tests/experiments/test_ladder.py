@@ -53,3 +53,15 @@ def test_bad_rungs_are_refused_before_anything_loads(root, capsys):
     assert "error: HyperTrainConfig.snapshot_steps=[2]: each a distinct multiple of eval_every=10" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "hyper_steps=8"], "the ladder sets hyper_steps and snapshot_steps itself: use --steps and --rungs"),
+        (["--set", "max_pairs=10"], "override(s) max_pairs: the ladder does not use them"),
+    ],
+)
+def test_overrides_the_ladder_would_ignore_are_refused(root, capsys, extra, message):
+    assert main(["--profile", "smoke", "--steps", "20", "--rungs", "10", "--results", str(root), *extra]) == 2
+    assert message in capsys.readouterr().err
