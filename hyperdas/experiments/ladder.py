@@ -95,6 +95,7 @@ def run_ladder(params: dict, steps: int, rungs: list[int], root: str | Path, pro
                 "provenance": result.provenance,
             },
         )
+        write_summary(root)
         if progress:
             print(f"rung {step}: scored ({done[step]['score_seconds']:.0f} s) -> {out}")
     return out
@@ -144,3 +145,149 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- the summary across models: results/ladder.json ------------------------------------------------
+
+SUMMARY = "ladder.json"
+METRICS = ("cause", "iso", "disentangle")
+
+
+def _mean_sd(values: list[float]) -> dict:
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+    return {"mean": mean, "sd": sd, "n": len(values)}
+
+
+def _overall(records: list[dict]) -> dict:
+    """Cause / Iso / Disentangle as the main table takes them: the mean over attributes."""
+    return {m: sum(r[m] for r in records) / len(records) for m in METRICS}
+
+
+def _machine(record: dict) -> str:
+    env = record.get("environment", {})
+    return env.get("cuda_device") or f"{env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores"
+
+
+def _ceilings(model_dir: Path, layer: int) -> dict | None:
+    """Val conflict shares that patching reaches at `layer` (`patch_layers.json`): the full residual
+    at the last entity token, and at every entity token."""
+    path = model_dir / "patch_layers.json"
+    if not path.is_file():
+        return None
+    shares = read_json(path).get("follows_activations_by_layer", {})
+    found = {kind: by_layer.get(str(layer)) for kind, by_layer in shares.items()}
+    return {**found, "attribute": read_json(path).get("attribute"), "split": "val"} if any(found.values()) else None
+
+
+def hyperdas_rows(files: list[Path]) -> list[dict]:
+    """One row per (model, layer, total steps, rung, mode) over the seeds of the ladder `files`."""
+    runs: dict[tuple, list[dict]] = {}
+    for path in files:
+        saved = read_json(path)
+        train = saved["config"]["train"]
+        key = (saved["model"], saved["config"]["hyperdas"]["layer"], train["steps"])
+        runs.setdefault(key, []).append(saved)
+    rows = []
+    for (model, layer, total), seeds in sorted(runs.items()):
+        steps = sorted({r["steps"] for run in seeds for r in run["rungs"]})
+        for step in steps:
+            rungs = [(run, r) for run in seeds for r in run["rungs"] if r["steps"] == step]
+            for mode in ("one_to_one", "one_to_many", "soft"):
+                scored = [_overall([x for x in r["records"] if x["mode"] == mode]) for _, r in rungs]
+                faithful = [r["faithfulness"] for _, r in rungs]
+                rows.append(
+                    {
+                        "model": model,
+                        "layer": layer,
+                        "method": "hyperdas",
+                        "mode": mode,
+                        "steps": step,
+                        "run_steps": total,
+                        "examples_seen": rungs[0][1]["examples_seen"],
+                        "seeds": [run["seed"] for run, _ in rungs],
+                        **{m: _mean_sd([s[m] for s in scored]) for m in METRICS},
+                        "val_disentangle": _mean_sd([r["val"][mode]["disentangle"] for _, r in rungs if r["val"]]),
+                        "follows_activations": _mean_sd([f["conflict"][mode]["follows_activations"] for f in faithful]),
+                        "follows_instruction": _mean_sd([f["conflict"][mode]["follows_instruction"] for f in faithful]),
+                        **{
+                            split: {m: _mean_sd([f[split][mode][m] for f in faithful]) for m in METRICS}
+                            for split in ("query_blind", "test_entity")
+                            if all(split in f for f in faithful)
+                        },
+                        "train_seconds_per_step": _mean_sd(
+                            [run["timings"]["train_seconds"] / run["steps_run"] for run, _ in rungs]
+                        ),
+                        "machine": _machine(rungs[0][0]),
+                    }
+                )
+    return rows
+
+
+def baseline_rows(model_dir: Path) -> list[dict]:
+    """DAS and MDAS of `baselines.json` at its main layer, early-stopped on val: one row per method,
+    examples seen summed over the attributes (one model each), mean ± sd over seeds."""
+    path = model_dir / "baselines.json"
+    if not path.is_file():
+        return []
+    saved = read_json(path)
+    layer = saved.get("main_layer")
+    rows = []
+    for method in ("das", "mdas"):
+        records = [r for r in saved["records"] if r["method"] == method and r["layer"] == layer]
+        by_seed: dict[int, list[dict]] = {}
+        for r in records:
+            by_seed.setdefault(r.get("seed", 0), []).append(r)
+        if not by_seed:
+            continue
+        overall = [_overall(rs) for rs in by_seed.values()]
+        seen = [sum(r["best_step"] * r["config"]["batch_size"] for r in rs) for rs in by_seed.values()]
+        conflict = [r["conflict"] for r in records if r.get("conflict")]
+        blind = [r["query_blind"] for r in records if r.get("query_blind")]
+        rows.append(
+            {
+                "model": saved["model"],
+                "layer": layer,
+                "method": method,
+                "mode": None,
+                "steps": _mean_sd([sum(r["best_step"] for r in rs) for rs in by_seed.values()])["mean"],
+                "early_stopped": True,
+                "examples_seen": _mean_sd(seen)["mean"],
+                "seeds": sorted(by_seed),
+                **{m: _mean_sd([o[m] for o in overall]) for m in METRICS},
+                "follows_activations": _mean_sd([c["follows_activations"] for c in conflict]) if conflict else None,
+                "follows_instruction": _mean_sd([c["follows_instruction"] for c in conflict]) if conflict else None,
+                **({"query_blind": {m: _mean_sd([b[m] for b in blind]) for m in METRICS}} if blind else {}),
+                "machine": _machine(saved),
+            }
+        )
+    return rows
+
+
+def collect(root: str | Path) -> dict:
+    """Every model's ladder rungs and early-stopped baselines under the results `root`, with the
+    patching ceilings at each model's layer."""
+    root = Path(root)
+    rows, sources = [], []
+    for model_dir in sorted(p for p in root.iterdir() if (p / LADDER).is_dir()):
+        files = sorted((model_dir / LADDER).glob("hyperdas_steps*_seed*.json"))
+        found = hyperdas_rows(files)
+        if not found:
+            continue
+        base = baseline_rows(model_dir)
+        for row in found + base:
+            row["ceilings"] = _ceilings(model_dir, row["layer"])
+        rows += found + base
+        sources += [str(p.relative_to(root)) for p in files]
+        if base:
+            sources.append(str((model_dir / "baselines.json").relative_to(root)))
+    return {"rows": rows, "sources": sources}
+
+
+def write_summary(root: str | Path) -> Path:
+    """`<root>/ladder.json` from every ladder file under `root` (rewritten whole each time)."""
+    import json
+
+    from hyperdas.core.files import write_text
+
+    return write_text(Path(root) / SUMMARY, json.dumps(collect(root), indent=1) + "\n")

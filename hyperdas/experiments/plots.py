@@ -639,6 +639,17 @@ def leakage_controls(results: Results):
     return fig
 
 
+def ladder(results: Results):
+    """`results/ladder.json` (written by `hyperdas.experiments.ladder`), with the paper's curve."""
+    from hyperdas.experiments.figures.ladder import ladder_figure
+
+    path = results.folder.parent / "ladder.json"
+    if not path.is_file():
+        raise Missing(f"no {path}: run python -m hyperdas.experiments.ladder")
+    results.read.append(str(path))
+    return ladder_figure(json.loads(path.read_text()), results.reference().get("convergence_one_to_one"))
+
+
 FIGURES = {
     "main_disentangle": main_bars,
     "layer_sweep": layer_sweep,
@@ -650,6 +661,7 @@ FIGURES = {
     "householder": householder,
     "initialisation": initialisation,
     "leakage_controls": leakage_controls,
+    "ladder": ladder,
 }
 
 

@@ -44,6 +44,19 @@ def test_every_rung_is_scored_with_its_faithfulness(root):
     assert run_ladder(PARAMS, steps=8, rungs=[4, 8], root=root, progress=False) == path
     again = read_json(path)
     assert [r["score_seconds"] for r in again["rungs"]] == [r["score_seconds"] for r in saved["rungs"]]
+    # the summary across models, and its figure drawn from it alone
+    summary = read_json(root / "ladder.json")
+    assert summary["sources"] == ["synthetic-llama/ladder/hyperdas_steps8_seed0.json"]
+    one_to_one = [r for r in summary["rows"] if r["mode"] == "one_to_one"]
+    assert [(r["steps"], r["examples_seen"], r["seeds"]) for r in one_to_one] == [(4, 16, [0]), (8, 32, [0])]
+    first = saved["rungs"][0]
+    mine = [x["disentangle"] for x in first["records"] if x["mode"] == "one_to_one"]
+    assert one_to_one[0]["disentangle"]["mean"] == pytest.approx(sum(mine) / len(mine))
+    assert one_to_one[0]["follows_activations"]["mean"] == first["follows_activations"]["one_to_one"]
+    from hyperdas.experiments import plots
+
+    figure = plots.ladder(plots.Results(root / "synthetic-llama"))
+    assert figure.axes[0].get_title() == "synthetic-llama, layer 0"
 
 
 def test_bad_rungs_are_refused_before_anything_loads(root, capsys):

@@ -133,6 +133,24 @@ def make_results(folder, seed=0):
         }
     )
     (folder / "ablations.json").write_text(json.dumps({"model": "fixture", "records": records}))
+    spread = lambda: {"mean": rng.random(), "sd": rng.random() / 10, "n": 2}  # noqa: E731
+    rungs = [
+        {
+            "model": "fixture",
+            "layer": 2,
+            "method": "hyperdas",
+            "mode": m,
+            "examples_seen": 16 * s,
+            "disentangle": spread(),
+        }
+        for m in MODES
+        for s in (10, 20, 40)
+    ]
+    rungs += [
+        {"model": "fixture", "layer": 2, "method": b, "mode": None, "examples_seen": 300, "disentangle": spread()}
+        for b in ("das", "mdas")
+    ]
+    (folder.parent / "ladder.json").write_text(json.dumps({"rows": rungs, "sources": []}))
     return folder
 
 

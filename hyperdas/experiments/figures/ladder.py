@@ -1,0 +1,52 @@
+"""The budget ladder figure: test Disentangle against training examples seen, one panel per model:
+one-to-one and soft HyperDAS at each rung of the ladder, DAS and MDAS where their early stopping on
+val left them (examples summed over the attributes, one model each), and the paper's one-to-one
+convergence on Llama3-8B (its steps x batch 16) in a style of its own."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+HYPERDAS_MODES = {"one_to_one": ("HyperDAS one-to-one", "#1f5fa8", "o"), "soft": ("HyperDAS soft", "#7fb0e0", "^")}
+BASELINES = {"mdas": ("MDAS (early-stopped)", "#d95f02", "s"), "das": ("DAS (early-stopped)", "#7570b3", "D")}
+PAPER_BATCH = 16
+
+
+def _errorbar(ax, rows: list[dict], label: str, colour: str, marker: str, line: bool) -> None:
+    xs = [r["examples_seen"] for r in rows]
+    ys = [r["disentangle"]["mean"] for r in rows]
+    errors = [r["disentangle"]["sd"] or 0.0 for r in rows]
+    ax.errorbar(xs, ys, yerr=errors, label=label, color=colour, marker=marker, capsize=3, ls="-" if line else "none")
+
+
+def ladder_figure(summary: dict, paper: list[dict] | None = None):
+    """`summary`: `results/ladder.json`; `paper`: [{"step", "disentangle"}] of the paper's curve."""
+    rows = summary["rows"]
+    models = sorted({r["model"] for r in rows if r["method"] == "hyperdas"})
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model]
+        for mode, (label, colour, marker) in HYPERDAS_MODES.items():
+            line = sorted((r for r in mine if r["mode"] == mode), key=lambda r: r["examples_seen"])
+            if line:
+                _errorbar(ax, line, label, colour, marker, line=True)
+        for method, (label, colour, marker) in BASELINES.items():
+            points = [r for r in mine if r["method"] == method]
+            if points:
+                _errorbar(ax, points, label, colour, marker, line=False)
+        if paper:
+            ax.plot(
+                [max(p["step"], 1) * PAPER_BATCH for p in paper],
+                [p["disentangle"] for p in paper],
+                color="grey",
+                ls=":",
+                marker=".",
+                label="paper, Llama3-8B, one-to-one",
+            )
+        layer = mine[0]["layer"]
+        ax.set(xscale="log", ylim=(0, 1), xlabel="training examples seen", ylabel="test Disentangle")
+        ax.set_title(f"{model}, layer {layer}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.12), frameon=False)
+    fig.tight_layout()
+    return fig
