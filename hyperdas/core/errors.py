@@ -10,6 +10,10 @@ class CheckpointError(HyperDASError, ValueError):
     """A checkpoint that belongs to another run (configuration, model) or cannot be read."""
 
 
+class ProvenanceError(CheckpointError):
+    """A checkpoint built from other pairs, another target or another package version than the run's."""
+
+
 class ResourceError(HyperDASError, MemoryError):
     """A run refused before it starts because it would not fit the memory or device it was given."""
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from hyperdas.core.config import ConfigError, FrozenConfig
+from hyperdas.core.errors import ProvenanceError
 from hyperdas.core.results import portable_path, write_json
 from hyperdas.experiments import diagnosis
 from hyperdas.experiments.leakage import (
@@ -207,7 +208,9 @@ def main_model(runner: AblationRunner, folder: str | Path) -> HyperDAS:
     """The trained model that `inference_mode` / `controls` score (notebook 03's checkpoint); refused
     when it was saved with another configuration than the runner's."""
     try:
-        return load_hyperdas(folder, runner.target, expect=runner.config)[0]
+        return load_hyperdas(folder, runner.target, expect=runner.config, pairs=runner.pairs)[0]
+    except ProvenanceError:
+        raise
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"{err}: run notebooks/03_train_hyperdas.ipynb first (same model and results folder)"

@@ -79,7 +79,7 @@ def run_ladder(params: dict, steps: int, rungs: list[int], root: str | Path, pro
     val_at = {h["step"]: h.get("val") for h in result.history}
     for step in sorted(rungs):
         if step not in done:
-            model, _ = load_hyperdas(snapshot_folder(folder, step), target, expect=hyper)
+            model, _ = load_hyperdas(snapshot_folder(folder, step), target, expect=hyper, pairs=pairs)
             n_conflict = params.get("n_conflict", CONFLICT_PAIRS)
             done[step] = rung_record(target, model, pairs, step, val_at.get(step), train.batch_size, n_conflict)
         write_json(

@@ -180,9 +180,13 @@ def save_hyperdas(
     return folder
 
 
-def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = None) -> tuple[HyperDAS, dict]:
+def load_hyperdas(
+    folder: str | Path, target, expect: HyperDASConfig | None = None, pairs=None
+) -> tuple[HyperDAS, dict]:
     """Rebuild a saved HyperDAS model around `target`; refuses a checkpoint trained on another
-    target, or (when `expect` is given) one saved with another configuration."""
+    target, (when `expect` is given) one saved with another configuration, and (given the `pairs`
+    it is about to be scored on) one trained from other pairs, another target or package version
+    (`hyperdas.target.provenance`)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -201,6 +205,13 @@ def load_hyperdas(folder: str | Path, target, expect: HyperDASConfig | None = No
     if differ:
         raise CheckpointError(
             f"checkpoint {folder} was saved with another HyperDAS configuration (differs in {differ})"
+        )
+    if pairs is not None:
+        check_provenance(
+            saved.get("provenance"),
+            provenance(target, pairs),
+            folder,
+            "train it again on these pairs (notebook 03; fresh=True) or score it on the pairs it was trained on",
         )
     model = HyperDAS(target, HyperDASConfig.from_dict(saved["model"])).to(target.device)
     model.load_state_dict(read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), fix))

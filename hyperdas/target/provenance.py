@@ -9,7 +9,7 @@ import importlib.metadata
 
 import torch
 
-from hyperdas.core.errors import CheckpointError
+from hyperdas.core.errors import ProvenanceError
 from hyperdas.data.dataset import pairs_fingerprint
 
 PARTS = {"package": "another version of hyperdas", "model": "another model", "pairs": "other pairs"}
@@ -47,12 +47,10 @@ def provenance(target, pairs) -> dict:
     }
 
 
-def check_provenance(saved: dict | None, now: dict, folder) -> None:
+def check_provenance(saved: dict | None, now: dict, folder, fix: str | None = None) -> None:
     """Refuse to reuse `folder`'s checkpoint when it was built from anything else than `now`."""
     saved = saved or {}
     differ = [PARTS[part] for part in PARTS if saved.get(part) != now[part]]
     if differ:
-        raise CheckpointError(
-            f"checkpoint {folder} was trained on {' and '.join(differ)}: rerun with --fresh "
-            f"(notebooks: fresh=True) to train it again, or write to another results folder"
-        )
+        fix = fix or "rerun with --fresh (notebooks: fresh=True) to train it again, or write to another results folder"
+        raise ProvenanceError(f"checkpoint {folder} was trained on {' and '.join(differ)}: {fix}")

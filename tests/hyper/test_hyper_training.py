@@ -219,3 +219,16 @@ def test_a_frozen_embedding_is_never_trained_and_starts_from_the_same_loss(synth
     assert not torch.equal(found["trained"].model.hypernetwork.embed.weight, initial)
     trainable = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
     assert trainable(found["trained"].model) - trainable(found["frozen"].model) == initial.numel()
+
+
+def test_a_checkpoint_is_scored_only_on_the_pairs_it_was_trained_on(synthetic_target, pairs, synthetic_pairs, tmp_path):
+    from hyperdas.core.errors import ProvenanceError
+    from hyperdas.experiments.ablations import AblationConfig, AblationRunner, main_model
+
+    train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(steps=3), out_dir=tmp_path, progress=False)
+    load_hyperdas(tmp_path, synthetic_target, expect=MODEL, pairs=pairs)  # the same pairs: loads
+    other = synthetic_pairs(max_pairs={"train": 80, "val": 30, "test": 30})  # notebook 01 rerun with other pairs
+    with pytest.raises(ProvenanceError, match=r"was trained on other pairs: train it again on these pairs"):
+        load_hyperdas(tmp_path, synthetic_target, expect=MODEL, pairs=other)
+    with pytest.raises(ProvenanceError, match="other pairs"):  # notebook 04's scorers load it this way
+        main_model(AblationRunner(synthetic_target, other, MODEL, TRAIN, AblationConfig(), progress=False), tmp_path)
