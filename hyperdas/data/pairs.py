@@ -152,8 +152,10 @@ class _Pool:
             else []
         )
 
-    def value(self, entity: str, attribute: str) -> str:
-        return self.data.entity_attributes[entity][attribute]
+    def value(self, entity: str, attribute: str) -> str | None:
+        """The entity's value, or None where RAVEL has none (a missing or empty value): such an
+        entity is never drawn for that attribute."""
+        return self.data.entity_attributes[entity].get(attribute) or None
 
     def source_prompt(self, rng: random.Random, entity: str) -> tuple[str, str]:
         choices = [(t, "template") for t in self.templates]
@@ -163,7 +165,7 @@ class _Pool:
 
 def _pick_by_value(rng, entities, value_of, exclude_value, balance):
     """A source entity: a value drawn uniformly first (when balancing), then an entity with it."""
-    candidates = [e for e in entities if value_of(e) != exclude_value]
+    candidates = [e for e in entities if value_of(e) not in (None, exclude_value)]
     if not candidates:
         return None
     if not balance:

@@ -107,8 +107,17 @@ def _where_to_put_them(cached: Path, why: str) -> str:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise RavelDataError(f"missing RAVEL file {path}")
+
+    def unique(pairs):  # json keeps the last of two equal keys without a word
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RavelDataError(f"{path.name}: key {key!r} appears twice; keep one (its values would be lost)")
+            seen.add(key)
+        return dict(pairs)
+
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), object_pairs_hook=unique)
     except json.JSONDecodeError as err:
         raise RavelDataError(f"{path.name} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
@@ -184,6 +193,12 @@ def load_domain(domain: str, ravel_dir: str | Path | None = None) -> RavelDomain
         )
     _check_split(files["entity_to_split"], raw["entity_to_split"])
     _check_split(files["prompt_to_split"], raw["prompt_to_split"])
+    unsplit = [t for ts in prompts.values() for t in ts if t not in raw["prompt_to_split"]]
+    if unsplit:  # such a template would silently never be used
+        raise RavelDataError(
+            f"{files['prompt_to_split']}: {len(unsplit)} template(s) of {files['attribute_to_prompts']} have no split "
+            f"(e.g. {unsplit[0]!r}); give each one of {SPLITS}"
+        )
     for template, info in raw["wikipedia_prompts"].items():
         _check_template(files["wikipedia_prompts"], "(key)", template)
         if not isinstance(info, dict) or info.get("split") not in SPLITS:

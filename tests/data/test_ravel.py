@@ -194,3 +194,41 @@ def test_offline_without_files_says_where_to_put_them(loopback_server, no_local_
     monkeypatch.setenv("HYPERDAS_RAVEL_URL", base + "/missing.tgz")
     with pytest.raises(RavelDataError, match="RAVEL data not found .*download of .* failed.*HYPERDAS_RAVEL_DIR"):
         resolve_ravel_dir()
+
+
+@needs_shared
+def test_a_duplicate_key_is_named(tmp_path):
+    folder = _copy_domain(tmp_path)
+    path = folder / "ravel_city_entity_attributes.json"
+    text = path.read_text()
+    path.write_text(text.replace("{", '{"Aalborg": {"Country": "Spain"}, ', 1))  # Aalborg twice
+    with pytest.raises(RavelDataError, match="ravel_city_entity_attributes.json: key 'Aalborg' appears twice"):
+        load_domain("city", folder)
+
+
+@needs_shared
+def test_a_template_without_a_split_is_named(tmp_path):
+    folder = _copy_domain(tmp_path)
+    _edit(folder / "ravel_city_attribute_to_prompts.json", lambda d: d["Country"].append("%s lies in the country of"))
+    with pytest.raises(RavelDataError, match=r"1 template\(s\) .* have no split \(e.g. '%s lies in the country of'\)"):
+        load_domain("city", folder)
+
+
+def test_entities_without_a_value_are_never_drawn_for_that_attribute(synthetic_data, synthetic_target, fresh_cache):
+    import dataclasses
+
+    from hyperdas.data.filter import FilterConfig, filter_domain
+    from hyperdas.data.pairs import PairConfig, build_pairs
+
+    values = {e: dict(v) for e, v in synthetic_data.entity_attributes.items()}
+    emptied = sorted(values)[::3]
+    for entity in emptied:  # an empty value (as some nobel_prize_winner entities have), or none at all
+        values[entity]["Country"] = ""
+        values[entity].pop("Climate", None)
+    data = dataclasses.replace(synthetic_data, entity_attributes=values)
+    known = filter_domain(synthetic_target, data, FilterConfig(templates_per_attribute=None), progress=False)
+    pairs = build_pairs(data, known, synthetic_target.tokenizer, PairConfig(max_pairs={"train": 200}))
+    rows = pairs["train"]
+    assert len(rows) and all(r["target"] and r["counterfactual_target"] for r in rows)
+    used = {(r["counterfactual_entity"], r["attribute"]) for r in rows} | {(r["entity"], r["attribute"]) for r in rows}
+    assert not any((e, a) in used for e in emptied for a in ("Country", "Climate"))
