@@ -692,27 +692,31 @@ def make_all(results: Results, out: str | Path, names=None) -> dict[str, str]:
         write_tables(results, out)
         status["main_table"] = "written"
     except Missing as why:
-        status["main_table"] = f"skipped: {why}"
+        status["main_table"] = f"skipped: {why}" + _remove_stale(out, "main_table", ("md", "tex"))
     except UNREADABLE as why:
-        status["main_table"] = _failed(results, why)
+        status["main_table"] = _failed(results, why) + _remove_stale(out, "main_table", ("md", "tex"))
     for name in names or FIGURES:
         results.read = []
         try:
             fig = FIGURES[name](results)
         except Missing as why:
-            status[name] = f"skipped: {why}"
-            stale = [out / f"{name}.{ext}" for ext in ("png", "pdf") if (out / f"{name}.{ext}").is_file()]
-            for path in stale:  # a figure never outlives the records it was drawn from
-                path.unlink()
-            if stale:
-                status[name] += "; removed the figure drawn from earlier results"
+            status[name] = f"skipped: {why}" + _remove_stale(out, name)
             continue
         except UNREADABLE as why:  # one bad file costs its own figures only
             plt.close("all")
-            status[name] = _failed(results, why)
+            status[name] = _failed(results, why) + _remove_stale(out, name)
             continue
-        for ext in ("png", "pdf"):
-            fig.savefig(out / f"{name}.{ext}")
+        for ext in ("png", "pdf"):  # no creation date: the same figure gives the same bytes
+            fig.savefig(out / f"{name}.{ext}", metadata={"CreationDate": None} if ext == "pdf" else None)
         plt.close(fig)
         status[name] = "written"
     return status
+
+
+def _remove_stale(out: Path, name: str, extensions=("png", "pdf")) -> str:
+    """Delete `name`'s files drawn from earlier results (a derived file never outlives its inputs);
+    returns the note for the status line."""
+    stale = [out / f"{name}.{ext}" for ext in extensions if (out / f"{name}.{ext}").is_file()]
+    for path in stale:
+        path.unlink()
+    return "; removed the one made from earlier results" if stale else ""

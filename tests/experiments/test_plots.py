@@ -183,7 +183,7 @@ def test_missing_inputs_skip_their_figures_with_the_reason(tmp_path):
         (tmp_path / "figures" / f"householder.{ext}").write_text("stale")
     status = plots.make_all(plots.Results(folder), tmp_path / "figures")
     assert status["householder"].startswith("skipped:") and "householder.json" in status["householder"]
-    assert status["householder"].endswith("removed the figure drawn from earlier results")
+    assert status["householder"].endswith("removed the one made from earlier results")
     assert not list((tmp_path / "figures").glob("householder.*"))
     assert "ablations.json is missing" in status["leakage_controls"]
     assert status["main_table"] == "written" and status["convergence"] == "written"
@@ -406,3 +406,18 @@ def test_main_table_pools_the_baselines_conflict_shares_over_attributes(tmp_path
     pooled = (0.9 * 10 + 0.3 * 30 + 0.6 * 20) / 60  # weighted by pairs, as HyperDAS's 200 pooled pairs
     assert row["follows_activations"] == pytest.approx(pooled + 0.05)  # mean of seeds 0 and 1
     assert row["follows_activations_sd"] == pytest.approx(0.1 / 2**0.5) and row["follows_instruction"] == 0.0
+
+
+def test_unreadable_inputs_remove_the_tables_and_figures_made_from_earlier_results(tmp_path):
+    folder = make_results(tmp_path / "fixture")
+    out = tmp_path / "figures"
+    assert plots.make_all(plots.Results(folder), out)["main_table"] == "written"
+    first = (out / "convergence.pdf").read_bytes()
+    assert plots.make_all(plots.Results(folder), out, ["convergence"])["convergence"] == "written"
+    assert (out / "convergence.pdf").read_bytes() == first  # no creation date: byte-stable
+    (folder / "hyperdas.json").write_text("{cut sh")
+    (folder / "train_log.jsonl").write_text("{not json\n")
+    status = plots.make_all(plots.Results(folder), out)
+    assert status["main_table"].startswith("failed:") and status["main_table"].endswith("earlier results")
+    assert not (out / "main_table.md").exists() and not (out / "main_table.tex").exists()
+    assert status["convergence"].startswith("failed:") and not list(out.glob("convergence.*"))
