@@ -12,6 +12,7 @@ from hyperdas.data.pairs import PairConfig, build_pairs
 from hyperdas.data.ravel import RavelDataError, load_domain
 
 PAIRS_FOLDER = "datasets/ravel_pairs"
+META = "pairs_meta.json"
 
 
 def pairs_dir(results_root: str | Path, model_name: str) -> Path:
@@ -74,7 +75,7 @@ def save_pairs(pairs, folder: str | Path, meta: dict, tokenizer=None) -> Path:
         meta["tokenizer_sha256"] = tokenizer_fingerprint(tokenizer)
     with atomic_folder(folder) as tmp:  # the previous pairs stay loadable until the new ones are whole
         pairs.save_to_disk(str(tmp))
-        write_text(tmp / "pairs_meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
+        write_text(tmp / META, json.dumps(meta, indent=1, sort_keys=True, default=str))
     return folder
 
 
@@ -86,8 +87,14 @@ def load_pairs(folder: str | Path, tokenizer=None):
     folder = Path(folder)
     if not (folder / "dataset_dict.json").is_file():
         raise RavelDataError(f"no RAVEL pairs in {folder}: run notebooks/01_data.ipynb for this model first")
-    meta_path = folder / "pairs_meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta_path = folder / META
+    rebuild = "rebuild them with notebook 01 (its pairs_out parameter names the folder)"
+    if not meta_path.is_file():  # without it nothing says which tokenizer the positions fit
+        raise RavelDataError(f"the pairs in {folder} have no {META} (what built them, their fingerprints): {rebuild}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RavelDataError(f"{meta_path} is damaged ({type(err).__name__}: {err}): {rebuild}") from None
     built_with = meta.get("tokenizer_sha256")
     if tokenizer is not None and built_with is not None and built_with != tokenizer_fingerprint(tokenizer):
         raise RavelDataError(
@@ -95,10 +102,16 @@ def load_pairs(folder: str | Path, tokenizer=None):
             f"token positions do not fit this model's: build pairs for it (notebook 01, another pairs_out)"
         )
     try:
-        return load_from_disk(str(folder))
+        pairs = load_from_disk(str(folder))
+        found = pairs_fingerprint(pairs)  # reads every value: damaged bytes show here, not mid-training
     except Exception as err:  # a truncated .arrow file or a deleted split: name the folder and the fix
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise RavelDataError(f"the pairs in {folder} cannot be read ({first}): rebuild them with notebook 01") from err
+        raise RavelDataError(f"the pairs in {folder} cannot be read ({first}): {rebuild}") from err
+    if meta.get("content_sha256") not in (None, found):
+        raise RavelDataError(
+            f"the pairs in {folder} differ from the content fingerprint in {META} (damaged or edited): {rebuild}"
+        )
+    return pairs
 
 
 def filter_table(filtered: dict[str, FilterResult]) -> list[dict]:

@@ -249,3 +249,29 @@ def test_a_query_blind_split_without_its_filter_run_is_refused(synthetic_data, s
     without = dataclasses.replace(synthetic_known, blind_known={})
     with pytest.raises(RavelDataError, match="query_blind_pairs needs a filter run with query_blind_entities"):
         build_pairs(synthetic_data, without, synthetic_target.tokenizer, SMALL.replace(query_blind_pairs=10))
+
+
+@pytest.mark.parametrize("damage", ["no meta", "cut meta", "edited arrow", "flipped bytes"])
+def test_damaged_pairs_are_refused_on_load_with_the_fix(synthetic_pairs, synthetic_target, tmp_path, damage):
+    from hyperdas.data.dataset import load_pairs, save_pairs
+
+    pairs = synthetic_pairs(max_pairs={"train": 20, "val": 6, "test": 6})
+    folder = save_pairs(pairs, tmp_path / "p", {"model": "x"})
+    meta = folder / "pairs_meta.json"
+    arrow = next((folder / "train").glob("*.arrow"))
+    if damage == "no meta":
+        meta.unlink()
+    elif damage == "cut meta":
+        meta.write_text(meta.read_text()[:40])
+    else:
+        data = bytearray(arrow.read_bytes())
+        if damage == "edited arrow":  # same length, another entity name
+            at = data.find(pairs["train"][0]["input_prefix"].encode())
+            assert at >= 0
+            data[at] = ord("X") if data[at] != ord("X") else ord("Y")
+        else:
+            for i in range(len(data) // 2, len(data) // 2 + 64):
+                data[i] ^= 0xFF
+        arrow.write_bytes(bytes(data))
+    with pytest.raises(RavelDataError, match=r"pairs.*(no pairs_meta|damaged|cannot be read|differ).*rebuild them"):
+        load_pairs(folder, tokenizer=synthetic_target.tokenizer)
