@@ -1,7 +1,7 @@
 """The budget ladder: one HyperDAS run trained to its longest budget, its weights kept at each rung
 (`HyperTrainConfig.snapshot_steps`), and every rung scored on test with its faithfulness.
 
-    python -m hyperdas.experiments.ladder --profile cpu --steps 4000 --rungs 300 600 1200 2400 4000
+    python -m hyperdas.ladder --profile cpu --steps 4000 --rungs 300 600 1200 2400 4000
 
 The run is the profile's HyperDAS (notebook 03's parameters, `--set` overrides as in the batch
 runner) with `hyper_steps=--steps`; a rung's model is the weights at that step of the one run, so
@@ -15,9 +15,6 @@ Writes ``<results>/<model>/ladder/hyperdas_steps<steps>_seed<seed>.json``.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -108,43 +105,6 @@ def _plain(configs: dict) -> dict:
     from hyperdas.core.results import _jsonable
 
     return json.loads(json.dumps(configs, default=_jsonable))
-
-
-def main(argv: list[str] | None = None) -> int:
-    from hyperdas.batch import chain, check_names, load_profile, parse_overrides, tune_malloc
-    from hyperdas.cli import check_used, one_line
-    from hyperdas.core.config import ConfigError
-    from hyperdas.core.errors import HyperDASError
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu", help="profile name in configs/ or a YAML path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--steps", type=int, required=True, help="the longest budget (training steps)")
-    parser.add_argument("--rungs", type=int, nargs="+", required=True, help="steps scored on test")
-    parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    args = parser.parse_args(argv)
-    try:
-        overrides = parse_overrides(args.overrides)
-        params = {**load_profile(args.profile), **overrides}
-        check_names(params, chain())
-        check_used(overrides, "hyperdas", "the ladder")
-        if {"hyper_steps", "snapshot_steps"} & set(overrides):
-            raise ConfigError("the ladder sets hyper_steps and snapshot_steps itself: use --steps and --rungs")
-        # the batch runner's malloc settings (`hyperdas.batch.MALLOC`): glibc reads them at start, so a
-        # command-line run starts once more with them set
-        if argv is None and tune_malloc(params):
-            os.execv(sys.executable, [sys.executable, "-m", "hyperdas.experiments.ladder", *sys.argv[1:]])
-        root = Path(args.results or params.get("results_root") or "results")
-        print("wrote", run_ladder(params, args.steps, args.rungs, root, args.progress))
-    except (HyperDASError, OSError, MemoryError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # --- the summary across models: results/ladder.json ------------------------------------------------

@@ -645,7 +645,7 @@ def ladder(results: Results):
 
     path = results.folder.parent / "ladder.json"
     if not path.is_file():
-        raise Missing(f"no {path}: run python -m hyperdas.experiments.ladder")
+        raise Missing(f"no {path}: run python -m hyperdas.ladder")
     results.read.append(str(path))
     return ladder_figure(json.loads(path.read_text()), results.reference().get("convergence_one_to_one"))
 

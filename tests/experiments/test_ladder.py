@@ -6,8 +6,9 @@ import pytest
 from hyperdas.core.config import ConfigError
 from hyperdas.core.results import read_json
 from hyperdas.data.dataset import pairs_dir, save_pairs
-from hyperdas.experiments.ladder import main, run_ladder
+from hyperdas.experiments.ladder import run_ladder
 from hyperdas.hyper.selection import MODES
+from hyperdas.ladder import main
 
 PARAMS = {
     "model": "synthetic-llama",

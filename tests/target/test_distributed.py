@@ -88,32 +88,14 @@ def test_two_processes_follow_the_one_process_trajectory(method, synthetic_targe
         "--set",
         f"pairs_in={pairs_folder}",
         "--set",
-        "steps=6",
-        "--set",
-        "eval_every=3",
-        "--set",
-        "batch_size=8",
-        "--set",
-        "hyper_steps=6",
-        "--set",
-        "hyper_eval_every=3",
-        "--set",
-        "hyper_batch_size=8",
-        "--set",
-        "hyper_max_val_pairs=12",
-        "--set",
-        "max_val_pairs=12",
-        "--set",
-        "n_blocks=1",
-        "--set",
         "k=4",
-        "--set",
-        "lr=1e-3",
-        "--set",
-        "hyper_lr=1e-4",
-        "--set",
-        "hyper_lr_rotation=1e-4",
     ]
+    own = {  # each method's parameters only: hyperdas-train refuses an override it would ignore
+        "hyperdas": ["hyper_steps=6", "hyper_eval_every=3", "hyper_batch_size=8", "hyper_max_val_pairs=12"]
+        + ["n_blocks=1", "hyper_lr=1e-4", "hyper_lr_rotation=1e-4"],
+        "mdas": ["steps=6", "eval_every=3", "batch_size=8", "max_val_pairs=12", "lr=1e-3"],
+    }
+    args += [part for item in own[method] for part in ("--set", item)]
     assert main(args + ["--results", str(tmp_path / "one")]) == 0
     launched = _launch(args + ["--results", str(tmp_path / "two")], processes=2)
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]

@@ -44,7 +44,7 @@ def test_named_test_model_builds_in_cache(fresh_cache):
 def test_unknown_name_lists_known_models():
     with pytest.raises(
         ModelLoadError,
-        match=r"unknown model 'smollm3': known names are gemma3-270m, qwen2.5-0.5b, qwen2.5-1.5b, smollm2-135m, tiny-random",
+        match=r"'smollm3': known names are gemma3-270m, qwen2.5-0.5b, qwen2.5-1.5b, smollm2-135m, tiny-random",
     ):
         load_target("smollm3")
 

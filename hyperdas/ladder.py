@@ -1,0 +1,59 @@
+"""The budget ladder from the command line (`hyperdas.experiments.ladder` holds what it runs):
+
+    python -m hyperdas.ladder --profile cpu --steps 4000 --rungs 300 600 1200 2400 4000
+    python -m hyperdas.ladder --profile cpu --steps 600 --rungs 300 600 --set seed=1
+
+Overrides as for the batch runner; `--steps` and `--rungs` set `hyper_steps` and
+`snapshot_steps`, and an override the ladder would ignore is refused. Writes
+``<results>/<model>/ladder/hyperdas_steps<steps>_seed<seed>.json`` and ``<results>/ladder.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from hyperdas.experiments.ladder import run_ladder
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hyperdas.batch import chain, check_names, load_profile, parse_overrides, tune_malloc
+    from hyperdas.cli import check_used, one_line
+    from hyperdas.core.config import ConfigError
+    from hyperdas.core.errors import HyperDASError
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu", help="profile name in configs/ or a YAML path")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--steps", type=int, required=True, help="the longest budget (training steps)")
+    parser.add_argument("--rungs", type=int, nargs="+", required=True, help="steps scored on test")
+    parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.overrides)
+        params = {**load_profile(args.profile), **overrides}
+        check_names(params, chain())
+        check_used(overrides, "hyperdas", "the ladder")
+        if {"hyper_steps", "snapshot_steps"} & set(overrides):
+            raise ConfigError("the ladder sets hyper_steps and snapshot_steps itself: use --steps and --rungs")
+        # the batch runner's malloc settings (`hyperdas.batch.MALLOC`): glibc reads them at start, so a
+        # command-line run starts once more with them set
+        if argv is None and tune_malloc(params):
+            os.execv(sys.executable, [sys.executable, "-m", "hyperdas.ladder", *sys.argv[1:]])
+        root = Path(args.results or params.get("results_root") or "results")
+        print("wrote", run_ladder(params, args.steps, args.rungs, root, args.progress))
+    except (HyperDASError, OSError, MemoryError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
