@@ -153,7 +153,7 @@ def write_results(
                 **({"train_seconds_by_seed": train_seconds_by_seed} if train_seconds_by_seed else {}),
             },
             "provenance": result.provenance,
-            **(_faithful_fields(faithfulness) if faithfulness else {}),
+            **(faithful_fields(faithfulness) if faithfulness else {}),
             **({"faithfulness_by_seed": faithfulness_by_seed} if faithfulness_by_seed else {}),
         },
     )
@@ -166,13 +166,14 @@ def write_results(
             "seed": seed,
             "best_step": result.best_step,
             "steps_run": len(result.history),
-            **(_faithful_fields(faithfulness) if faithfulness else {}),
+            **(faithful_fields(faithfulness) if faithfulness else {}),
         },
     )
     return path, layers
 
 
-def _faithful_fields(block: dict) -> dict:
+def faithful_fields(block: dict) -> dict:
+    """The faithfulness block with its conflict shares also written flat, per mode."""
     conflict = block["conflict"]
     return {
         "faithfulness": block,

@@ -15,6 +15,7 @@ Writes ``<results>/<model>/ladder/hyperdas_steps<steps>_seed<seed>.json``.
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def ladder_file(root: str | Path, model_name: str, steps: int, seed: int) -> Pat
 def rung_record(target, model, pairs, step: int, val: dict | None, batch_size: int, n_conflict: int) -> dict:
     """One rung: val at `step` (from training), test records of every mode and the faithfulness block."""
     from hyperdas.experiments.faithfulness import faithfulness
-    from hyperdas.experiments.hyperdas_run import score_test_pairs
+    from hyperdas.experiments.hyperdas_run import faithful_fields, score_test_pairs
     from hyperdas.hyper.training import encoded_pairs
 
     started = time.perf_counter()
@@ -42,9 +43,7 @@ def rung_record(target, model, pairs, step: int, val: dict | None, batch_size: i
         "examples_seen": step * batch_size,
         "val": val,
         "records": records,
-        "faithfulness": faithful,
-        "follows_activations": {m: c["follows_activations"] for m, c in faithful["conflict"].items()},
-        "follows_instruction": {m: c["follows_instruction"] for m, c in faithful["conflict"].items()},
+        **faithful_fields(faithful),
         "score_seconds": time.perf_counter() - started,
     }
 
@@ -114,9 +113,12 @@ METRICS = ("cause", "iso", "disentangle")
 
 
 def _mean_sd(values: list[float]) -> dict:
-    mean = sum(values) / len(values)
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
-    return {"mean": mean, "sd": sd, "n": len(values)}
+    """Mean and sample standard deviation (None for one value) of `values`."""
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "n": len(values),
+    }
 
 
 def _overall(records: list[dict]) -> dict:
@@ -135,9 +137,9 @@ def _ceilings(model_dir: Path, layer: int) -> dict | None:
     path = model_dir / "patch_layers.json"
     if not path.is_file():
         return None
-    shares = read_json(path).get("follows_activations_by_layer", {})
-    found = {kind: by_layer.get(str(layer)) for kind, by_layer in shares.items()}
-    return {**found, "attribute": read_json(path).get("attribute"), "split": "val"} if any(found.values()) else None
+    saved = read_json(path)
+    found = {kind: by_layer.get(str(layer)) for kind, by_layer in saved.get("follows_activations_by_layer", {}).items()}
+    return {**found, "attribute": saved.get("attribute"), "split": "val"} if any(found.values()) else None
 
 
 def hyperdas_rows(files: list[Path]) -> list[dict]:
