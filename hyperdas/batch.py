@@ -45,6 +45,23 @@ class RunRecord:
     error: str = ""
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(f"line {key_node.start_mark.line + 1} gives {key!r} a second time")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_profile(name_or_path: str) -> dict:
     path = Path(name_or_path)
     if not path.suffix:
@@ -53,7 +70,11 @@ def load_profile(name_or_path: str) -> dict:
         known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
         raise ProfileError(f"no profile {name_or_path!r} ({path}); known profiles: {known}")
     try:
-        params = yaml.safe_load(path.read_text()) or {}
+        params = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError as err:
+        raise ProfileError(f"{path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+    except _DuplicateKey as err:
+        raise ProfileError(f"{path} {err}: keep one of them") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -132,6 +132,22 @@ def test_a_malformed_profile_names_its_file_and_line(tmp_path, capsys):
     assert "broken.yaml line" in err and "is not valid YAML" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"model: synthetic-llama\nk: 8\nlayer: 0\nk: 16\n", "line 4 gives 'k' a second time: keep one of them"),
+        ("model: synthetic-llama\nnote: caf\u00e9\n".encode("latin-1"), "is not UTF-8 text (byte 32): save it"),
+    ],
+)
+def test_a_profile_with_a_repeated_key_or_another_encoding_is_named(content, message, tmp_path, capsys):
+    profile = tmp_path / "odd.yaml"
+    profile.write_bytes(content)
+    assert main(["--config", str(profile)]) == 2
+    assert batch.main(["--profile", str(profile), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count(message) == 2 and err.count("\n") == 2, err
+
+
 def test_resume_and_already_done_reuse_a_checkpoint_only_for_what_built_it(
     synthetic_target, synthetic_pairs, tmp_path, monkeypatch
 ):

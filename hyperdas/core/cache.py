@@ -31,6 +31,21 @@ def convert_once(folder: Path, build: Callable[[Path], None]) -> Path:
     done = folder / ".complete"
     if done.exists():
         return folder
+    try:
+        return _convert(folder, build, done)
+    except (OSError, RuntimeError) as err:
+        from hyperdas.core.errors import HyperDASError
+        from hyperdas.core.files import disk_full, not_writable, why_not_written
+
+        if not (disk_full(err) or not_writable(err)):
+            raise
+        why = why_not_written(err, folder / ".complete")
+        raise HyperDASError(
+            f"could not fill the cache {folder} ({why}); set HYPERDAS_CACHE to a writable folder with space"
+        ) from err
+
+
+def _convert(folder: Path, build: Callable[[Path], None], done: Path) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if done.exists():

@@ -98,9 +98,13 @@ class FrozenConfig:
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)
 
-    def save(self, path: str | Path) -> Path:
+    def to_json(self) -> str:
+        """The text `save` writes and `load` reads."""
         payload = {"config_class": type(self).__name__, **self.to_dict()}
-        return write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        return json.dumps(payload, indent=2, sort_keys=True) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        return write_text(path, self.to_json())
 
     @classmethod
     def load(cls: type[T], path: str | Path) -> T:

@@ -30,26 +30,89 @@ def _fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _gib(n: float) -> str:
+    if n < 2**20:
+        return f"{n} bytes"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether `err` reports a full disk (torch.save says "[enforce fail at inline_container.cc] ...
+    unexpected pos")."""
+    import errno
+
+    text = str(err)
+    return getattr(err, "errno", None) == errno.ENOSPC or "unexpected pos" in text or "No space left" in text
+
+
+def not_writable(err: BaseException) -> bool:
+    import errno
+
+    return getattr(err, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def why_not_written(err: BaseException, target: Path, partial: Path | None = None) -> str:
+    """One line on why `target` could not be written: for a full disk, the folder, its free space
+    and how much the write had taken before it failed; for a read-only or forbidden folder, that."""
+    import shutil
+
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if disk_full(err):
+        taken = f"; the write had taken {_gib(_size(partial))} when it failed" if partial is not None else ""
+        free = _gib(shutil.disk_usage(folder).free)
+        return f"the disk holding {folder} is full ({free} free{taken}): free space there, or write elsewhere"
+    if not_writable(err):
+        return f"{folder} is not writable ({os.strerror(err.errno)}): choose a writable folder"
+    return first
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; renamed onto `path` when the block ends normally,
-    removed when it raises."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
+    """Temporary paths beside `paths` to write to; when the block ends normally all are flushed to
+    disk, then renamed onto their names, so a failure while any is written (a full disk) leaves
+    every previous file; when the block raises they are removed. Files that belong together (a
+    checkpoint's weights and its config) are written this way."""
+    paths = [Path(p) for p in paths]
+    tmps = [p.parent / f".{p.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}" for p in paths]
+    current = paths[0]
     try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)
+        for path in paths:
+            current = path
+            path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmps
+        for path, tmp in zip(paths, tmps):
+            current = path
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        for path, tmp in zip(paths, tmps):  # a rename takes no space: past this point nothing fails
+            os.replace(tmp, path)
+        for folder in {p.parent for p in paths}:
+            _fsync_folder(folder)
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
         from hyperdas.core.errors import WriteError
 
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise WriteError(f"could not write {path} ({first}); the previous file, if any, is unchanged") from err
+        why = why_not_written(err, current, tmps[paths.index(current)])
+        raise WriteError(f"could not write {current} ({why}); the previous file, if any, is unchanged") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` when the block ends normally,
+    removed when it raises (`atomic_paths` for one file)."""
+    with atomic_paths(path) as (tmp,):
+        yield tmp
 
 
 @contextmanager
@@ -75,13 +138,47 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync_folder(path.parent)
         shutil.rmtree(aside, ignore_errors=True)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         from hyperdas.core.errors import WriteError
 
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise WriteError(f"could not write {path} ({first}); the previous folder, if any, is unchanged") from err
+        why = why_not_written(err, path, tmp)
+        raise WriteError(f"could not write {path} ({why}); the previous folder, if any, is unchanged") from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+CHUNK = 64 * 2**20
+
+
+def file_checksums(path: str | Path) -> dict:
+    """A file's size and the CRC32 of each of its CHUNK-byte pieces, kept in a meta file so that a
+    file cut short or changed on disk is found on open."""
+    import zlib
+
+    path = Path(path)
+    if not path.is_file():
+        return {"bytes": None, "crc32": []}
+    sums = []
+    with open(path, "rb") as handle:
+        while piece := handle.read(CHUNK):
+            sums.append(zlib.crc32(piece))
+    return {"bytes": path.stat().st_size, "crc32": sums}
+
+
+def check_checksums(path: str | Path, expected: dict | None, fix: str) -> None:
+    """Refuse `path` (CheckpointError naming it and `fix`) when it differs from the `file_checksums`
+    its meta recorded; files written before checksums were kept (`expected` None) pass."""
+    from hyperdas.core.errors import CheckpointError
+
+    if expected is None:
+        return
+    found = file_checksums(path)
+    if found != expected:
+        what = "size" if found["bytes"] != expected.get("bytes") else "content"
+        raise CheckpointError(
+            f"{path} differs from the checksums recorded when it was written ({what}: {found['bytes']} bytes, "
+            f"{expected.get('bytes')} recorded): it was damaged or replaced; {fix}"
+        )
 
 
 def write_text(path: str | Path, text: str) -> Path:

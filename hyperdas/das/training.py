@@ -21,7 +21,14 @@ from tqdm.auto import tqdm
 
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError
-from hyperdas.core.files import atomic_path, one_writer, read_or_explain, write_text
+from hyperdas.core.files import (
+    atomic_path,
+    atomic_paths,
+    check_checksums,
+    file_checksums,
+    one_writer,
+    read_or_explain,
+)
 from hyperdas.das.interventions import RotatedSpaceInterchange
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.distributed import SINGLE, DistributedError, Runtime, weighted_step
@@ -85,6 +92,9 @@ def select_rows(split, config: DASConfig, limit: int | None = None):
     return split.select(keep)
 
 
+WEIGHTS = "intervention.safetensors"
+
+
 def save_checkpoint(
     folder: str | Path, intervention: RotatedSpaceInterchange, config: DASConfig, extra: dict | None = None
 ) -> Path:
@@ -92,27 +102,40 @@ def save_checkpoint(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "intervention.safetensors") as tmp:
-        save_file({k: v.detach().contiguous() for k, v in intervention.state_dict().items()}, str(tmp))
-    config.save(folder / "config.json")
-    write_text(folder / "meta.json", json.dumps({"hidden_size": intervention.hidden_size, **(extra or {})}))
+    # the three files are written whole before any replaces its predecessor: a failure (a full disk)
+    # leaves the previous checkpoint; the weights' checksums in the meta catch a damaged file on load
+    with atomic_paths(folder / WEIGHTS, folder / "config.json", folder / "meta.json") as (weights, saved, meta):
+        state = {k: v.detach().contiguous() for k, v in intervention.state_dict().items()}
+        save_file(state, str(weights))
+        saved.write_text(config.to_json())
+        record = {"hidden_size": intervention.hidden_size, **(extra or {})}
+        meta.write_text(json.dumps({**record, "weights_checksums": file_checksums(weights)}))
     return folder
 
 
-def load_checkpoint(folder: str | Path, hidden_size: int) -> tuple[RotatedSpaceInterchange, DASConfig]:
-    """Rebuild a saved intervention; refuses one trained on a model of another hidden size."""
+def load_checkpoint(
+    folder: str | Path, hidden_size: int, target=None, pairs=None
+) -> tuple[RotatedSpaceInterchange, DASConfig]:
+    """Rebuild a saved intervention; refuses one trained on a model of another hidden size, one whose
+    weights differ from their recorded checksums and (given the `target` and the `pairs` it is about
+    to be scored on) one trained on another target or other pairs."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    if not (folder / "intervention.safetensors").is_file():
+    if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"no intervention checkpoint in {folder}")
     fix = f"delete {folder} to train again, or pass another checkpoint folder"
     config = read_or_explain(folder / "config.json", DASConfig.load, fix)
-    saved = read_or_explain(folder / "meta.json", lambda p: json.loads(p.read_text()), fix)["hidden_size"]
-    if saved != hidden_size:
-        raise CheckpointError(f"checkpoint {folder} was trained on a model with hidden size {saved}, not {hidden_size}")
+    meta = read_or_explain(folder / "meta.json", lambda p: json.loads(p.read_text()), fix)
+    if meta["hidden_size"] != hidden_size:
+        raise CheckpointError(
+            f"checkpoint {folder} was trained on a model with hidden size {meta['hidden_size']}, not {hidden_size}"
+        )
+    if pairs is not None:
+        check_provenance(meta.get("provenance"), provenance(target, pairs), folder, fix)
+    check_checksums(folder / WEIGHTS, meta.get("weights_checksums"), fix)
     intervention = RotatedSpaceInterchange(hidden_size, config.k)
-    intervention.load_state_dict(read_or_explain(folder / "intervention.safetensors", lambda p: load_file(str(p)), fix))
+    intervention.load_state_dict(read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), fix))
     return intervention, config
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from hyperdas.core.files import write_text
+from hyperdas.core.intervals import hit_string, row_keys
 from hyperdas.core.results import portable_path, read_json, write_json, write_section
 from hyperdas.hyper.model import Inference, householder_vectors, selection_matrices, selection_record
 from hyperdas.hyper.selection import MODES
@@ -27,16 +28,21 @@ RESULTS, LAYERS, TRAIN_LOG = "hyperdas.json", "hyperdas_layers.json", "train_log
 
 
 def score_test_pairs(
-    target, model, test, layer: int, generation: bool = False, seed: int | None = None
+    target, model, test, layer: int, generation: bool = False, seed: int | None = None, outcomes: dict | None = None
 ) -> tuple[list[dict], float]:
     """One record per (inference mode, domain, attribute) of the encoded test pairs (tagged with the
     training `seed` when given); and the seconds taken. The read passes are computed once for the
-    three modes (an activation store, when it fits)."""
+    three modes (an activation store, when it fits). A dict passed as `outcomes` receives the
+    per-pair outcomes for intervals (`hyperdas.core.intervals`): the rows' keys and one hit string
+    per mode."""
     records, start = [], time.perf_counter()
     store = store_if_it_fits(target, test, layer, model.read_rule)
     for mode in MODES:
         method = Inference(model, mode, store=store)
-        scores, _ = evaluate(target, layer, method, test)
+        scores, rows = evaluate(target, layer, method, test)
+        if outcomes is not None:
+            outcomes.setdefault("keys", row_keys(rows))
+            outcomes[mode] = hit_string(rows)
         generated = evaluate(target, layer, method, test, mode="generation")[0] if generation else None
         for domain, attributes in scores["per_attribute"].items():
             for attribute, s in attributes.items():

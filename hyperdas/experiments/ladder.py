@@ -19,6 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
+from hyperdas.core.intervals import interval
 from hyperdas.core.results import read_json, results_dir, write_json
 
 LADDER = "ladder"
@@ -36,13 +37,15 @@ def rung_record(target, model, pairs, step: int, val: dict | None, batch_size: i
 
     started = time.perf_counter()
     test = encoded_pairs(target, pairs["test"], model.config.instruction)
-    records, _ = score_test_pairs(target, model, test, model.config.layer)
+    outcomes: dict = {}
+    records, _ = score_test_pairs(target, model, test, model.config.layer, outcomes=outcomes)
     faithful = faithfulness(target, model, pairs, n_conflict=n_conflict)
     return {
         "steps": step,
         "examples_seen": step * batch_size,
         "val": val,
         "records": records,
+        "outcomes": outcomes,
         **faithful_fields(faithful),
         "score_seconds": time.perf_counter() - started,
     }
@@ -180,10 +183,24 @@ def hyperdas_rows(files: list[Path]) -> list[dict]:
                         "train_seconds_per_step": _mean_sd(
                             [run["timings"]["train_seconds"] / run["steps_run"] for run, _ in rungs]
                         ),
+                        **_intervals([r for _, r in rungs], mode),
                         "machine": _machine(rungs[0][0]),
                     }
                 )
     return rows
+
+
+def _intervals(rungs: list[dict], mode: str) -> dict:
+    """Bootstrap intervals (`hyperdas.core.intervals`) of test Disentangle and of the conflict share
+    following the activations, over the rungs (seeds) that kept their per-pair outcomes."""
+    kept = [r for r in rungs if mode in r.get("outcomes", {})]
+    if not kept:
+        return {}
+    out = {"disentangle_interval": interval([r["outcomes"][mode] for r in kept], keys=kept[0]["outcomes"]["keys"])}
+    shares = [r["faithfulness"]["conflict"][mode].get("outcomes") for r in kept]
+    if all(shares):
+        out["follows_activations_interval"] = interval(shares, symbol="a")
+    return out
 
 
 def baseline_rows(model_dir: Path) -> list[dict]:

@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
-import zlib
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.core.errors import ResourceError
-from hyperdas.core.files import write_text
+from hyperdas.core.errors import ResourceError, WriteError
+from hyperdas.core.files import file_checksums, why_not_written, write_text
 from hyperdas.hyper.reads import ReadRule
 from hyperdas.target.evaluate import states_after
 from hyperdas.target.memory import GIB, available
@@ -43,7 +43,6 @@ KINDS = ("none", "memory", "disk")
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 META = "meta.json"
 BUFFERS = ("exact.bin", "flat.bin")
-CHUNK = 64 * 2**20
 
 
 def _rule(read: ReadRule | bool) -> ReadRule:
@@ -150,7 +149,7 @@ class ActivationStore:
         self._build(target, batch_size, progress)
         self.seconds, self.built = time.perf_counter() - started, True
         if kind == "disk":
-            files = {name: _checksums(self.folder / name) for name in BUFFERS}
+            files = {name: file_checksums(self.folder / name) for name in BUFFERS}
             write_text(self.folder / META, json.dumps({**self.key, "bytes": self.nbytes, "files": files}, indent=1))
 
     def _index(self) -> None:
@@ -173,7 +172,8 @@ class ActivationStore:
         except (OSError, json.JSONDecodeError):
             saved = {}
         if {k: saved.get(k) for k in self.key} == self.key:
-            damaged = [name for name in BUFFERS if saved.get("files", {}).get(name) != _checksums(self.folder / name)]
+            files = saved.get("files", {})
+            damaged = [name for name in BUFFERS if files.get(name) != file_checksums(self.folder / name)]
             if not damaged:
                 return True
             print(f"activation store {self.folder}: {', '.join(damaged)} differ from their checksums: rebuilding it")
@@ -205,6 +205,7 @@ class ActivationStore:
             path = self.folder / f"{name}.bin"
             if write:
                 path.unlink(missing_ok=True)
+                _reserve(path, numel * dtype.itemsize)
             buffer = torch.from_file(str(path), shared=True, size=numel, dtype=dtype)
             setattr(self, f"{name}_buffer", buffer)
 
@@ -281,16 +282,16 @@ class ActivationStore:
         )
 
 
-def _checksums(path: Path) -> dict:
-    """A file's size and the CRC32 of each of its CHUNK-byte pieces (what a disk store's meta holds:
-    a file cut short or changed on disk is never reused)."""
-    if not path.is_file():
-        return {"bytes": None, "crc32": []}
-    sums = []
-    with open(path, "rb") as handle:
-        while piece := handle.read(CHUNK):
-            sums.append(zlib.crc32(piece))
-    return {"bytes": path.stat().st_size, "crc32": sums}
+def _reserve(path: Path, nbytes: int) -> None:
+    """Claim the disk blocks of a store file before it is mapped: a full disk then fails here with a
+    named error, instead of killing the process (SIGBUS) when a mapped page cannot be written."""
+    try:
+        with open(path, "wb") as handle:
+            if nbytes and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, nbytes)
+    except OSError as err:
+        path.unlink(missing_ok=True)
+        raise WriteError(f"could not write the activation store {path} ({why_not_written(err, path)})") from err
 
 
 def _view(layer_rows, flat_rows, lengths, lasts, device) -> tuple:

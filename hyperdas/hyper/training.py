@@ -27,7 +27,16 @@ from tqdm.auto import tqdm
 
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError, TrainingDiverged
-from hyperdas.core.files import append_line, atomic_path, one_writer, read_or_explain, write_text
+from hyperdas.core.files import (
+    append_line,
+    atomic_path,
+    atomic_paths,
+    check_checksums,
+    file_checksums,
+    one_writer,
+    read_or_explain,
+    write_text,
+)
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.legacy import MODEL_BEFORE_FIELDS, TRAIN_BEFORE_FIELDS
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
@@ -167,16 +176,19 @@ def save_hyperdas(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = state if state is not None else model.state_dict()
-    with atomic_path(folder / WEIGHTS) as tmp:
+    # both files are written whole before either replaces its predecessor: a failure (a full disk)
+    # leaves the previous checkpoint; the weights' checksums in the config catch a damaged file on load
+    with atomic_paths(folder / WEIGHTS, folder / CONFIG) as (tmp, config_tmp):
         save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
-    payload = {
-        "model": model.config.to_dict(),
-        "train": train_config.to_dict() if train_config else None,
-        "hidden_size": model.subspace.hidden,
-        "target": model.target_name,
-        **(extra or {}),
-    }
-    write_text(folder / CONFIG, json.dumps(payload, indent=1, default=list))
+        payload = {
+            "model": model.config.to_dict(),
+            "train": train_config.to_dict() if train_config else None,
+            "hidden_size": model.subspace.hidden,
+            "target": model.target_name,
+            **(extra or {}),
+            "weights_checksums": file_checksums(tmp),
+        }
+        config_tmp.write_text(json.dumps(payload, indent=1, default=list))
     return folder
 
 
@@ -213,6 +225,7 @@ def load_hyperdas(
             folder,
             "train it again on these pairs (notebook 03; fresh=True) or score it on the pairs it was trained on",
         )
+    check_checksums(folder / WEIGHTS, saved.get("weights_checksums"), fix)
     model = HyperDAS(target, HyperDASConfig.from_dict(saved["model"])).to(target.device)
     model.load_state_dict(read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), fix))
     return model, saved
@@ -492,7 +505,11 @@ def train_hyperdas(
         if (folder / WEIGHTS).is_file():  # "already done" must not hide a damaged checkpoint
             from safetensors.torch import load_file
 
-            read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), f"delete {folder} or rerun with --fresh")
+            fix = f"delete {folder} or rerun with --fresh"
+            read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), fix)
+            if (folder / CONFIG).is_file():
+                written = read_or_explain(folder / CONFIG, lambda p: json.loads(p.read_text()), fix)
+                check_checksums(folder / WEIGHTS, written.get("weights_checksums"), fix)
         model.load_state_dict(saved["weights"])
         optimizer.load_state_dict(saved["optimizer"])
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))

@@ -6,6 +6,7 @@ baselines and HyperDAS are measured on the same pairs the same way.
 
 from __future__ import annotations
 
+from hyperdas.core.intervals import conflict_string
 from hyperdas.data.pairs import last_entity_token
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.target.evaluate import encode, evaluate
@@ -31,11 +32,12 @@ def conflict_variants(rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def outcome_fractions(activations: list[bool], instruction: list[bool]) -> dict:
-    """Shares following the activations / the instruction / neither, from each label's hits."""
+    """Shares following the activations / the instruction / neither, from each label's hits, and
+    each row's outcome (`hyperdas.core.intervals.conflict_string`) for intervals."""
     outcome = ["activations" if a else "instruction" if i else "neither" for a, i in zip(activations, instruction)]
     fractions = {f"follows_{o}": outcome.count(o) / len(outcome) for o in OUTCOMES}
     verdict = max(OUTCOMES, key=lambda o: fractions[f"follows_{o}"])
-    return {**fractions, "verdict": verdict, "n": len(outcome)}
+    return {**fractions, "verdict": verdict, "n": len(outcome), "outcomes": conflict_string(outcome)}
 
 
 class _Unedited:

@@ -29,7 +29,9 @@ def test_a_full_disk_is_named_and_leaves_the_old_file(tmp_path):
 
     path = write_text(tmp_path / "resume.pt", "old")
     with pytest.raises(
-        WriteError, match=r"could not write .*resume.pt \(\[Errno 28\] No space left on device\).*unchanged"
+        WriteError,
+        match=r"could not write .*resume.pt \(the disk holding .* is full \(.* free; the write had taken 1000 bytes "
+        r"when it failed\): free space there, or write elsewhere\); the previous file, if any, is unchanged",
     ):
         with atomic_path(path) as tmp:
             tmp.write_bytes(b"x" * 1000)
@@ -66,7 +68,7 @@ def test_a_truncated_or_empty_checkpoint_is_named_with_the_fix(tmp_path):
     folder = save_checkpoint(tmp_path / "mdas", RotatedSpaceInterchange(16, 4), DASConfig(k=4))
     weights = folder / "intervention.safetensors"
     weights.write_bytes(weights.read_bytes()[:40])
-    with pytest.raises(CheckpointError, match=r"intervention.safetensors \(40 bytes\) cannot be read.*delete"):
+    with pytest.raises(CheckpointError, match=r"intervention.safetensors differs .*\(size: 40 bytes, .*delete"):
         load_checkpoint(folder, 16)
     (folder / "meta.json").write_text("")
     with pytest.raises(CheckpointError, match=r"meta.json \(0 bytes\) cannot be read"):
@@ -156,7 +158,7 @@ def test_a_folder_write_that_fails_leaves_the_previous_folder(tmp_path):
     with atomic_folder(target) as tmp:
         (tmp / "data.arrow").write_text("old pairs")
     for fail_after in (0, 1):  # before anything is written, and after half of it
-        with pytest.raises(WriteError, match=r"could not write .*pairs .*No space left.*previous folder"):
+        with pytest.raises(WriteError, match=r"could not write .*pairs \(the disk holding .* is full.*previous folder"):
             with atomic_folder(target) as tmp:
                 if fail_after:
                     (tmp / "data.arrow").write_text("new pa")
@@ -192,7 +194,80 @@ def test_pairs_survive_a_full_disk_while_new_ones_are_saved(synthetic_pairs, tmp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(DatasetDict, "save_to_disk", save_then_fill_the_disk)
-    with pytest.raises(WriteError, match="No space left"):
+    with pytest.raises(WriteError, match=r"ravel_pairs \(the disk holding .* is full"):
         save_pairs(pairs.filter(lambda r: r["attribute_type"] == "causal"), folder, {"model": "other"})
     assert pairs_fingerprint(load_pairs(folder)) == pairs_fingerprint(pairs)
     assert json.loads((folder / "pairs_meta.json").read_text())["model"] == "synthetic"
+
+
+def _full_disk_at(monkeypatch, nth: int) -> None:
+    """ENOSPC from the `nth` flush of a regular file (where a delayed-allocation disk reports it)."""
+    import errno
+    import stat
+
+    real, seen = os.fsync, []
+
+    def fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            seen.append(fd)
+            if len(seen) == nth:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_checkpoints_survive_a_full_disk_at_each_of_their_files(synthetic_target, tmp_path, monkeypatch):
+    import torch
+
+    from hyperdas.core.errors import WriteError
+    from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+    from hyperdas.hyper.training import load_hyperdas, save_hyperdas
+
+    config = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
+    torch.manual_seed(0)
+    old, new = HyperDAS(synthetic_target, config), HyperDAS(synthetic_target, config)
+    save_hyperdas(tmp_path / "hyper", old)
+    das_old, das_new = RotatedSpaceInterchange(16, 4), RotatedSpaceInterchange(16, 4)
+    save_checkpoint(tmp_path / "das", das_old, DASConfig(k=4))
+    for nth in (1, 2, 3):  # the weights, the config, (DAS) the meta
+        with monkeypatch.context() as patch:
+            _full_disk_at(patch, nth)
+            with pytest.raises(WriteError, match="is full"):
+                save_hyperdas(tmp_path / "hyper", new) if nth < 3 else None
+                save_checkpoint(tmp_path / "das", das_new, DASConfig(k=8))
+        loaded, _ = load_hyperdas(tmp_path / "hyper", synthetic_target)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), old.state_dict().values()))
+        kept, kept_config = load_checkpoint(tmp_path / "das", 16)
+        assert kept_config.k == 4 and torch.equal(kept.R, das_old.R)
+
+
+def test_a_checkpoint_whose_weights_changed_on_disk_is_refused(synthetic_target, tmp_path):
+    from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+    from hyperdas.hyper.training import load_hyperdas, save_hyperdas
+
+    save_hyperdas(tmp_path / "hyper", HyperDAS(synthetic_target, HyperDASConfig(layer=0, k=8, n_blocks=1)))
+    save_checkpoint(tmp_path / "das", RotatedSpaceInterchange(16, 4), DASConfig(k=4))
+    for weights in (tmp_path / "hyper" / "hyperdas.safetensors", tmp_path / "das" / "intervention.safetensors"):
+        data = bytearray(weights.read_bytes())
+        data[-3] ^= 0x01  # one bit of a weight: safetensors itself cannot tell
+        weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"hyperdas.safetensors differs from the checksums .*\(content.*delete"):
+        load_hyperdas(tmp_path / "hyper", synthetic_target)
+    with pytest.raises(CheckpointError, match=r"intervention.safetensors differs from the checksums"):
+        load_checkpoint(tmp_path / "das", 16)
+
+
+def test_a_baseline_checkpoint_is_loaded_only_for_the_pairs_it_was_trained_on(
+    synthetic_target, synthetic_pairs, tmp_path
+):
+    from hyperdas.core.errors import ProvenanceError
+    from hyperdas.das.training import train_das
+
+    pairs = synthetic_pairs(max_pairs={"train": 40, "val": 12, "test": 12})
+    config = DASConfig(layer=0, k=4, steps=2, batch_size=8, eval_every=2, max_val_pairs=12)
+    train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+    load_checkpoint(tmp_path, synthetic_target.hidden_size, synthetic_target, pairs)
+    other = pairs.filter(lambda r: r["attribute_type"] == "causal")
+    with pytest.raises(ProvenanceError, match=r"was trained on other pairs"):
+        load_checkpoint(tmp_path, synthetic_target.hidden_size, synthetic_target, other)

@@ -141,3 +141,26 @@ def test_a_damaged_disk_store_is_rebuilt_never_reused(synthetic_target, enc, tmp
     assert again.built and "exact.bin differ from their checksums: rebuilding it" in capsys.readouterr().out
     assert all(torch.equal(a, b) for a, b in zip(again.views(index, "cpu")[0], expected))
     assert not ActivationStore(synthetic_target, enc, 1, kind="disk", folder=tmp_path, progress=False).built
+
+
+def test_a_full_disk_while_a_store_is_built_is_named_and_leaves_the_built_store(
+    synthetic_target, enc, tmp_path, monkeypatch
+):
+    import errno
+    import os
+
+    from hyperdas.core.errors import WriteError
+
+    kept = tmp_path / "kept"
+    ActivationStore(synthetic_target, enc, 1, kind="disk", folder=kept, progress=False)
+    before = (kept / META).read_bytes()
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(WriteError, match=r"the disk holding .*new is full \(.* free\)"):
+        ActivationStore(synthetic_target, enc, 1, kind="disk", folder=tmp_path / "new", progress=False)
+    assert not (tmp_path / "new" / META).exists()  # never reused
+    again = ActivationStore(synthetic_target, enc, 1, kind="disk", folder=kept, progress=False)
+    assert not again.built and (kept / META).read_bytes() == before

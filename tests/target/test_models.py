@@ -1,4 +1,5 @@
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -130,3 +131,20 @@ def test_failed_build_leaves_nothing_and_retries(tmp_path):
     assert not folder.exists() and not list(tmp_path.glob("*.tmp-*"))
     convert_once(folder, lambda out: (out / "ok.bin").write_text("y"))
     assert (folder / "ok.bin").exists()
+
+
+@pytest.mark.parametrize("errno_name", ["EROFS", "ENOSPC"])
+def test_a_cache_that_cannot_be_written_names_hyperdas_cache(errno_name, fresh_cache):
+    import errno
+
+    from hyperdas.core.cache import cache_root
+    from hyperdas.core.errors import HyperDASError
+
+    def refused(out: Path) -> None:
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)))
+
+    folder = cache_root() / "models" / "x"
+    expected = "is not writable" if errno_name == "EROFS" else r"is full \(.* free\)"
+    with pytest.raises(HyperDASError, match=rf"could not fill the cache .*x \(.*{expected}.*set HYPERDAS_CACHE"):
+        convert_once(folder, refused)
+    assert not folder.exists()
