@@ -236,8 +236,14 @@ def headline(model_dir: Path) -> str:
         path = model_dir / name
         if not path.is_file():
             continue
-        records = read_json(path).get("records", [])
-        layer = records[0]["layer"] if records else None
+        try:
+            records = read_json(path).get("records", [])
+            layer = records[0]["layer"] if records else None
+        except (HyperDASError, KeyError, TypeError, AttributeError) as err:  # a damaged file: named, not raised
+            from hyperdas.cli import one_line
+
+            parts.append(f"{name} unreadable ({one_line(err)})")
+            continue
         groups: dict[str, list[float]] = {}
         for r in records:
             if r.get("layer") == layer and r.get("disentangle") is not None:

@@ -2,10 +2,12 @@
 
     python -m hyperdas.ladder --profile cpu --steps 4000 --rungs 300 600 1200 2400 4000
     python -m hyperdas.ladder --profile cpu --steps 600 --rungs 300 600 --set seed=1
+    python -m hyperdas.ladder --profile cpu --baselines --seeds 0 1 2 [--examples 19200]
 
 Overrides as for the batch runner; `--steps` and `--rungs` set `hyper_steps` and
 `snapshot_steps`, and an override the ladder would ignore is refused. Writes
 ``<results>/<model>/ladder/hyperdas_steps<steps>_seed<seed>.json`` and ``<results>/ladder.json``.
+`--baselines` trains DAS and MDAS beside it instead (`hyperdas.experiments.ladder_baselines`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", help="profile name in configs/ or a YAML path")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--steps", type=int, required=True, help="the longest budget (training steps)")
-    parser.add_argument("--rungs", type=int, nargs="+", required=True, help="steps scored on test")
+    parser.add_argument("--steps", type=int, help="the longest budget (training steps)")
+    parser.add_argument("--rungs", type=int, nargs="+", help="steps scored on test")
+    parser.add_argument("--baselines", action="store_true", help="train DAS and MDAS beside the ladder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="--baselines: their seeds")
+    parser.add_argument("--examples", type=int, help="--baselines: a budget without early stopping")
     parser.add_argument("--results", default=None, help="results root (default: the profile's or ./results)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
@@ -36,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_overrides(args.overrides)
         params = {**load_profile(args.profile), **overrides}
         check_names(params, chain())
-        check_used(overrides, "hyperdas", "the ladder")
+        if args.baselines == (args.steps is not None or args.rungs is not None):
+            raise ConfigError("give --steps and --rungs (the HyperDAS ladder), or --baselines, not both")
+        if not args.baselines and (args.steps is None or args.rungs is None):
+            raise ConfigError("the ladder needs --steps and --rungs")
+        check_used(overrides, "mdas" if args.baselines else "hyperdas", "the ladder")
         if {"hyper_steps", "snapshot_steps"} & set(overrides):
             raise ConfigError("the ladder sets hyper_steps and snapshot_steps itself: use --steps and --rungs")
         # the batch runner's malloc settings (`hyperdas.batch.MALLOC`): glibc reads them at start, so a
@@ -44,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None and tune_malloc(params):
             os.execv(sys.executable, [sys.executable, "-m", "hyperdas.ladder", *sys.argv[1:]])
         root = Path(args.results or params.get("results_root") or "results")
-        print("wrote", run_ladder(params, args.steps, args.rungs, root, args.progress))
+        if args.baselines:
+            from hyperdas.experiments.ladder import write_summary
+            from hyperdas.experiments.ladder_baselines import run_ladder_baselines
+
+            print("wrote", *run_ladder_baselines(params, args.seeds, root, args.examples, args.progress))
+            print("wrote", write_summary(root))
+        else:
+            print("wrote", run_ladder(params, args.steps, args.rungs, root, args.progress))
     except (HyperDASError, OSError, MemoryError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

@@ -24,9 +24,25 @@ CONFLICT = {"activations": "a", "instruction": "i", "neither": "n"}
 LEVEL, RESAMPLES = 0.95, 2000
 
 
-def row_keys(records: list[dict]) -> dict[str, list]:
-    """The keys that place each scored row in RAVEL's aggregation, as columns."""
-    return {k: [r[k] for r in records] for k in KEYS}
+CODES = "".join(chr(c) for c in range(48, 127) if chr(c) not in '\\"')  # one character per distinct value
+
+
+def row_keys(records: list[dict]) -> dict[str, dict]:
+    """The keys that place each scored row in RAVEL's aggregation, compactly: per key, its distinct
+    values and one character per row naming the row's value (`columns` reads them back)."""
+    out = {}
+    for k in KEYS:
+        values = sorted({r[k] for r in records})
+        if len(values) > len(CODES):
+            raise ValueError(f"{len(values)} distinct {k} values: at most {len(CODES)} can be kept")
+        code = {v: CODES[i] for i, v in enumerate(values)}
+        out[k] = {"values": values, "codes": "".join(code[r[k]] for r in records)}
+    return out
+
+
+def columns(keys: dict[str, dict]) -> dict[str, list]:
+    """`row_keys` as plain columns, one value per row."""
+    return {k: [keys[k]["values"][CODES.index(c)] for c in keys[k]["codes"]] for k in KEYS}
 
 
 def hit_string(records: list[dict]) -> str:
@@ -37,8 +53,9 @@ def conflict_string(outcomes: list[str]) -> str:
     return "".join(CONFLICT[o] for o in outcomes)
 
 
-def cell_weights(keys: dict[str, list]) -> tuple[list[np.ndarray], np.ndarray]:
+def cell_weights(keys: dict[str, dict]) -> tuple[list[np.ndarray], np.ndarray]:
     """(row indices of each cell, each cell's weight in overall Disentangle)."""
+    keys = columns(keys)
     n = len(keys["domain"])
     cells: dict[tuple, list[int]] = defaultdict(list)
     for i in range(n):
@@ -65,7 +82,7 @@ def _values(strings: list[str], symbol: str) -> np.ndarray:
 def interval(
     a: list[str],
     b: list[str] | None = None,
-    keys: dict[str, list] | None = None,
+    keys: dict[str, dict] | None = None,
     symbol: str = "1",
     resamples: int = RESAMPLES,
     level: float = LEVEL,
@@ -108,3 +125,20 @@ def interval(
     if b:
         out["distinguishable"] = bool(low > 0 or high < 0)
     return out
+
+
+def placed(parts: list[tuple[list[int], str]], n: int) -> str:
+    """One outcome string over `n` rows from `parts` (row indices, their outcomes) that together cover
+    every row once: e.g. one baseline model per attribute, each scored on its attribute's rows."""
+    out: list[str | None] = [None] * n
+    for rows, outcomes in parts:
+        if len(rows) != len(outcomes):
+            raise ValueError(f"{len(rows)} row indices for {len(outcomes)} outcomes")
+        for i, outcome in zip(rows, outcomes):
+            if out[i] is not None:
+                raise ValueError(f"row {i} has two outcomes")
+            out[i] = outcome
+    missing = out.count(None)
+    if missing:
+        raise ValueError(f"{missing} of {n} rows have no outcome")
+    return "".join(out)  # type: ignore[arg-type]

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from hyperdas.core.intervals import hit_string
 from hyperdas.das.interventions import FullInterchange
-from hyperdas.das.training import METHODS, DASConfig, select_rows, train_das
+from hyperdas.das.training import METHODS, DASConfig, select_rows, selected_indices, train_das
 from hyperdas.target.conflict import conflict_outcomes
 from hyperdas.target.evaluate import encode, evaluate, source_vectors
 from hyperdas.target.hooks import can_start_after, check_layer
@@ -94,7 +95,8 @@ def run_baselines(
     jobs = [(a, layer) for a in attributes for layer in layers]
     for attribute, layer in tqdm(jobs, desc="baselines", disable=not progress):
         config = base.replace(target_attribute=attribute, layer=layer)
-        test = encode(target.tokenizer, select_rows(pairs["test"], config.replace(method="mdas")))
+        test_rows = selected_indices(pairs["test"], config.replace(method="mdas"))
+        test = encode(target.tokenizer, pairs["test"].select(test_rows))
         # DAS and MDAS of one attribute read many of the same rows: their states are computed once
         states = LayerStates(target, layer) if can_start_after(target) else None
         sources = source_vectors(target, layer, test) if states is None else None
@@ -125,14 +127,17 @@ def run_baselines(
                     "history": result.history,
                 }
             scored = with_states(intervention, states)
-            scores, _ = evaluate(target, layer, scored, test, sources)
+            scores, rows = evaluate(target, layer, scored, test, sources)
+            # per-pair outcomes, placed by their index in the test split / the conflict set, for intervals
+            extra["outcomes"] = {"rows": test_rows, "hits": hit_string(rows)}
             generated = evaluate(target, layer, scored, test, sources, mode="generation")[0] if generation else None
             if blind is not None:  # does the method edit prompts that do not show the question?
                 found = evaluate(target, layer, scored, *blind)[0]["overall"]
                 extra["query_blind"] = {m: found[m] for m in ("cause", "iso", "disentangle")}
-            mine = [r for r in conflict or () if r["target_attribute"] == attribute]
+            mine = [i for i, r in enumerate(conflict or ()) if r["target_attribute"] == attribute]
             if mine:
-                extra["conflict"] = conflict_outcomes(target, layer, scored, mine)
+                extra["conflict"] = conflict_outcomes(target, layer, scored, [conflict[i] for i in mine])
+                extra["conflict"]["rows"] = mine
             records.append(
                 _record(
                     method,

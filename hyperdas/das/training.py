@@ -73,15 +73,20 @@ class DASConfig(FrozenConfig):
             raise ConfigError("DASConfig: k and batch_size must be >= 1 and steps >= 0")
 
 
-def select_rows(split, config: DASConfig, limit: int | None = None):
-    """The rows a method trains or is validated on: its attribute's causal (+ isolate for MDAS)."""
+def selected_indices(split, config: DASConfig) -> list[int]:
+    """Indices in `split` of the rows `select_rows` keeps (before its `limit`)."""
     check_rows(split, "pairs split")
     kinds = ("causal",) if config.method == "das" else ("causal", "isolate")
-    keep = [
+    return [
         i
         for i, (a, k) in enumerate(zip(split["target_attribute"], split["attribute_type"]))
         if a == config.target_attribute and k in kinds
     ]
+
+
+def select_rows(split, config: DASConfig, limit: int | None = None):
+    """The rows a method trains or is validated on: its attribute's causal (+ isolate for MDAS)."""
+    keep = selected_indices(split, config)
     if not any(split["attribute_type"][i] == "causal" for i in keep):
         found = sorted(set(split["target_attribute"]))
         raise RavelDataError(

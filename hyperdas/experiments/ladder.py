@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from hyperdas.core.intervals import interval
+from hyperdas.core.intervals import interval, placed
 from hyperdas.core.results import read_json, results_dir, write_json
 
 LADDER = "ladder"
@@ -146,7 +146,8 @@ def _ceilings(model_dir: Path, layer: int) -> dict | None:
 
 
 def hyperdas_rows(files: list[Path]) -> list[dict]:
-    """One row per (model, layer, total steps, rung, mode) over the seeds of the ladder `files`."""
+    """One row per (model, layer, total steps, rung, mode) over the seeds of the ladder `files`; a
+    row's `_outcomes` (per-pair outcomes of its seeds, for `comparisons`) is dropped before writing."""
     runs: dict[tuple, list[dict]] = {}
     for path in files:
         saved = read_json(path)
@@ -161,6 +162,13 @@ def hyperdas_rows(files: list[Path]) -> list[dict]:
             for mode in ("one_to_one", "one_to_many", "soft"):
                 scored = [_overall([x for x in r["records"] if x["mode"] == mode]) for _, r in rungs]
                 faithful = [r["faithfulness"] for _, r in rungs]
+                kept = [r for _, r in rungs if mode in r.get("outcomes", {})]
+                outcomes = {
+                    "keys": kept[0]["outcomes"]["keys"] if kept else None,
+                    "pairs": rungs[0][0].get("provenance", {}).get("pairs"),
+                    "hits": [r["outcomes"][mode] for r in kept],
+                    "conflict": [r["faithfulness"]["conflict"][mode].get("outcomes") for r in kept],
+                }
                 rows.append(
                     {
                         "model": model,
@@ -183,69 +191,139 @@ def hyperdas_rows(files: list[Path]) -> list[dict]:
                         "train_seconds_per_step": _mean_sd(
                             [run["timings"]["train_seconds"] / run["steps_run"] for run, _ in rungs]
                         ),
-                        **_intervals([r for _, r in rungs], mode),
+                        **_intervals(outcomes),
                         "machine": _machine(rungs[0][0]),
+                        "_outcomes": outcomes,
                     }
                 )
     return rows
 
 
-def _intervals(rungs: list[dict], mode: str) -> dict:
+def _intervals(outcomes: dict) -> dict:
     """Bootstrap intervals (`hyperdas.core.intervals`) of test Disentangle and of the conflict share
-    following the activations, over the rungs (seeds) that kept their per-pair outcomes."""
-    kept = [r for r in rungs if mode in r.get("outcomes", {})]
-    if not kept:
-        return {}
-    out = {"disentangle_interval": interval([r["outcomes"][mode] for r in kept], keys=kept[0]["outcomes"]["keys"])}
-    shares = [r["faithfulness"]["conflict"][mode].get("outcomes") for r in kept]
-    if all(shares):
-        out["follows_activations_interval"] = interval(shares, symbol="a")
+    following the activations, over the seeds that kept their per-pair outcomes."""
+    out = {}
+    if outcomes["keys"] and outcomes["hits"]:
+        out["disentangle_interval"] = interval(outcomes["hits"], keys=outcomes["keys"])
+    if outcomes["conflict"] and all(outcomes["conflict"]):
+        out["follows_activations_interval"] = interval(outcomes["conflict"], symbol="a")
     return out
 
 
-def baseline_rows(model_dir: Path) -> list[dict]:
-    """DAS and MDAS of `baselines.json` at its main layer, early-stopped on val: one row per method,
-    examples seen summed over the attributes (one model each), mean ± sd over seeds."""
-    path = model_dir / "baselines.json"
-    if not path.is_file():
-        return []
-    saved = read_json(path)
+def _baseline_files(model_dir: Path) -> dict[tuple, list[dict]]:
+    """The ladder's baseline runs (`hyperdas.experiments.ladder_baselines`) by (early stopped,
+    budget); else notebook 02's `baselines.json` at its main layer, early-stopped."""
+    found: dict[tuple, list[dict]] = {}
+    for path in sorted((model_dir / LADDER).glob("baselines_*_seed*.json")):
+        saved = read_json(path)
+        found.setdefault((saved["early_stopped"], saved["examples_budget"]), []).append(saved)
+    if found or not (model_dir / "baselines.json").is_file():
+        return found
+    saved = read_json(model_dir / "baselines.json")
     layer = saved.get("main_layer")
+    records = [r for r in saved["records"] if r["method"] in ("das", "mdas") and r["layer"] == layer]
+    return {(True, None): [{**saved, "layer": layer, "records": records}]}
+
+
+def baseline_rows(model_dir: Path, keys: dict | None = None) -> list[dict]:
+    """DAS and MDAS beside the ladder: one row per method and budget (early-stopped on val, or a
+    budget without early stopping), examples seen summed over the attributes (one model each),
+    mean ± sd over seeds; intervals where the runs kept per-pair outcomes and `keys` (the test rows'
+    keys, from a HyperDAS rung on the same pairs) are given."""
     rows = []
-    for method in ("das", "mdas"):
-        records = [r for r in saved["records"] if r["method"] == method and r["layer"] == layer]
-        by_seed: dict[int, list[dict]] = {}
-        for r in records:
-            by_seed.setdefault(r.get("seed", 0), []).append(r)
-        if not by_seed:
-            continue
-        overall = [_overall(rs) for rs in by_seed.values()]
-        seen = [sum(r["best_step"] * r["config"]["batch_size"] for r in rs) for rs in by_seed.values()]
-        conflict = [r["conflict"] for r in records if r.get("conflict")]
-        blind = [r["query_blind"] for r in records if r.get("query_blind")]
-        rows.append(
-            {
-                "model": saved["model"],
-                "layer": layer,
-                "method": method,
-                "mode": None,
-                "steps": _mean_sd([sum(r["best_step"] for r in rs) for rs in by_seed.values()])["mean"],
-                "early_stopped": True,
-                "examples_seen": _mean_sd(seen)["mean"],
-                "seeds": sorted(by_seed),
-                **{m: _mean_sd([o[m] for o in overall]) for m in METRICS},
-                "follows_activations": _mean_sd([c["follows_activations"] for c in conflict]) if conflict else None,
-                "follows_instruction": _mean_sd([c["follows_instruction"] for c in conflict]) if conflict else None,
-                **({"query_blind": {m: _mean_sd([b[m] for b in blind]) for m in METRICS}} if blind else {}),
-                "machine": _machine(saved),
-            }
-        )
+    for (early, budget), runs in sorted(
+        _baseline_files(model_dir).items(), key=lambda kv: (not kv[0][0], kv[0][1] or 0)
+    ):
+        for method in ("das", "mdas"):
+            by_seed: dict[int, list[dict]] = {}
+            for run in runs:
+                for r in run["records"]:
+                    if r["method"] == method:
+                        by_seed.setdefault(r.get("seed", run.get("seed", 0)), []).append(r)
+            if not by_seed:
+                continue
+            records = [r for rs in by_seed.values() for r in rs]
+            overall = [_overall(rs) for rs in by_seed.values()]
+            seen = [sum(r["best_step"] * r["config"]["batch_size"] for r in rs) for rs in by_seed.values()]
+            conflict = [r["conflict"] for r in records if r.get("conflict")]
+            blind = [r["query_blind"] for r in records if r.get("query_blind")]
+            outcomes = _baseline_outcomes(runs[0], by_seed, keys)
+            rows.append(
+                {
+                    "model": runs[0]["model"],
+                    "layer": runs[0]["layer"],
+                    "method": method,
+                    "mode": None,
+                    "steps": _mean_sd([sum(r["best_step"] for r in rs) for rs in by_seed.values()])["mean"],
+                    "early_stopped": early,
+                    "examples_budget": budget,
+                    "examples_seen": _mean_sd(seen)["mean"],
+                    "seeds": sorted(by_seed),
+                    **{m: _mean_sd([o[m] for o in overall]) for m in METRICS},
+                    "follows_activations": _mean_sd([c["follows_activations"] for c in conflict]) if conflict else None,
+                    "follows_instruction": _mean_sd([c["follows_instruction"] for c in conflict]) if conflict else None,
+                    **({"query_blind": {m: _mean_sd([b[m] for b in blind]) for m in METRICS}} if blind else {}),
+                    **(_intervals(outcomes) if outcomes else {}),
+                    "machine": _machine(runs[0]),
+                    "_outcomes": outcomes,
+                }
+            )
     return rows
 
 
+def _baseline_outcomes(run: dict, by_seed: dict[int, list[dict]], keys: dict | None) -> dict | None:
+    """Per seed, the outcomes of the attributes' models placed into one string over the test split
+    (and over the conflict set), when every record kept them."""
+    records = [r for rs in by_seed.values() for r in rs]
+    if keys is None or "test_rows" not in run or not all("outcomes" in r for r in records):
+        return None
+
+    def joined(rs: list[dict], part: str, n: int) -> str | None:
+        if part == "hits":
+            return placed([(r["outcomes"]["rows"], r["outcomes"]["hits"]) for r in rs], n)
+        if not all(r.get("conflict", {}).get("rows") is not None for r in rs):
+            return None
+        return placed([(r["conflict"]["rows"], r["conflict"]["outcomes"]) for r in rs], n)
+
+    conflict = [joined(rs, "conflict", run["conflict_pairs"]) for rs in by_seed.values()]
+    return {
+        "keys": keys,
+        "pairs": run.get("provenance", {}).get("pairs"),
+        "hits": [joined(rs, "hits", run["test_rows"]) for rs in by_seed.values()],
+        "conflict": conflict if all(conflict) else [],
+    }
+
+
+def comparisons(rows: list[dict]) -> list[dict]:
+    """Paired differences, HyperDAS (one-to-one and soft, every rung) minus each baseline row of the
+    same model and layer, on the same test pairs and conflict pairs: Disentangle and the share that
+    follows the activations, each with its bootstrap interval and whether it excludes zero."""
+    out = []
+    for h in rows:
+        mine = h.get("_outcomes") or {}
+        if h["method"] != "hyperdas" or h["mode"] not in ("one_to_one", "soft") or not mine.get("hits"):
+            continue
+        for b in rows:
+            theirs = b.get("_outcomes") or {}
+            same = (b["model"], b["layer"]) == (h["model"], h["layer"]) and theirs.get("pairs") == mine["pairs"]
+            if b["method"] == "hyperdas" or not same or not theirs.get("hits"):
+                continue
+            found = {
+                "model": h["model"],
+                "layer": h["layer"],
+                "hyperdas": {"mode": h["mode"], "steps": h["steps"], "run_steps": h["run_steps"], "seeds": h["seeds"]},
+                "baseline": {k: b[k] for k in ("method", "early_stopped", "examples_budget", "seeds")},
+                "disentangle_difference": interval(mine["hits"], theirs["hits"], keys=mine["keys"]),
+            }
+            if mine["conflict"] and theirs["conflict"]:
+                found["follows_activations_difference"] = interval(mine["conflict"], theirs["conflict"], symbol="a")
+            out.append(found)
+    return out
+
+
 def collect(root: str | Path) -> dict:
-    """Every model's ladder rungs and early-stopped baselines under the results `root`, with the
-    patching ceilings at each model's layer."""
+    """Every model's ladder rungs and baselines under the results `root`, with the patching ceilings
+    at each model's layer and the paired comparisons."""
     root = Path(root)
     rows, sources = [], []
     for model_dir in sorted(p for p in root.iterdir() if (p / LADDER).is_dir()):
@@ -253,14 +331,21 @@ def collect(root: str | Path) -> dict:
         found = hyperdas_rows(files)
         if not found:
             continue
-        base = baseline_rows(model_dir)
+        keys = next((r["_outcomes"]["keys"] for r in found if r["_outcomes"]["keys"]), None)
+        base = baseline_rows(model_dir, keys)
         for row in found + base:
             row["ceilings"] = _ceilings(model_dir, row["layer"])
         rows += found + base
         sources += [str(p.relative_to(root)) for p in files]
-        if base:
+        ladder_baselines = sorted((model_dir / LADDER).glob("baselines_*_seed*.json"))
+        if ladder_baselines:
+            sources += [str(p.relative_to(root)) for p in ladder_baselines]
+        elif base:
             sources.append(str((model_dir / "baselines.json").relative_to(root)))
-    return {"rows": rows, "sources": sources}
+    compared = comparisons(rows)
+    for row in rows:
+        row.pop("_outcomes", None)
+    return {"rows": rows, "comparisons": compared, "sources": sources}
 
 
 def write_summary(root: str | Path) -> Path:

@@ -10,6 +10,7 @@ ours.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -43,6 +44,8 @@ def _non_numeric_scores(data, where: str = "") -> str | None:
     if isinstance(data, dict):
         for key, value in data.items():
             here = f"{where}.{key}" if where else str(key)
+            if key in METRICS and isinstance(value, float) and not math.isfinite(value):
+                return f"{here}={value!r} (a run that diverged or scored no pairs)"
             if key in METRICS and not (
                 value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
             ):
@@ -75,6 +78,7 @@ class Results:
             raise FileNotFoundError(f"no results folder {self.folder}: run the notebooks first (make reproduce)")
         self.reference_dir = Path(reference) if reference is not None else None
         self.read: list[str] = []  # the files read since the last reset (make_all names them on a failure)
+        self.models: dict[str, str] = {}  # the model each main results file names: one per folder
 
     def json(self, name: str) -> dict:
         path = self.folder / name
@@ -88,6 +92,16 @@ class Results:
         bad = _non_numeric_scores(data)
         if bad:
             raise SchemaError(f"{path}: {bad} must be a number: rerun the notebook that writes it")
+        model = data.get("model") if name in self.REQUIRED else None
+        if isinstance(model, str):
+            others = {n: m for n, m in self.models.items() if m != model}
+            if others:
+                other, theirs = next(iter(others.items()))
+                raise SchemaError(
+                    f"{path} holds results of {model}, {other} beside it those of {theirs}: one folder holds one "
+                    f"model's results (results/<model>/); move the stray file or rerun its notebook"
+                )
+            self.models[name] = model
         missing = [k for k in self.REQUIRED.get(name, ()) if k not in data]
         if missing:
             raise SchemaError(

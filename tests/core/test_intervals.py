@@ -56,3 +56,22 @@ def test_seeds_widen_the_interval_and_shares_read_their_symbol():
 def test_outcomes_over_other_rows_are_refused():
     with pytest.raises(ValueError, match="same rows"):
         interval(["0101", "010"])
+
+
+def test_outcomes_of_models_per_attribute_are_placed_by_row():
+    from hyperdas.core.intervals import placed
+
+    assert placed([([0, 2], "10"), ([1, 3], "a1")], 4) == "1a01"
+    with pytest.raises(ValueError, match="row 2 has two outcomes"):
+        placed([([0, 2], "10"), ([2], "1")], 3)
+    with pytest.raises(ValueError, match="1 of 3 rows have no outcome"):
+        placed([([0, 2], "10")], 3)
+
+
+def test_row_keys_are_kept_compactly_and_read_back():
+    from hyperdas.core.intervals import KEYS, columns
+
+    rows = _rows(6)
+    keys = row_keys(rows)
+    assert all(len(keys[k]["codes"]) == len(rows) for k in KEYS)
+    assert columns(keys) == {k: [r[k] for r in rows] for k in KEYS}

@@ -60,6 +60,35 @@ def test_every_rung_is_scored_with_its_faithfulness(root):
     assert figure.axes[0].get_title() == "synthetic-llama, layer 0"
 
 
+def test_baselines_beside_the_ladder_give_paired_intervals(root):
+    from hyperdas.core.intervals import columns
+    from hyperdas.experiments.ladder_baselines import run_ladder_baselines
+
+    run_ladder(PARAMS, steps=8, rungs=[4, 8], root=root, progress=False)
+    das = {"steps": 4, "eval_every": 2, "batch_size": 4, "max_val_pairs": 8}
+    files = run_ladder_baselines({**PARAMS, **das}, [0], root, progress=False)
+    budget = run_ladder_baselines({**PARAMS, **das}, [0], root, examples=48, progress=False)
+    assert [f.name for f in files + budget] == ["baselines_early_seed0.json", "baselines_examples48_seed0.json"]
+    run = read_json(budget[0])
+    assert {r["config"]["steps"] for r in run["records"]} == {48 // (4 * len(run["records"]) // 2)}
+    from hyperdas.experiments.ladder import write_summary
+
+    summary = read_json(write_summary(root))
+    rung = read_json(root / "synthetic-llama" / "ladder" / "hyperdas_steps8_seed0.json")["rungs"][0]
+    assert len(columns(rung["outcomes"]["keys"])["domain"]) == len(rung["outcomes"]["one_to_one"]) == 24
+    base = [r for r in summary["rows"] if r["method"] == "mdas"]
+    assert [(r["early_stopped"], r["examples_budget"]) for r in base] == [(True, None), (False, 48)]
+    for row in base:
+        low, high = row["disentangle_interval"]["low"], row["disentangle_interval"]["high"]
+        assert low <= row["disentangle"]["mean"] <= high
+    compared = summary["comparisons"]
+    assert len(compared) == 2 * 2 * 2 * 2  # (one-to-one, soft) x 2 rungs x (DAS, MDAS) x 2 budgets
+    for c in compared:
+        d = c["disentangle_difference"]
+        assert d["low"] <= d["estimate"] <= d["high"] and d["distinguishable"] == (d["low"] > 0 or d["high"] < 0)
+        assert "follows_activations_difference" in c
+
+
 def test_bad_rungs_are_refused_before_anything_loads(root, capsys):
     with pytest.raises(ConfigError, match=r"snapshot_steps=\[3, 8\]: each a distinct multiple of eval_every=4"):
         run_ladder(PARAMS, steps=8, rungs=[3, 8], root=root, progress=False)

@@ -421,3 +421,33 @@ def test_unreadable_inputs_remove_the_tables_and_figures_made_from_earlier_resul
     assert status["main_table"].startswith("failed:") and status["main_table"].endswith("earlier results")
     assert not (out / "main_table.md").exists() and not (out / "main_table.tex").exists()
     assert status["convergence"].startswith("failed:") and not list(out.glob("convergence.*"))
+
+
+@pytest.mark.parametrize("damage", ["another_model", "nan_score"])
+def test_mixed_or_nan_results_are_named_not_tabled(tmp_path, damage):
+    import json
+
+    folder = make_results(tmp_path / "fixture")
+    out = tmp_path / "figures"
+    path = folder / "baselines.json"
+    data = json.loads(path.read_text())
+    if damage == "another_model":
+        data["model"] = "qwen2.5-0.5b"
+        expected = "holds results of qwen2.5-0.5b, hyperdas.json beside it those of"
+    else:
+        data["records"][1]["disentangle"] = float("nan")
+        expected = "records[1].disentangle=nan (a run that diverged or scored no pairs) must be a number"
+    path.write_text(json.dumps(data))
+    status = plots.make_all(plots.Results(folder), out)
+    assert status["main_table"].startswith("failed:") and expected in status["main_table"], status["main_table"]
+    assert not (out / "main_table.md").exists()
+
+
+def test_the_batch_summary_names_a_damaged_results_file_in_one_line(tmp_path):
+    from hyperdas.batch import headline
+
+    folder = make_results(tmp_path / "fixture")
+    assert headline(folder).startswith("Disentangle: hyperdas")
+    (folder / "baselines.json").write_text("{cut sh")
+    line = headline(folder)
+    assert "baselines.json unreadable (" in line and "is not valid JSON" in line and "\n" not in line

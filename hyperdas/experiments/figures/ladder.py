@@ -1,6 +1,7 @@
 """The budget ladder figure: test Disentangle against training examples seen, one panel per model:
 one-to-one and soft HyperDAS at each rung of the ladder, DAS and MDAS where their early stopping on
-val left them (examples summed over the attributes, one model each), and the paper's one-to-one
+val left them and, hollow, trained to a fixed budget (examples summed over the attributes, one model
+each), and the paper's one-to-one
 convergence on Llama3-8B (its steps x batch 16) in a style of its own."""
 
 from __future__ import annotations
@@ -8,15 +9,18 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 HYPERDAS_MODES = {"one_to_one": ("HyperDAS one-to-one", "#1f5fa8", "o"), "soft": ("HyperDAS soft", "#7fb0e0", "^")}
-BASELINES = {"mdas": ("MDAS (early-stopped)", "#d95f02", "s"), "das": ("DAS (early-stopped)", "#7570b3", "D")}
+BASELINES = {"mdas": ("MDAS", "#d95f02", "s"), "das": ("DAS", "#7570b3", "D")}
 PAPER_BATCH = 16
 
 
-def _errorbar(ax, rows: list[dict], label: str, colour: str, marker: str, line: bool) -> None:
+def _errorbar(ax, rows: list[dict], label: str, colour: str, marker: str, line: bool, hollow: bool = False) -> None:
     xs = [r["examples_seen"] for r in rows]
     ys = [r["disentangle"]["mean"] for r in rows]
     errors = [r["disentangle"]["sd"] or 0.0 for r in rows]
-    ax.errorbar(xs, ys, yerr=errors, label=label, color=colour, marker=marker, capsize=3, ls="-" if line else "none")
+    face = "white" if hollow else colour
+    ax.errorbar(
+        xs, ys, yerr=errors, label=label, color=colour, marker=marker, mfc=face, capsize=3, ls="-" if line else "none"
+    )
 
 
 def ladder_figure(summary: dict, paper: list[dict] | None = None):
@@ -31,9 +35,10 @@ def ladder_figure(summary: dict, paper: list[dict] | None = None):
             if line:
                 _errorbar(ax, line, label, colour, marker, line=True)
         for method, (label, colour, marker) in BASELINES.items():
-            points = [r for r in mine if r["method"] == method]
-            if points:
-                _errorbar(ax, points, label, colour, marker, line=False)
+            for early, how in ((True, "early-stopped"), (False, "fixed budget")):
+                points = [r for r in mine if r["method"] == method and r.get("early_stopped", True) == early]
+                if points:
+                    _errorbar(ax, points, f"{label} ({how})", colour, marker, line=False, hollow=not early)
         if paper:
             ax.plot(
                 [max(p["step"], 1) * PAPER_BATCH for p in paper],
