@@ -282,6 +282,29 @@ def tune_malloc(params: dict) -> dict:
     return chosen
 
 
+DERIVED = ("05_figures.ipynb",)  # reads results files, writes figures and tables only
+RUN_LOG = "run_log.jsonl"
+
+
+def append_run_log(model_dir: Path, profile: str, overrides: dict, records: list) -> None:
+    """One line per run of the batch runner (`run_log.jsonl`, never rewritten): the profile, the
+    overrides, each notebook's status and seconds, the commit and the machine."""
+    from hyperdas.core.files import append_line
+    from hyperdas.core.results import _jsonable, environment
+
+    entry = {
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "profile": profile,
+        "overrides": overrides,
+        "notebooks": {
+            r.notebook: {"status": r.status, "seconds": round(r.seconds, 1), "error": r.error} for r in records
+        },
+        "status": "ok" if all(r.status == "ok" for r in records) else "failed",
+        "environment": environment(),
+    }
+    append_line(model_dir / RUN_LOG, json.dumps(entry, default=_jsonable))
+
+
 def run_profile(profile: str, overrides: dict, results: Path, selected: list[str] | None) -> list[RunRecord]:
     params = {**load_profile(profile), **overrides}
     tune_malloc(params)  # read by each kernel's C library when it starts
@@ -295,7 +318,10 @@ def run_profile(profile: str, overrides: dict, results: Path, selected: list[str
         record = run_notebook(book, params, out_dir, profile)
         print(f"[{profile}] {book.name}: {record.status} in {record.seconds:.1f} s {record.error}", flush=True)
         records.append(record)
-    log = model_dir / "reproduce.json"  # notebooks run alone later (e.g. make figures) update their entry
+    if all(r.notebook in DERIVED for r in records):  # figures and tables only: no run record changes
+        return records
+    append_run_log(model_dir, profile, overrides, records)
+    log = model_dir / "reproduce.json"  # notebooks run alone later update their entry
     notebooks = read_json(log).get("notebooks", {}) if log.is_file() else {}
     notebooks.update(
         {r.notebook: {"status": r.status, "seconds": round(r.seconds, 1), "error": r.error} for r in records}
@@ -320,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--results", default=str(REPO / "results"), help="results root folder")
     parser.add_argument("--notebooks", nargs="*", default=None, help="number prefixes or stems to run")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.overrides)
@@ -330,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         for profile in args.profile or ["cpu"]:
             records += run_profile(profile, overrides, Path(args.results), args.notebooks)
     except HyperDASError as err:
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\nsummary")

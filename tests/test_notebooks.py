@@ -120,6 +120,16 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert {p.name for p in (out / "runs").iterdir()} == {p.name for p in NOTEBOOKS}
     printed = capsys.readouterr().out
     assert "summary" in printed and "smoke: Disentangle: hyperdas soft" in printed
+    (entry,) = [json.loads(line) for line in (out / "run_log.jsonl").read_text().splitlines()]
+    assert entry["profile"] == "smoke" and entry["status"] == "ok" and set(entry["notebooks"]) == set(ran["notebooks"])
+    assert "commit" in entry["environment"]
+    # the figures step derives: it rewrites figures and tables only, never a run record
+    records = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "figures" not in p.parts}
+    records.pop(out / "runs" / "05_figures.ipynb")
+    assert batch.main(["--profile", "smoke", "--results", str(tmp_path), "--notebooks", "05"]) == 0
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "figures" not in p.parts}
+    after.pop(out / "runs" / "05_figures.ipynb")
+    assert after == records
 
 
 def test_failed_notebook_is_reported_and_chain_goes_on(tmp_path, capsys):

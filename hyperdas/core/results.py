@@ -38,6 +38,27 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _commit() -> str | None:
+    """The package checkout's git commit (with "+changes" when its tracked files differ), if any."""
+    import subprocess
+
+    if not (REPO / "pyproject.toml").is_file():  # an installed copy, not a checkout
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", "hyperdas", "notebooks"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+changes" if dirty else "") if head else None
+
+
 def environment() -> dict[str, Any]:
     """Package versions and the machine, recorded with every result."""
     import torch  # here, so the command lines' --help imports no torch
@@ -56,6 +77,7 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "packages": versions,
+        "commit": _commit(),
     }
 
 

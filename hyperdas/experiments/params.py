@@ -53,6 +53,8 @@ HYPER_TRAIN = {
     "lr_schedule": "lr_schedule",
     "sparsity_start": "sparsity_start",
     "activation_store": "activation_store",
+    "store_dtype": "store_dtype",
+    "store_max_gib": "store_max_gib",
     "snapshot_steps": "snapshot_steps",
 }
 DAS = {
