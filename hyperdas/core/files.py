@@ -97,9 +97,11 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
             os.replace(tmp, path)
         for folder in {p.parent for p in paths}:
             _fsync_folder(folder)
-    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+    except Exception as err:  # torch.save reports a full disk as a RuntimeError, safetensors as its own
         from hyperdas.core.errors import WriteError
 
+        if not (isinstance(err, OSError | RuntimeError) or disk_full(err)):
+            raise
         why = why_not_written(err, current, tmps[paths.index(current)])
         raise WriteError(f"could not write {current} ({why}); the previous file, if any, is unchanged") from err
     finally:

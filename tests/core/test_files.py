@@ -271,3 +271,68 @@ def test_a_baseline_checkpoint_is_loaded_only_for_the_pairs_it_was_trained_on(
     other = pairs.filter(lambda r: r["attribute_type"] == "causal")
     with pytest.raises(ProvenanceError, match=r"was trained on other pairs"):
         load_checkpoint(tmp_path, synthetic_target.hidden_size, synthetic_target, other)
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 8 MiB filesystem (tmpfs), where the machine lets this process mount one."""
+    import shutil
+
+    folder = tmp_path / "fs"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0 or shutil.disk_usage(folder).total > 16 * 2**20:
+        pytest.skip(f"cannot mount a small filesystem here ({done.stderr.decode().strip()[:80] or 'not mounted'})")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _fill(folder, keep: int) -> None:
+    """Fill the filesystem of `folder` until `keep` bytes or fewer are left."""
+    import shutil
+
+    with open(folder / "filler", "wb") as handle:
+        while (free := shutil.disk_usage(folder).free) > keep:
+            try:
+                handle.write(b"\0" * min(free - keep, 1 << 20))
+                handle.flush()
+            except OSError:
+                break
+
+
+def test_on_a_full_real_disk_the_previous_pairs_store_and_checkpoints_still_load(
+    small_disk, synthetic_target, synthetic_pairs
+):
+    import torch
+
+    from hyperdas.core.errors import WriteError
+    from hyperdas.data.dataset import load_pairs, pairs_fingerprint, save_pairs
+    from hyperdas.hyper.model import HyperDAS, HyperDASConfig
+    from hyperdas.hyper.store import ActivationStore
+    from hyperdas.hyper.training import encoded_pairs, load_hyperdas, save_hyperdas
+
+    pairs = synthetic_pairs(max_pairs={"train": 20, "val": 6, "test": 6})
+    save_pairs(pairs, small_disk / "pairs", {"model": "synthetic"})
+    config = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4)
+    torch.manual_seed(0)
+    old = HyperDAS(synthetic_target, config)
+    save_hyperdas(small_disk / "hyper", old)
+    save_checkpoint(small_disk / "das", RotatedSpaceInterchange(16, 4), DASConfig(k=4))
+    enc = encoded_pairs(synthetic_target, pairs["train"])
+    room = 2**30  # past the free-space check (free less 1 GiB), so the write itself meets the full disk
+    ActivationStore(synthetic_target, enc, 0, kind="disk", folder=small_disk / "store", max_bytes=room, progress=False)
+    _fill(small_disk, keep=0)
+    with pytest.raises(WriteError, match="is full"):
+        save_pairs(pairs.filter(lambda r: r["attribute_type"] == "causal"), small_disk / "pairs", {"model": "x"})
+    with pytest.raises(WriteError, match="is full"):
+        save_hyperdas(small_disk / "hyper", HyperDAS(synthetic_target, config))
+    with pytest.raises(WriteError, match="is full"):
+        save_checkpoint(small_disk / "das", RotatedSpaceInterchange(16, 8), DASConfig(k=8))
+    with pytest.raises(WriteError, match="is full"):
+        ActivationStore(synthetic_target, enc, 1, kind="disk", folder=small_disk / "s2", max_bytes=room, progress=False)
+    assert pairs_fingerprint(load_pairs(small_disk / "pairs")) == pairs_fingerprint(pairs)
+    loaded, _ = load_hyperdas(small_disk / "hyper", synthetic_target)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), old.state_dict().values()))
+    assert load_checkpoint(small_disk / "das", 16)[1].k == 4
+    kept = ActivationStore(synthetic_target, enc, 0, kind="disk", folder=small_disk / "store", max_bytes=room)
+    assert not kept.built
