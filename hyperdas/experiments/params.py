@@ -34,6 +34,11 @@ HYPERDAS = {
         "sink",
         "instruction",
         "freeze_embedding",
+        "selection_heads",
+        "tie_attention",
+        "rotation_map",
+        "subspace_head",
+        "head_width",
     )
 }
 HYPER_TRAIN = {

@@ -140,13 +140,25 @@ class Attention(nn.Module):
 class HyperBlock(nn.Module):
     """Self-attention over the instruction, then source and base cross-attention, then the MLP."""
 
-    def __init__(self, block: nn.Module, n_heads: int, n_kv_heads: int, source_ca: bool = True, base_ca: bool = True):
+    def __init__(
+        self,
+        block: nn.Module,
+        n_heads: int,
+        n_kv_heads: int,
+        source_ca: bool = True,
+        base_ca: bool = True,
+        tie_attention: bool = False,
+    ):
         super().__init__()
         self.self_norm = trainable_copy(block.input_layernorm)
         self.self_attn = Attention(block.self_attn, n_heads, n_kv_heads)
-        self.source_ca = Attention(block.self_attn, n_heads, n_kv_heads) if source_ca else None
+
+        def cross() -> Attention:  # tied (the official code's aliasing): the self-attention's projections
+            return self.self_attn if tie_attention else Attention(block.self_attn, n_heads, n_kv_heads)
+
+        self.source_ca = cross() if source_ca else None
         self.source_norm = trainable_copy(block.input_layernorm) if source_ca else None
-        self.base_ca = Attention(block.self_attn, n_heads, n_kv_heads) if base_ca else None
+        self.base_ca = cross() if base_ca else None
         self.base_norm = trainable_copy(block.input_layernorm) if base_ca else None
         self.mlp_norm = trainable_copy(block.post_attention_layernorm)
         self.mlp = trainable_copy(block.mlp)
@@ -182,6 +194,7 @@ class HyperNetwork(nn.Module):
         base_ca: bool = True,
         init: str = "target",
         positions: bool = False,
+        tie_attention: bool = False,
     ):
         super().__init__()
         self.positions = positions
@@ -206,7 +219,9 @@ class HyperNetwork(nn.Module):
         gemma_plain = config.model_type.startswith("gemma") and type(self.embed) is nn.Embedding
         self.embed_scale = config.hidden_size**0.5 if gemma_plain else 1.0
         self.rotary = copy.deepcopy(inner.rotary_emb)
-        self.blocks = nn.ModuleList(HyperBlock(b, n_heads, n_kv, source_ca, base_ca) for b in layers[:n_blocks])
+        self.blocks = nn.ModuleList(
+            HyperBlock(b, n_heads, n_kv, source_ca, base_ca, tie_attention) for b in layers[:n_blocks]
+        )
         self.norm = copy.deepcopy(inner.norm)
         self.requires_grad_(True)
         if init == "scratch":

@@ -22,7 +22,7 @@ from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.hyper.hypernetwork import INITS, HyperNetwork
 from hyperdas.hyper.reads import BASE_READS, read_rule
 from hyperdas.hyper.selection import MODES, POSITIONS, SelectionHead, harden
-from hyperdas.hyper.subspace import KINDS, Subspace, interchange
+from hyperdas.hyper.subspace import HEADS, KINDS, ROTATION_MAPS, Subspace, interchange
 from hyperdas.target.hooks import check_layer
 
 DEFAULT_INSTRUCTION = "{entity} ; {counterfactual_entity} - {target_attribute}"  # the official format
@@ -62,15 +62,24 @@ class HyperDASConfig(FrozenConfig):
     # keep the hypernetwork's copy of the target's token embedding frozen (49,152 x 576 of SmolLM2's
     # 41M trainable weights): no gradient, no optimizer state for it
     freeze_embedding: bool = False
+    # the official code's choices, each an option (`docs/running.md`, *The official options*)
+    tie_attention: bool = False  # True: cross-attentions share the self-attention's projections
+    rotation_map: str = "cayley"  # R's orthogonal map: cayley | householder (official) | matrix_exp
+    subspace_head: str = "gelu"  # gelu (LayerNorm-Linear-GELU) | swiglu (official: RMSNorm + SwiGLU)
+    head_width: int | None = None  # swiglu's width; None: the target's MLP width (official: Llama3-8B's)
 
     def __post_init__(self) -> None:
-        check_ranges(self, non_negative=("n_blocks", "position_offsets"), at_least_one=("k", "selection_heads"))
+        check_ranges(
+            self, non_negative=("n_blocks", "position_offsets"), at_least_one=("k", "selection_heads", "head_width")
+        )
         for field, value, allowed in (
             ("init", self.init, INITS),
             ("subspace", self.subspace, KINDS),
             ("selection_positions", self.selection_positions, POSITIONS),
             ("sink", self.sink, SINK_RULES),
             ("base_read", self.base_read, BASE_READS),
+            ("rotation_map", self.rotation_map, ROTATION_MAPS),
+            ("subspace_head", self.subspace_head, HEADS),
         ):
             if value not in allowed:
                 raise ConfigError(f"HyperDASConfig.{field}={value!r}: use one of {allowed}")
@@ -170,7 +179,13 @@ class HyperDAS(nn.Module):
         self.config, self.target_name = config, target.name
         self.read_rule = read_rule(config, target.tokenizer)
         self.hypernetwork = HyperNetwork(
-            target, config.n_blocks, config.source_ca, config.base_ca, config.init, config.ca_positions
+            target,
+            config.n_blocks,
+            config.source_ca,
+            config.base_ca,
+            config.init,
+            config.ca_positions,
+            config.tie_attention,
         )
         self.selection = SelectionHead(
             target.hidden_size,
@@ -180,7 +195,10 @@ class HyperDAS(nn.Module):
             config.selection_positions,
             float(getattr(target.model.config, "rope_theta", None) or 10000.0),
         )
-        self.subspace = Subspace(config.subspace, target.hidden_size, config.k)
+        width = config.head_width or getattr(target.model.config, "intermediate_size", None)
+        self.subspace = Subspace(
+            config.subspace, target.hidden_size, config.k, config.rotation_map, config.subspace_head, width
+        )
         if config.freeze_embedding:
             self.hypernetwork.embed.requires_grad_(False)
 

@@ -15,10 +15,38 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 KINDS = ("householder", "shared", "mask", "none")
+# R's orthogonal map: "cayley" (this package: one solve, ~17x cheaper than matrix_exp at D=576);
+# "householder" (the official code's, torch's default for a non-square R); "matrix_exp"
+ROTATION_MAPS = ("cayley", "householder", "matrix_exp")
+# the instruction head: "gelu" (LayerNorm-Linear-GELU-Linear, this package's); "swiglu" (the official
+# RMSNorm then SwiGLU MLP D -> width -> D)
+HEADS = ("gelu", "swiglu")
+
+
+class SwiGLU(nn.Module):
+    """RMSNorm, then down(silu(gate(x)) * up(x)): the official subspace head."""
+
+    def __init__(self, hidden: int, width: int, out: int):
+        super().__init__()
+        self.norm = nn.RMSNorm(hidden, eps=1e-5)
+        self.gate, self.up = nn.Linear(hidden, width, bias=False), nn.Linear(hidden, width, bias=False)
+        self.down = nn.Linear(width, out, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = self.norm(z)
+        return self.down(nn.functional.silu(self.gate(z)) * self.up(z))
 
 
 class Subspace(nn.Module):
-    def __init__(self, kind: str, hidden: int, k: int):
+    def __init__(
+        self,
+        kind: str,
+        hidden: int,
+        k: int,
+        rotation_map: str = "cayley",
+        head: str = "gelu",
+        head_width: int | None = None,
+    ):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown subspace module {kind!r}; use one of {KINDS}")
@@ -27,14 +55,17 @@ class Subspace(nn.Module):
         self.kind, self.hidden, self.k = kind, hidden, k
         self.temperature = 1.0  # the mask's; the training loop anneals it
         if kind != "none":
-            # (D, k) with orthonormal columns. Cayley: ~17x cheaper than matrix_exp at D=576 (one
-            # solve instead of a D x D exponential); householder breaks on CPU (see interventions)
-            self.rotation = parametrizations.orthogonal(nn.Linear(k, hidden, bias=False), orthogonal_map="cayley")
+            # (D, k) with orthonormal columns
+            linear = nn.Linear(k, hidden, bias=False)
+            self.rotation = parametrizations.orthogonal(linear, orthogonal_map=rotation_map)
         if kind in ("householder", "mask"):
             out = hidden if kind == "householder" else k
-            self.head = nn.Sequential(
-                nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out)
-            )
+            if head == "swiglu":
+                self.head = SwiGLU(hidden, head_width or hidden, out)
+            else:
+                self.head = nn.Sequential(
+                    nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out)
+                )
 
     @property
     def R(self) -> torch.Tensor:  # noqa: N802 (the paper's name)

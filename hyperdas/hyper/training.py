@@ -179,7 +179,7 @@ def save_hyperdas(
     # both files are written whole before either replaces its predecessor: a failure (a full disk)
     # leaves the previous checkpoint; the weights' checksums in the config catch a damaged file on load
     with atomic_paths(folder / WEIGHTS, folder / CONFIG) as (tmp, config_tmp):
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
+        save_file(_unshared(state), str(tmp))
         payload = {
             "model": model.config.to_dict(),
             "train": train_config.to_dict() if train_config else None,
@@ -190,6 +190,19 @@ def save_hyperdas(
         }
         config_tmp.write_text(json.dumps(payload, indent=1, default=list))
     return folder
+
+
+def _unshared(state: dict) -> dict:
+    """`state` as safetensors takes it: contiguous, and a tensor seen under two names (tied weights,
+    `HyperDASConfig.tie_attention`) stored twice; loading writes the same values into it twice."""
+    seen, out = set(), {}
+    for name, value in state.items():
+        value = value.detach().contiguous()
+        if value.data_ptr() in seen:
+            value = value.clone()
+        seen.add(value.data_ptr())
+        out[name] = value
+    return out
 
 
 def load_hyperdas(
@@ -211,7 +224,8 @@ def load_hyperdas(
             f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
             f"{saved['hidden_size']}), not on {target.name} (hidden size {target.hidden_size})"
         )
-    saved["model"] = {**MODEL_BEFORE_FIELDS, **saved["model"]}
+    # a field the checkpoint predates: what runs were made with before it, else its default
+    saved["model"] = {**HyperDASConfig().to_dict(), **MODEL_BEFORE_FIELDS, **saved["model"]}
     wanted = json.loads(json.dumps(expect.to_dict())) if expect is not None else saved["model"]  # JSON's types
     differ = sorted(k for k, v in wanted.items() if saved["model"].get(k) != v)
     if differ:
