@@ -39,6 +39,7 @@ HYPERDAS = {
         "rotation_map",
         "subspace_head",
         "head_width",
+        "selection_query",
     )
 }
 HYPER_TRAIN = {

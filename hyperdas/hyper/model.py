@@ -67,6 +67,8 @@ class HyperDASConfig(FrozenConfig):
     rotation_map: str = "cayley"  # R's orthogonal map: cayley | householder (official) | matrix_exp
     subspace_head: str = "gelu"  # gelu (LayerNorm-Linear-GELU) | swiglu (official: RMSNorm + SwiGLU)
     head_width: int | None = None  # swiglu's width; None: the target's MLP width (official: Llama3-8B's)
+    # the rotary selection's query position: "zero" | "instruction" (official: the instruction's length)
+    selection_query: str = "zero"
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -80,9 +82,15 @@ class HyperDASConfig(FrozenConfig):
             ("base_read", self.base_read, BASE_READS),
             ("rotation_map", self.rotation_map, ROTATION_MAPS),
             ("subspace_head", self.subspace_head, HEADS),
+            ("selection_query", self.selection_query, ("zero", "instruction")),
         ):
             if value not in allowed:
                 raise ConfigError(f"HyperDASConfig.{field}={value!r}: use one of {allowed}")
+        if self.selection_query != "zero" and self.selection_positions != "rotary":
+            raise ConfigError(
+                f"HyperDASConfig.selection_query={self.selection_query!r} rotates the rotary selection's query: "
+                f"it needs selection_positions='rotary'"
+            )
         if self.base_read == "entity" and self.include_suffix:
             raise ConfigError(
                 "HyperDASConfig.base_read='entity' reads the base entity alone: include_suffix must be False"
@@ -227,7 +235,8 @@ class HyperDAS(nn.Module):
         if self.read_rule.first_selectable:  # the neutral prefix of an entity read
             base_sel = base_sel.clone()
             base_sel[:, : self.read_rule.first_selectable] = False
-        A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel)
+        query = mask.long().sum(1) if self.config.selection_query == "instruction" else None
+        A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel, query)
         self.last_soft = A
         return harden(A, mode, straight_through), self.subspace(z)
 

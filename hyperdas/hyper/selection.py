@@ -7,8 +7,10 @@ A (B, Ts+1, Tb): row i < Ts is source token i, the last row is "keep the base ve
 
 `positions="rotary"` (the official head): the keys get rotary position embeddings over the flattened
 pair index (source-major, positions counting the allowed pairs only, as `cumsum(mask)·mask`); the
-query stays at position 0. The score of (i, j) then depends on the pair jointly, not as a base term
-plus a source term, so different base columns can prefer different source tokens. Without it
+query stays at position 0, or (`HyperDASConfig.selection_query="instruction"`, the official code's)
+is rotated to its instruction's last position (its length, counting from 1). The score of (i, j)
+then depends on the pair jointly, not as a base term plus a source term, so different base columns
+can prefer different source tokens. Without it
 (`"none"`) every base column ranks the source tokens the same way.
 
 `offsets` > 0 (our addition, off by default): each pair feature also gets a learned vector for how
@@ -143,8 +145,10 @@ class SelectionHead(nn.Module):
         base_mask: torch.Tensor,
         source: torch.Tensor,
         source_mask: torch.Tensor,
+        query_position: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Soft selection A (B, Ts+1, Tb); masked sources get 0, unselectable base columns keep base."""
+        """Soft selection A (B, Ts+1, Tb); masked sources get 0, unselectable base columns keep base.
+        `query_position` (B,): the rotary position of the query (rotary scores; default 0)."""
         B, Tb, D = base.shape
         allowed = torch.cat([source_mask, torch.ones_like(source_mask[:, :1])], dim=1)[:, :, None].expand(-1, -1, Tb)
         allowed = (
@@ -152,13 +156,13 @@ class SelectionHead(nn.Module):
             | _keep_row(B, source.shape[1] + 1, Tb, base.device) & ~base_mask[:, None, :]
         )
         if self.positions == "rotary":
-            scores = self.rotary_scores(z, base, source, base_mask, source_mask, allowed)
+            scores = self.rotary_scores(z, base, source, base_mask, source_mask, allowed, query_position)
         else:
             scores = self.scores(z, base, source, base_mask, source_mask)
         scores = scores / ((D // self.n_heads) ** 0.5 * self.n_heads)
         return scores.masked_fill(~allowed, float("-inf")).softmax(dim=1)
 
-    def rotary_scores(self, z, base, source, base_mask, source_mask, allowed) -> torch.Tensor:
+    def rotary_scores(self, z, base, source, base_mask, source_mask, allowed, query_position=None) -> torch.Tensor:
         """(B, Ts+1, Tb) head-summed scores with rotary keys over the flattened pair index (see
         module doc). The rotation makes the scores inseparable, but a pair's key before it is still
         key_b(h_base_j) + key_s(h_source_i) + c: built from per-token parts, not from the (pair x D x D)
@@ -176,6 +180,9 @@ class SelectionHead(nn.Module):
         cos, sin = rotary(flat.cumsum(1) * flat, d, self.theta)
         keys = keys * cos[:, :, None].to(keys.dtype) + rotate_half(keys) * sin[:, :, None].to(keys.dtype)
         q = self.query(z).view(B, 1, self.n_heads, d)
+        if query_position is not None:  # the official query: rotated to the instruction's last position
+            cos, sin = rotary(query_position[:, None], d, self.theta)
+            q = q * cos[:, :, None].to(q.dtype) + rotate_half(q) * sin[:, :, None].to(q.dtype)
         return (keys * q).sum(dim=(2, 3)).view(B, R, Tb)
 
 

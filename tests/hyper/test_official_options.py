@@ -17,6 +17,7 @@ OPTIONS = {
     "householder_map": {"rotation_map": "householder"},
     "matrix_exp_map": {"rotation_map": "matrix_exp"},
     "two_heads": {"selection_heads": 2},
+    "rotary_query": {"selection_query": "instruction", "selection_positions": "rotary"},
 }
 
 
@@ -82,3 +83,20 @@ def test_an_option_value_the_code_does_not_have_is_named(field, value, message):
     with pytest.raises(ConfigError) as found:
         BASE.replace(**{field: value})
     assert message in str(found.value) and "\n" not in str(found.value)
+
+
+def test_the_official_selection_query_is_rotated_to_the_instructions_length():
+    from hyperdas.hyper.selection import SelectionHead
+
+    torch.manual_seed(0)
+    head = SelectionHead(16, 4, positions="rotary")
+    B, Tb, Ts = 2, 5, 4
+    z, base, source = torch.randn(B, 16), torch.randn(B, Tb, 16), torch.randn(B, Ts, 16)
+    masks = torch.ones(B, Tb, dtype=torch.bool), torch.ones(B, Ts, dtype=torch.bool)
+    at_zero = head(z, base, masks[0], source, masks[1])
+    assert torch.allclose(head(z, base, masks[0], source, masks[1], torch.zeros(B, dtype=torch.long)), at_zero)
+    rotated = head(z, base, masks[0], source, masks[1], torch.tensor([7, 11]))
+    assert not torch.allclose(rotated, at_zero) and torch.allclose(rotated.sum(1), torch.ones(B, Tb))
+    with pytest.raises(ConfigError, match="needs selection_positions='rotary'"):
+        BASE.replace(selection_query="instruction")
+    BASE.replace(selection_query="instruction", selection_positions="rotary")
