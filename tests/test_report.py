@@ -45,3 +45,13 @@ def test_comparisons_are_stated_only_with_their_intervals():
     assert "step 4,000 -0.065 [-0.100, -0.030], below" in said
     unfaithful = report.verdict([compared(600, 0.01, 0.09, follows_low=-0.2)])
     assert unfaithful.startswith("At no rung") and "above, but following the activations less often" in unfaithful
+
+
+def test_an_edit_to_the_generated_results_page_is_caught(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text((REPO / "README.md").read_text())
+    page = (REPO / "docs" / "results.md").read_text()
+    (tmp_path / "docs" / "results.md").write_text(page.replace("| 0.", "| 0.9", 1))
+    assert report.stale_documents(REPO / "results", base=tmp_path) == ["docs/results.md"]
+    assert report.write(REPO / "results", base=tmp_path) == [tmp_path / "docs" / "results.md"]
+    assert report.stale_documents(REPO / "results", base=tmp_path) == []

@@ -47,7 +47,7 @@ class DASConfig(FrozenConfig):
     target_attribute: str = "Country"
     # the embedded model's defaults, chosen on val by benchmarks/das_sweep.py (layers 9/12/15 x k 32/128):
     # k=128 for both methods; layer 15 for MDAS, and for DAS within 0.003 of its best (layer 9), so
-    # both share HyperDAS's layer (docs/results.md); notebook 02 repeats them
+    # both share HyperDAS's layer (CHANGELOG.md); notebook 02 repeats them
     layer: int = 15
     k: int = 128
     lr: float = 3e-3

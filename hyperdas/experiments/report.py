@@ -3,7 +3,8 @@
 README.md holds each generated section between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``;
 the prose around them carries no result numbers. `python -m hyperdas.report` rewrites the sections,
 `--check` names every section whose text differs from its render (a test runs it), so a number can
-only change with the file it comes from. Each section names the files it reads and, from their
+only change with the file it comes from. docs/results.md is generated whole
+(`hyperdas.experiments.results_doc`). Each section names the files it reads and, from their
 records, when and on which machine (and, for newer files, at which commit) they were written.
 Comparisons are stated only with a bootstrap interval (`hyperdas.core.intervals`), and called a
 difference only when the interval excludes zero.
@@ -234,19 +235,45 @@ def stale(path: str | Path, rendered: dict[str, str]) -> list[str]:
     return [m["name"] for m in MARK.finditer(text) if m["body"] != rendered.get(m["name"])]
 
 
-DOCUMENTS = ("README.md",)
+DOCUMENTS = ("README.md",)  # hand-written, with generated sections
 
 
-def write(root: str | Path = REPO / "results", documents=DOCUMENTS, base: Path = REPO) -> list[Path]:
+def whole(root: str | Path) -> dict[str, str]:
+    """The documents generated whole: docs/results.md."""
+    from hyperdas.experiments.results_doc import document
+
+    return {"docs/results.md": document(root)}
+
+
+def renders(root: str | Path, base: Path = REPO) -> dict[str, str]:
+    """Every document's text as the results files under `root` make it."""
+    rendered = sections(root)
+    out = {name: fill((base / name).read_text(), rendered) for name in DOCUMENTS}
+    return {**out, **whole(root)}
+
+
+def stale_documents(root: str | Path, base: Path = REPO) -> list[str]:
+    """The documents whose text differs from their render (with the differing sections of each)."""
+    found = []
+    rendered = sections(root)
+    for name in DOCUMENTS:
+        differ = stale(base / name, rendered)
+        if differ:
+            found.append(f"{name} (section(s) {', '.join(differ)})")
+    for name, text in whole(root).items():
+        path = base / name
+        if not path.is_file() or path.read_text() != text:
+            found.append(name)
+    return found
+
+
+def write(root: str | Path = REPO / "results", base: Path = REPO) -> list[Path]:
     from hyperdas.core.files import write_text
 
-    rendered = sections(root)
     changed = []
-    for name in documents:
+    for name, text in renders(root, base).items():
         path = base / name
-        text = path.read_text()
-        new = fill(text, rendered)
-        if new != text:
-            write_text(path, new)
+        if not path.is_file() or path.read_text() != text:
+            write_text(path, text)
             changed.append(path)
     return changed

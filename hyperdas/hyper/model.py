@@ -33,7 +33,7 @@ SINK_RULES = ("keep", "exclude")
 class HyperDASConfig(FrozenConfig):
     layer: int = 15
     # 128, as the paper and the baselines: on the embedded model it beat 32 in Disentangle and in the
-    # share of conflict pairs following the activations (soft 62% vs 52.5%; docs/results.md)
+    # share of conflict pairs following the activations (CHANGELOG.md)
     k: int = 128
     n_blocks: int = 2
     init: str = "target"  # "target": copies of the target's blocks; "scratch"
@@ -43,13 +43,13 @@ class HyperDASConfig(FrozenConfig):
     symmetric_features: bool = False
     # learned offset features in the selection head (our addition; 0 is the paper's head). 8 on the
     # embedded model: the hard modes edit and the conflict control follows the instruction in 5% of
-    # pairs, against 0 and 47% with the paper's head (docs/results.md)
+    # pairs, unlike with the paper's head (CHANGELOG.md)
     position_offsets: int = 8
     include_suffix: bool = False  # let the hypernetwork read the prompt after the entity
     # "entity": read the base entity alone, not its template, so the plan cannot depend on the
     # question the base prompt asks (`hyperdas.hyper.reads`); "prompt": the paper's read. Measured on
     # the embedded model: with "prompt" HyperDAS never edits base prompts whose text before the entity
-    # hides the question (query-blind Cause 0), so its Iso came from reading the question (docs/results.md)
+    # hides the question (query-blind Cause 0), so its Iso came from reading the question (CHANGELOG.md)
     base_read: str = "entity"
     selection_heads: int = 8
     instruction: str = DEFAULT_INSTRUCTION  # str.format over the pair's fields

@@ -77,13 +77,13 @@ class HyperTrainConfig(FrozenConfig):
     seed: int = 0
     checkpoint_target: bool = False  # gradient checkpointing of the target's blocks above the layer
     # the selection the training forward uses: a hard mode with the soft gradient (straight-through), or
-    # soft. one_to_one trains the headline mode to edit (docs/results.md, *Training the headline mode*)
+    # soft. one_to_one trains the headline mode to edit (CHANGELOG.md)
     train_selection: str = "one_to_one"
     lr_schedule: str = "constant"  # "constant" (the paper's); "linear": both learning rates fall linearly toward 0
     # fraction of the steps trained with the soft selection before `train_selection` takes over
     soft_warmup: float = 0.0
     # weight of each base column's selection entropy in the loss: sharpens A toward the hard selection
-    # trained (docs/results.md, *When one-to-one training peaks*); 0: the paper's loss
+    # trained (CHANGELOG.md); 0: the paper's loss
     selection_entropy: float = 0.1
     # the frozen target's read passes, computed once (`hyperdas.hyper.store`): auto | none | memory | disk;
     # auto: in memory on a CPU when it fits its limit, else none (not measured on a GPU: ask for it there)

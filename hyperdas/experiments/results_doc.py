@@ -1,0 +1,137 @@
+"""docs/results.md, generated whole from the results files (`python -m hyperdas.report`): what each
+file holds and which command writes it, when and on which machine each was written, and the full
+tables (main table per attribute, every HyperDAS run file, the budget ladder in every mode with its
+paired comparisons, the speed measures, the paper's numbers). Nothing in it is typed by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hyperdas.core.results import read_json
+
+# (pattern under results/, what it holds, what writes it)
+FILES = (
+    ("reference/llama3-8b.json", "the paper's numbers (Llama3-8B), each with its source", "entered from the paper"),
+    ("ladder.json", "the budget ladder across models: rows, intervals, comparisons", "`python -m hyperdas.ladder`"),
+    ("*/model_summary.json", "the target: architecture, a fact check, residual norms", "notebook 00"),
+    ("*/data_summary.json", "what the target knows (the filter) and the pair counts", "notebook 01"),
+    ("*/baselines.json", "DAS, MDAS and patching per attribute and layer, per seed", "notebook 02"),
+    ("*/baselines_*.json", "notebook 02 with other settings (the name says which)", "notebook 02, overrides"),
+    ("*/hyperdas.json", "HyperDAS test scores per mode and attribute, faithfulness", "notebook 03"),
+    ("*/hyperdas_layers.json", "HyperDAS trained at other layers", "notebook 03 (`layers`)"),
+    ("*/hyperdas_*.json", "notebook 03 with other settings (its `config` says which)", "notebook 03, overrides"),
+    ("*/train_log.jsonl", "notebook 03's training log (loss and val per step)", "notebook 03"),
+    ("*/selections/*.json", "selection matrices and Householder vectors of test examples", "notebook 03"),
+    ("*/ablations.json", "inference modes, leakage controls, diagnosis, trained variants", "notebook 04"),
+    ("*/das_sweep.json", "DAS / MDAS val scores over layers and k", "`make das-sweep`"),
+    ("*/patch_layers.json", "patching ceilings per layer (val conflict pairs)", "`make das-sweep`"),
+    ("*/instruction_runs.json", "HyperDAS with other instruction templates", "`benchmarks/hyperdas_instruction.py`"),
+    ("*/benchmarks.json", "step times, throughput and memory", "`make benchmarks`"),
+    ("*/reproduce.json", "status and seconds per notebook of the last chain run", "`hyperdas-batch`"),
+    ("*/run_log.jsonl", "one line per chain run: profile, overrides, commit, machine", "`hyperdas-batch`"),
+    (
+        "*/ladder/hyperdas_*.json",
+        "one ladder run: every rung's scores and per-pair outcomes",
+        "`python -m hyperdas.ladder`",
+    ),
+    ("*/ladder/baselines_*.json", "DAS / MDAS beside the ladder, per-pair outcomes", "`hyperdas.ladder --baselines`"),
+)
+
+
+def _written(path: Path) -> tuple[str, str, str]:
+    """(date, machine, commit) from a results file's record; blanks where it has none."""
+    if path.suffix != ".json":
+        return "", "", ""
+    try:
+        record = read_json(path)
+    except Exception:  # a file this table cannot read is listed, not fatal
+        return "unreadable", "", ""
+    if not isinstance(record, dict):
+        return "", "", ""
+    env = record.get("environment") or {}
+    if not env:
+        return str(record.get("written_at", ""))[:10], "", ""
+    machine = env.get("cuda_device") or (f"{env['cpu']}, {env.get('cpu_count', '?')} cores" if "cpu" in env else "")
+    commit = env.get("commit")
+    return str(record.get("written_at", ""))[:10], machine, commit[:12] if commit else "not recorded"
+
+
+def files_table(root: Path) -> str:
+    lines = ["| file | holds | written by | written | machine | commit |", "|---|---|---|---|---|---|"]
+    seen: set[Path] = set()
+    for pattern, holds, writer in FILES:
+        for path in sorted(root.glob(pattern)):
+            if path in seen or "gpu" in path.relative_to(root).parts:
+                continue
+            seen.add(path)
+            date, machine, commit = _written(path)
+            name = path.relative_to(root.parent)
+            lines.append(f"| [`{name}`](../{name}) | {holds} | {writer} | {date} | {machine} | {commit} |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(frame) -> str:
+    return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, missingval="") + "\n"
+
+
+def comparisons_table(summary: dict) -> str:
+    rows = summary.get("comparisons", [])
+    if not rows:
+        return "No ladder run and baseline run kept per-pair outcomes on the same pairs yet.\n"
+    lines = [
+        "| model | HyperDAS | baseline | Disentangle difference [95%] | follows-activations difference [95%] |",
+        "|---|---|---|---|---|",
+    ]
+    for c in rows:
+        h, b = c["hyperdas"], c["baseline"]
+        d, f = c["disentangle_difference"], c.get("follows_activations_difference")
+        budget = "early-stopped" if b["early_stopped"] else f"{b['examples_budget']:,} examples"
+        follows = "" if not f else f"{f['estimate']:+.3f} [{f['low']:.3f}, {f['high']:.3f}]"
+        lines.append(
+            f"| {c['model']} | {h['mode'].replace('_', '-')}, step {h['steps']:,} of {h['run_steps']:,} | "
+            f"{b['method'].upper()}, {budget} | {d['estimate']:+.3f} [{d['low']:.3f}, {d['high']:.3f}] | {follows} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def document(root: str | Path) -> str:
+    """The whole of docs/results.md."""
+    from hyperdas.experiments import plots, report
+
+    root = Path(root)
+    model_dir = root / report.HEADLINE_MODEL
+    results = plots.Results(model_dir)
+    parts = [
+        "# Results\n",
+        "Generated by `python -m hyperdas.report` from the files under `results/`; edit those (rerun what "
+        "writes them), not this page: `tests/test_report.py` fails when the two differ. Scores are test-split, "
+        "teacher-forced, as defined in the README.\n",
+        "## The files\n",
+        files_table(root),
+        "## Main table, per attribute\n",
+        "Mean over seeds where several ran (`_sd`: their standard deviation); the faithfulness columns on the "
+        "mean rows. The same table as `figures/main_table.md`.\n",
+        _markdown(plots.main_table(results).round(3).reset_index()),
+        "## Every HyperDAS run file\n",
+        "One row per file and inference mode (`figures/hyperdas_variants.md`).\n",
+        _markdown(plots.variants_table(results).round(3)),
+    ]
+    if (root / "ladder.json").is_file():
+        summary = read_json(root / "ladder.json")
+        parts += [
+            "## The budget ladder, every mode\n",
+            report.ladder(root / "ladder.json", modes=("one_to_one", "soft", "one_to_many")),
+            "### Paired comparisons\n",
+            "HyperDAS minus each baseline on the same test pairs and conflict pairs (pairs resampled within "
+            "RAVEL's template cells, seeds per method; `hyperdas.core.intervals`).\n",
+            comparisons_table(summary),
+        ]
+    try:
+        parts += ["## Speed\n", _markdown(plots.speed_table(results).round(3))]
+    except plots.Missing:
+        pass
+    figures = sorted((model_dir / "figures").glob("*.png"))
+    parts += ["## Figures\n", "\n".join(f"![{p.stem}](../{p.relative_to(root.parent)})" for p in figures) + "\n"]
+    parts += ["## The paper's numbers\n", report.paper(root / "reference" / "llama3-8b.json")]
+    return "\n".join(parts)
