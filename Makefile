@@ -13,7 +13,7 @@ PROFILE ?= cpu
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.hyperdas-installed
 
-.PHONY: setup reproduce test test-fast lint figures install-qwen install-ladder benchmarks das-sweep gpu-checks
+.PHONY: setup reproduce test test-fast lint figures report install-qwen install-ladder benchmarks das-sweep gpu-checks
 
 setup: $(STAMP)
 
@@ -29,9 +29,14 @@ $(STAMP): pyproject.toml Makefile
 reproduce: setup
 	$(PY) -m hyperdas.batch --profile $(PROFILE)
 
-# figures and tables from the existing results only (notebook 05; trains nothing)
+# figures and tables from the existing results only (notebook 05; trains nothing), then the
+# README's results sections and docs/results.md rendered from the same files
 figures: setup
 	$(PY) -m hyperdas.batch --profile $(PROFILE) --notebooks 05
+	$(PY) -m hyperdas.report
+
+report: setup
+	$(PY) -m hyperdas.report
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
