@@ -62,6 +62,7 @@ HYPER_TRAIN = {
     "store_dtype": "store_dtype",
     "store_max_gib": "store_max_gib",
     "snapshot_steps": "snapshot_steps",
+    "answer_tokens": "answer_tokens",
 }
 DAS = {
     name: name

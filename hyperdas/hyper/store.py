@@ -94,6 +94,8 @@ def _key(target, enc, layer: int, read: ReadRule, dtype: torch.dtype) -> dict:
     digest = hashlib.sha256()
     for part in _reads(enc, read):
         digest.update(json.dumps(part).encode())
+    if not read.reads_prompt:  # the edited run's start states: the whole base rows
+        digest.update(json.dumps(enc.base).encode())
     return {
         "format": FORMAT,
         "package": package_version(),

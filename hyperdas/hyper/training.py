@@ -37,6 +37,7 @@ from hyperdas.core.files import (
     read_or_explain,
     write_text,
 )
+from hyperdas.core.metrics import MAX_ANSWER_TOKENS
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.legacy import MODEL_BEFORE_FIELDS, TRAIN_BEFORE_FIELDS
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
@@ -93,6 +94,9 @@ class HyperTrainConfig(FrozenConfig):
     # steps whose weights are also kept, under <out_dir>/snapshots/step-<N> (a budget ladder from one
     # run: each scored on val as it trains, on test afterwards); multiples of eval_every, at most steps
     snapshot_steps: tuple[int, ...] = ()
+    # answer tokens in the training loss: this package's first 3 (what scoring reads), or None: all of
+    # them, the official loss (a mean over every answer token of the batch)
+    answer_tokens: int | None = MAX_ANSWER_TOKENS
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -101,7 +105,7 @@ class HyperTrainConfig(FrozenConfig):
             positive=("clip", "store_max_gib"),
             non_negative=("lr", "lr_rotation", "steps", "weight_decay", "causal_weight", "iso_weight")
             + ("sparsity_from", "sparsity_to", "selection_entropy"),
-            at_least_one=("batch_size", "eval_every", "max_val_pairs"),
+            at_least_one=("batch_size", "eval_every", "max_val_pairs", "answer_tokens"),
         )
         unknown = [m for m in self.eval_modes if m not in MODES]
         if unknown:
@@ -256,10 +260,10 @@ class HyperTrainResult:
     provenance: dict | None = None  # what the checkpoint was built from (`hyperdas.target.provenance`)
 
 
-def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION):
+def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION, answer_tokens: int | None = MAX_ANSWER_TOKENS):
     """Encoded pairs with their instructions (`template`: the model's `config.instruction`)."""
     check_rows(rows)
-    return add_instructions(encode(target.tokenizer, rows), target.tokenizer, rows, template)
+    return add_instructions(encode(target.tokenizer, rows, answer_tokens), target.tokenizer, rows, template)
 
 
 def planned_store(
@@ -467,7 +471,7 @@ def train_hyperdas(
     started = time.perf_counter()
     torch.manual_seed(train.seed)
     rows = pairs["train"]
-    enc = encoded_pairs(target, rows, config.instruction)
+    enc = encoded_pairs(target, rows, config.instruction, train.answer_tokens)
     kinds = set(rows["attribute_type"])
     if "causal" not in kinds:
         raise RavelDataError("the training pairs hold no causal rows")

@@ -78,14 +78,16 @@ class Encoded:
         )
 
 
-def encode(tokenizer, rows) -> Encoded:
+def encode(tokenizer, rows, answer_tokens: int | None = MAX_ANSWER_TOKENS) -> Encoded:
+    """The pairs as token ids, the expected answer cut to its first `answer_tokens` tokens (None:
+    all of them; scoring reads the first MAX_ANSWER_TOKENS either way, training's loss all kept)."""
     check_rows(rows)
     enc = Encoded([], [], [], [], [], [], [], [], [])
     for row in rows:
         prompt = row["input_prefix"] + row["input_suffix"]
         ids = tokenizer(prompt)["input_ids"]
         full = answer_ids(tokenizer, prompt, expected_output(row), max_tokens=None)
-        answer = full[:MAX_ANSWER_TOKENS]
+        answer = full[:answer_tokens] if answer_tokens is not None else full
         enc.base.append(ids + answer[:-1])
         enc.answers.append(answer)
         enc.first.append(len(ids) - 1)

@@ -100,3 +100,17 @@ def test_the_official_selection_query_is_rotated_to_the_instructions_length():
     with pytest.raises(ConfigError, match="needs selection_positions='rotary'"):
         BASE.replace(selection_query="instruction")
     BASE.replace(selection_query="instruction", selection_positions="rotary")
+
+
+def test_the_official_loss_reads_every_answer_token(synthetic_target, synthetic_pairs):
+    from hyperdas.hyper.training import encoded_pairs
+
+    rows = list(synthetic_pairs(max_pairs={"train": 8, "val": 8, "test": 8})["train"])
+    long_value = " ".join([rows[0]["target"].strip()] * 5)  # a value of several tokens
+    rows = [{**r, "target": " " + long_value, "counterfactual_target": " " + long_value} for r in rows]
+    first = encoded_pairs(synthetic_target, rows)
+    every = encoded_pairs(synthetic_target, rows, answer_tokens=None)
+    assert all(len(a) == 3 for a in first.answers) and all(len(a) > 3 for a in every.answers)
+    assert all(b[: len(a)] == a for a, b in zip(first.answers, every.answers))
+    with pytest.raises(ConfigError, match="HyperTrainConfig.answer_tokens=0: must be >= 1"):
+        HyperTrainConfig(answer_tokens=0)
