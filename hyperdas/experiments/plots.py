@@ -165,14 +165,23 @@ def main_table(results: Results) -> pd.DataFrame:
     rows = [
         {"seed": hyper_file.get("seed", 0), **r, "method": f"HyperDAS ({r['mode'].replace('_', '-')})"} for r in hyper
     ]
+    layers = sorted({r["layer"] for r in hyper})
+    if len(layers) > 1:
+        raise SchemaError(f"hyperdas.json mixes runs at layers {layers}: one run per file (rerun notebook 03)")
     try:
-        rows += [
-            {**r, "method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}.get(r["method"], r["method"])}
-            for r in results.records("baselines.json")
-            if r["layer"] == layer
-        ]
+        baselines = results.records("baselines.json")
     except Missing:
-        pass
+        baselines = []
+    if baselines and not any(r["layer"] == layer for r in baselines):
+        raise SchemaError(
+            f"baselines.json holds layers {sorted({r['layer'] for r in baselines})}, none at HyperDAS's layer {layer}: "
+            f"rerun notebook 02 with layer={layer}, or notebook 03 at the baselines' layer"
+        )
+    rows += [
+        {**r, "method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}.get(r["method"], r["method"])}
+        for r in baselines
+        if r["layer"] == layer
+    ]
     frame = pd.DataFrame(rows)[["domain", "attribute", "method", "seed", *METRICS]]
     per_seed = frame.groupby(["domain", "method", "seed"], as_index=False)[list(METRICS)].mean()
     parts = [_over_seeds(frame, ["domain", "attribute", "method"]), _over_seeds(per_seed, ["domain", "method"])]

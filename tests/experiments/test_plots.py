@@ -423,7 +423,7 @@ def test_unreadable_inputs_remove_the_tables_and_figures_made_from_earlier_resul
     assert status["convergence"].startswith("failed:") and not list(out.glob("convergence.*"))
 
 
-@pytest.mark.parametrize("damage", ["another_model", "nan_score"])
+@pytest.mark.parametrize("damage", ["another_model", "nan_score", "another_layer"])
 def test_mixed_or_nan_results_are_named_not_tabled(tmp_path, damage):
     import json
 
@@ -434,9 +434,13 @@ def test_mixed_or_nan_results_are_named_not_tabled(tmp_path, damage):
     if damage == "another_model":
         data["model"] = "qwen2.5-0.5b"
         expected = "holds results of qwen2.5-0.5b, hyperdas.json beside it those of"
-    else:
+    elif damage == "nan_score":
         data["records"][1]["disentangle"] = float("nan")
         expected = "records[1].disentangle=nan (a run that diverged or scored no pairs) must be a number"
+    else:
+        for r in data["records"]:
+            r["layer"] = 99
+        expected = "none at HyperDAS's layer"
     path.write_text(json.dumps(data))
     status = plots.make_all(plots.Results(folder), out)
     assert status["main_table"].startswith("failed:") and expected in status["main_table"], status["main_table"]
