@@ -183,6 +183,32 @@ def check_checksums(path: str | Path, expected: dict | None, fix: str) -> None:
         )
 
 
+SUMS = ".checksums.json"  # beside a file written by `checked_path`
+
+
+@contextmanager
+def checked_path(path: str | Path) -> Iterator[Path]:
+    """`atomic_path` that also writes the file's `file_checksums` beside it (`<name>.checksums.json`),
+    the two as one set; `read_checked` verifies them."""
+    path = Path(path)
+    with atomic_paths(path, path.with_name(path.name + SUMS)) as (tmp, sums):
+        yield tmp
+        import json
+
+        sums.write_text(json.dumps(file_checksums(tmp)))
+
+
+def read_checked(path: str | Path, read, fix: str):
+    """`read_or_explain` after checking `path` against the checksums written with it (if any)."""
+    import json
+
+    path = Path(path)
+    sums = path.with_name(path.name + SUMS)
+    if sums.is_file():
+        check_checksums(path, read_or_explain(sums, lambda p: json.loads(p.read_text()), fix), fix)
+    return read_or_explain(path, read, fix)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -22,11 +22,12 @@ from tqdm.auto import tqdm
 from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError
 from hyperdas.core.files import (
-    atomic_path,
     atomic_paths,
     check_checksums,
+    checked_path,
     file_checksums,
     one_writer,
+    read_checked,
     read_or_explain,
 )
 from hyperdas.das.interventions import RotatedSpaceInterchange
@@ -159,7 +160,7 @@ RESUME_FILE = "resume.pt"
 
 
 def _save_resume(folder: Path, state: dict) -> None:
-    with atomic_path(folder / RESUME_FILE) as tmp:  # an interruption never leaves half a file
+    with checked_path(folder / RESUME_FILE) as tmp:  # an interruption never leaves half a file
         torch.save(state, tmp)
 
 
@@ -167,7 +168,7 @@ def _load_resume(folder: Path, config: DASConfig) -> dict | None:
     path = folder / RESUME_FILE
     if not path.is_file():
         return None
-    state = read_or_explain(path, lambda p: torch.load(p, weights_only=True), "delete it to start this run from step 0")
+    state = read_checked(path, lambda p: torch.load(p, weights_only=True), "delete it to start this run from step 0")
     if state["config"] != config.to_dict():
         raise CheckpointError(
             f"{folder} holds a run with another configuration: rerun with --fresh (notebooks: fresh=True, "

@@ -29,11 +29,12 @@ from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
 from hyperdas.core.errors import CheckpointError, TrainingDiverged
 from hyperdas.core.files import (
     append_line,
-    atomic_path,
     atomic_paths,
     check_checksums,
+    checked_path,
     file_checksums,
     one_writer,
+    read_checked,
     read_or_explain,
     write_text,
 )
@@ -511,7 +512,7 @@ def train_hyperdas(
     built_from = provenance(target, pairs) if folder is not None else None
     if folder is not None and resume and (folder / RESUME).is_file():
         fix = "delete it to start this run from step 0"
-        saved = read_or_explain(folder / RESUME, lambda p: torch.load(p, weights_only=True), fix)
+        saved = read_checked(folder / RESUME, lambda p: torch.load(p, weights_only=True), fix)
         if _differs(saved["config"], config, MODEL_BEFORE_FIELDS) or _differs(
             saved["train"], train, TRAIN_BEFORE_FIELDS
         ):
@@ -603,7 +604,7 @@ def train_hyperdas(
                 "best_state": best_state,
                 "provenance": built_from,
             }
-            with atomic_path(folder / RESUME) as tmp:
+            with checked_path(folder / RESUME) as tmp:
                 torch.save(state, tmp)
     if best_state is not None and not runtime.fsdp:  # FSDP: the best weights are in the checkpoint
         model.load_state_dict(best_state)

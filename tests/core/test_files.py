@@ -336,3 +336,17 @@ def test_on_a_full_real_disk_the_previous_pairs_store_and_checkpoints_still_load
     assert load_checkpoint(small_disk / "das", 16)[1].k == 4
     kept = ActivationStore(synthetic_target, enc, 0, kind="disk", folder=small_disk / "store", max_bytes=room)
     assert not kept.built
+
+
+def test_a_resume_file_changed_on_disk_is_refused(synthetic_target, synthetic_pairs, tmp_path):
+    from hyperdas.das.training import train_das
+
+    pairs = synthetic_pairs(max_pairs={"train": 16, "val": 4, "test": 4})
+    config = DASConfig(method="mdas", layer=0, k=4, steps=4, eval_every=2)
+    train_das(synthetic_target, pairs, config, checkpoint_dir=tmp_path, progress=False)
+    resume = tmp_path / "resume.pt"
+    data = bytearray(resume.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit inside the saved tensors
+    resume.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"resume.pt differs from the checksums .*\(content"):
+        train_das(synthetic_target, pairs, config.replace(steps=6), checkpoint_dir=tmp_path, progress=False)

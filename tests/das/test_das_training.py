@@ -27,6 +27,7 @@ def test_checkpoint_reloads_to_identical_outputs(synthetic_target, pairs, tmp_pa
         "intervention.safetensors",
         "meta.json",
         "resume.pt",
+        "resume.pt.checksums.json",
     ]
     test = encode(synthetic_target.tokenizer, pairs["test"])
     ours, _ = evaluate(synthetic_target, SHORT.layer, result.intervention, test)

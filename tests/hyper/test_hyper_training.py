@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hyperdas.core.config import ConfigError
+from hyperdas.core.files import checked_path
 from hyperdas.hyper.model import HyperDASConfig, Inference
 from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
 from hyperdas.target.evaluate import evaluate
@@ -46,7 +47,7 @@ def test_checkpoint_reloads_to_identical_outputs_and_log_has_every_step(syntheti
         theirs = evaluate(synthetic_target, 0, Inference(loaded.eval(), mode), test)[0]
         assert ours == theirs
     names = {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")}  # .lock: the writer lock
-    assert names == {"hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"}
+    assert names == {"hyperdas.safetensors", "config.json", "resume.pt", "resume.pt.checksums.json", "train_log.jsonl"}
     # only the hypernetwork's weights are saved, never the frozen target's; bit-exact
     mine, reloaded = result.model.state_dict(), loaded.state_dict()
     assert mine.keys() == reloaded.keys() and all(torch.equal(mine[k], reloaded[k]) for k in mine)
@@ -88,14 +89,16 @@ def test_a_run_saved_before_a_field_existed_resumes_at_what_it_was_made_with(
     restore()
     saved = torch.load(tmp_path / "resume.pt", weights_only=True)
     del saved["train"]["lr_schedule"], saved["config"]["sink"]  # as a run saved before these fields
-    torch.save(saved, tmp_path / "resume.pt")
+    with checked_path(tmp_path / "resume.pt") as path:  # as training writes it, with its checksums
+        torch.save(saved, path)
     assert train_hyperdas(synthetic_target, pairs, MODEL, TRAIN, out_dir=tmp_path, progress=False).resumed_from == 3
     with pytest.raises(ValueError, match="another configuration"):  # a saved value still counts
         train_hyperdas(synthetic_target, pairs, MODEL.replace(sink="keep"), TRAIN, out_dir=tmp_path, progress=False)
     # a field whose default changed since counts as what runs were made with before it existed
     saved = torch.load(tmp_path / "resume.pt", weights_only=True)
     del saved["train"]["train_selection"], saved["config"]["base_read"]
-    torch.save(saved, tmp_path / "resume.pt")
+    with checked_path(tmp_path / "resume.pt") as path:  # as training writes it, with its checksums
+        torch.save(saved, path)
     for model, train in ((MODEL, TRAIN.replace(train_selection="soft")), (MODEL.replace(base_read="prompt"), TRAIN)):
         with pytest.raises(ValueError, match="another configuration"):
             train_hyperdas(synthetic_target, pairs, model, train, out_dir=tmp_path, progress=False)
