@@ -113,7 +113,7 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     ):
         assert (out / "figures" / f"{name}.png").is_file() and (out / "figures" / f"{name}.pdf").is_file()
     table = (out / "figures" / "main_table.md").read_text()
-    assert "disentangle_sd" in table and "n_seeds" in table and "follows_activations_sd" in table
+    assert "mean ± sd over 2 seeds" in table and " ± " in table and "follows activations" in table
     ran = json.loads((out / "reproduce.json").read_text())
     assert {n for n, r in ran["notebooks"].items() if r["status"] == "ok"} == {p.name for p in NOTEBOOKS}
     assert ran["environment"]["packages"]["torch"]

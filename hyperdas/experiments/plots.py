@@ -260,20 +260,27 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def write_tables(results: Results, out: Path) -> list[Path]:
-    table = main_table(results).round(3)
+    """main_table.md / .tex in the paper's layout (`hyperdas.experiments.tables`) with the faithfulness
+    table; the speed and variants tables."""
+    from hyperdas.experiments import tables
+
+    table = main_table(results)
+    try:
+        reference = results.reference().get("main", [])
+    except Missing:
+        reference = []
+    rows = tables.paper_layout(table, reference)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "main_table.md", out / "main_table.tex"]
-    markdown = f"Ours ({results.model_name()}, test pairs)\n\n" + _markdown(table.reset_index())
-    try:
-        markdown += (
-            f"\n\nThe paper's numbers ({PAPER}; not ours)\n\n"
-            + reference_table(results).to_markdown(index=False)
-            + "\n"
-        )
-    except Missing:
-        pass
-    paths[0].write_text(markdown)
-    paths[1].write_text(table.to_latex(float_format="%.3f", na_rep="", caption=f"Ours, {results.model_name()}"))
+    seeds = int(table["n_seeds"].max())
+    what = f"{results.model_name()}, test pairs, " + (f"mean ± sd over {seeds} seeds" if seeds > 1 else "one seed")
+    paths[0].write_text(
+        f"Ours ({what}) and the paper's rows (Llama3-8B; its HyperDAS is the soft mode)\n\n"
+        + tables.markdown(rows)
+        + "\nFaithfulness (conflict pairs, held-out entities, query-blind split; mean rows)\n\n"
+        + tables.faithfulness_markdown(tables.faithfulness_rows(table))
+    )
+    paths[1].write_text(tables.latex(rows, f"Cause / Iso / Disentangle: ours ({what}) and the paper's ({PAPER})."))
     for name, make in (("speed_table", speed_table), ("hyperdas_variants", variants_table)):
         try:
             frame = make(results).round(3)

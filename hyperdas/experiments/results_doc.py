@@ -111,7 +111,7 @@ def document(root: str | Path) -> str:
         files_table(root),
         "## Main table, per attribute\n",
         "Mean over seeds where several ran (`_sd`: their standard deviation); the faithfulness columns on the "
-        "mean rows. The same table as `figures/main_table.md`.\n",
+        "mean rows. In the paper's layout, beside the paper's rows: `figures/main_table.md` and `.tex`.\n",
         _markdown(plots.main_table(results).round(3).reset_index()),
         "## Every HyperDAS run file\n",
         "One row per file and inference mode (`figures/hyperdas_variants.md`).\n",

@@ -169,8 +169,8 @@ def test_figures_notebook_writes_every_figure_from_files_alone(tmp_path):
         for ext in ("png", "pdf"):
             assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext} not written"
     table = (figures / "main_table.md").read_text()
-    assert "HyperDAS (one-to-one)" in table and "MDAS" in table
-    assert "paper, Llama3-8B" in table  # the reference numbers, labelled as not ours
+    assert "HyperDAS one-to-one Dis." in table and "MDAS Cause" in table and "HyperDAS (one-to-one)" in table
+    assert "| paper (Llama3-8B) |" in table  # the reference numbers, labelled as not ours
     assert "\\begin{tabular}" in (figures / "main_table.tex").read_text()
 
 
