@@ -235,8 +235,10 @@ class HyperDAS(nn.Module):
         if self.read_rule.first_selectable:  # the neutral prefix of an entity read
             base_sel = base_sel.clone()
             base_sel[:, : self.read_rule.first_selectable] = False
-        query = mask.long().sum(1) if self.config.selection_query == "instruction" else None
-        A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel, query)
+        # the official query position only where asked: a replaced head (the controls' fixed
+        # selection) takes the five inputs alone
+        query = (mask.long().sum(1),) if self.config.selection_query == "instruction" else ()
+        A = self.selection(z, unit(base_l), base_sel, unit(source_l), source_sel, *query)
         self.last_soft = A
         return harden(A, mode, straight_through), self.subspace(z)
 
