@@ -240,9 +240,10 @@ def headline(model_dir: Path) -> str:
             records = read_json(path).get("records", [])
             layer = records[0]["layer"] if records else None
         except (HyperDASError, KeyError, TypeError, AttributeError) as err:  # a damaged file: named, not raised
-            from hyperdas.cli import one_line
-
-            parts.append(f"{name} unreadable ({one_line(err)})")
+            why = " ".join(str(err).split()) or type(err).__name__
+            parts.append(
+                f"{name} unreadable ({why if isinstance(err, HyperDASError) else type(err).__name__ + ': ' + why})"
+            )
             continue
         groups: dict[str, list[float]] = {}
         for r in records:

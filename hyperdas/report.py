@@ -14,18 +14,18 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     from hyperdas.core.results import REPO
-    from hyperdas.experiments import report
+    from hyperdas.experiments import results_doc
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="change nothing; fail when a section is stale")
     parser.add_argument("--results", default=str(REPO / "results"), help="results root (default: the repository's)")
     args = parser.parse_args(argv)
     if args.check:
-        stale = report.stale_documents(Path(args.results))
+        stale = results_doc.stale_documents(Path(args.results))
         for name in stale:
             print(f"{name} differs from the results files: run python -m hyperdas.report")
         return 1 if stale else 0
-    for path in report.write(args.results):
+    for path in results_doc.write(args.results):
         print("wrote", path)
     return 0
 

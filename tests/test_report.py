@@ -52,6 +52,8 @@ def test_an_edit_to_the_generated_results_page_is_caught(tmp_path):
     (tmp_path / "README.md").write_text((REPO / "README.md").read_text())
     page = (REPO / "docs" / "results.md").read_text()
     (tmp_path / "docs" / "results.md").write_text(page.replace("| 0.", "| 0.9", 1))
-    assert report.stale_documents(REPO / "results", base=tmp_path) == ["docs/results.md"]
-    assert report.write(REPO / "results", base=tmp_path) == [tmp_path / "docs" / "results.md"]
-    assert report.stale_documents(REPO / "results", base=tmp_path) == []
+    from hyperdas.experiments import results_doc
+
+    assert results_doc.stale_documents(REPO / "results", base=tmp_path) == ["docs/results.md"]
+    assert results_doc.write(REPO / "results", base=tmp_path) == [tmp_path / "docs" / "results.md"]
+    assert results_doc.stale_documents(REPO / "results", base=tmp_path) == []

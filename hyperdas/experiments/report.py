@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hyperdas.core.results import REPO, read_json
+from hyperdas.core.results import read_json
 
 MARK = re.compile(r"(<!-- report:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
 HEADLINE_MODEL = "smollm2-135m"
@@ -233,47 +233,3 @@ def stale(path: str | Path, rendered: dict[str, str]) -> list[str]:
     """Names of the sections of `path` whose text differs from their render."""
     text = Path(path).read_text()
     return [m["name"] for m in MARK.finditer(text) if m["body"] != rendered.get(m["name"])]
-
-
-DOCUMENTS = ("README.md",)  # hand-written, with generated sections
-
-
-def whole(root: str | Path) -> dict[str, str]:
-    """The documents generated whole: docs/results.md."""
-    from hyperdas.experiments.results_doc import document
-
-    return {"docs/results.md": document(root)}
-
-
-def renders(root: str | Path, base: Path = REPO) -> dict[str, str]:
-    """Every document's text as the results files under `root` make it."""
-    rendered = sections(root)
-    out = {name: fill((base / name).read_text(), rendered) for name in DOCUMENTS}
-    return {**out, **whole(root)}
-
-
-def stale_documents(root: str | Path, base: Path = REPO) -> list[str]:
-    """The documents whose text differs from their render (with the differing sections of each)."""
-    found = []
-    rendered = sections(root)
-    for name in DOCUMENTS:
-        differ = stale(base / name, rendered)
-        if differ:
-            found.append(f"{name} (section(s) {', '.join(differ)})")
-    for name, text in whole(root).items():
-        path = base / name
-        if not path.is_file() or path.read_text() != text:
-            found.append(name)
-    return found
-
-
-def write(root: str | Path = REPO / "results", base: Path = REPO) -> list[Path]:
-    from hyperdas.core.files import write_text
-
-    changed = []
-    for name, text in renders(root, base).items():
-        path = base / name
-        if not path.is_file() or path.read_text() != text:
-            write_text(path, text)
-            changed.append(path)
-    return changed

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hyperdas.core.results import read_json
+from hyperdas.core.results import REPO, read_json
+from hyperdas.experiments import report
 
 # (pattern under results/, what it holds, what writes it)
 FILES = (
@@ -97,7 +98,7 @@ def comparisons_table(summary: dict) -> str:
 
 def document(root: str | Path) -> str:
     """The whole of docs/results.md."""
-    from hyperdas.experiments import plots, report
+    from hyperdas.experiments import plots
 
     root = Path(root)
     model_dir = root / report.HEADLINE_MODEL
@@ -135,3 +136,47 @@ def document(root: str | Path) -> str:
     parts += ["## Figures\n", "\n".join(f"![{p.stem}](../{p.relative_to(root.parent)})" for p in figures) + "\n"]
     parts += ["## The paper's numbers\n", report.paper(root / "reference" / "llama3-8b.json")]
     return "\n".join(parts)
+
+
+# --- every generated document: README's sections (`report`) and this page ---------------------------
+
+DOCUMENTS = ("README.md",)  # hand-written, with generated sections
+
+
+def whole(root: str | Path) -> dict[str, str]:
+    """The documents generated whole."""
+    return {"docs/results.md": document(root)}
+
+
+def renders(root: str | Path, base: Path = REPO) -> dict[str, str]:
+    """Every document's text as the results files under `root` make it."""
+    rendered = report.sections(root)
+    out = {name: report.fill((base / name).read_text(), rendered) for name in DOCUMENTS}
+    return {**out, **whole(root)}
+
+
+def stale_documents(root: str | Path, base: Path = REPO) -> list[str]:
+    """The documents whose text differs from their render (with the differing sections of each)."""
+    found = []
+    rendered = report.sections(root)
+    for name in DOCUMENTS:
+        differ = report.stale(base / name, rendered)
+        if differ:
+            found.append(f"{name} (section(s) {', '.join(differ)})")
+    for name, text in whole(root).items():
+        path = base / name
+        if not path.is_file() or path.read_text() != text:
+            found.append(name)
+    return found
+
+
+def write(root: str | Path = REPO / "results", base: Path = REPO) -> list[Path]:
+    from hyperdas.core.files import write_text
+
+    changed = []
+    for name, text in renders(root, base).items():
+        path = base / name
+        if not path.is_file() or path.read_text() != text:
+            write_text(path, text)
+            changed.append(path)
+    return changed
