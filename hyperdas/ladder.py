@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--steps", type=int, help="the longest budget (training steps)")
     parser.add_argument("--rungs", type=int, nargs="+", help="steps scored on test")
+    parser.add_argument(
+        "--score-only", action="store_true", help="train no further: score the rungs whose weights exist so far"
+    )
     parser.add_argument("--baselines", action="store_true", help="train DAS and MDAS beside the ladder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="--baselines: their seeds")
     parser.add_argument("--examples", type=int, help="--baselines: a budget without early stopping")
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             print("wrote", *run_ladder_baselines(params, args.seeds, root, args.examples, args.progress))
             print("wrote", write_summary(root))
         else:
-            print("wrote", run_ladder(params, args.steps, args.rungs, root, args.progress))
+            print("wrote", run_ladder(params, args.steps, args.rungs, root, args.progress, args.score_only))
     except (HyperDASError, OSError, MemoryError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

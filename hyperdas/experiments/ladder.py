@@ -51,8 +51,12 @@ def rung_record(target, model, pairs, step: int, val: dict | None, batch_size: i
     }
 
 
-def run_ladder(params: dict, steps: int, rungs: list[int], root: str | Path, progress: bool = True) -> Path:
-    """Train (or resume) the ladder's run and score every rung not yet in its file; returns the file."""
+def run_ladder(
+    params: dict, steps: int, rungs: list[int], root: str | Path, progress: bool = True, score_only: bool = False
+) -> Path:
+    """Train (or resume) the ladder's run and score every rung not yet in its file; returns the file.
+    `score_only`: train no further; score the rungs whose weights the run has kept so far (a run
+    stopped part-way; running again without it resumes the training)."""
     from hyperdas.data.dataset import load_pairs, pairs_dir
     from hyperdas.experiments import params as P
     from hyperdas.experiments.faithfulness import CONFLICT_PAIRS
@@ -67,7 +71,11 @@ def run_ladder(params: dict, steps: int, rungs: list[int], root: str | Path, pro
     out = ladder_file(root, target.name, steps, train.seed)
     folder = results_dir(root, target.name) / "checkpoints" / f"hyperdas-ladder-steps{steps}-seed{train.seed}"
     started = time.perf_counter()
-    result = train_hyperdas(target, pairs, hyper, train, out_dir=folder, progress=progress)
+    if score_only:
+        result = _so_far(folder, target, pairs)
+        rungs = [s for s in rungs if (snapshot_folder(folder, s) / "config.json").is_file()]
+    else:
+        result = train_hyperdas(target, pairs, hyper, train, out_dir=folder, progress=progress)
     train_seconds = time.perf_counter() - started
     configs = {"model": model_config, "hyperdas": hyper, "train": train}
     done = {}
@@ -90,7 +98,10 @@ def run_ladder(params: dict, steps: int, rungs: list[int], root: str | Path, pro
                 "steps_run": len(result.history),
                 "best_step": result.best_step,
                 "rungs": [done[s] for s in sorted(done)],
-                "timings": {"train_seconds": result.seconds, "train_wall_seconds": train_seconds},
+                "timings": {
+                    "train_seconds": result.seconds,
+                    "train_wall_seconds": None if score_only else train_seconds,
+                },
                 "provenance": result.provenance,
             },
         )
@@ -98,6 +109,22 @@ def run_ladder(params: dict, steps: int, rungs: list[int], root: str | Path, pro
         if progress:
             print(f"rung {step}: scored ({done[step]['score_seconds']:.0f} s) -> {out}")
     return out
+
+
+def _so_far(folder: Path, target, pairs):
+    """What a stopped ladder run has done: its training log, no training time (it was not timed to
+    the end)."""
+    import json
+    from types import SimpleNamespace
+
+    from hyperdas.hyper.training import LOG
+    from hyperdas.target.provenance import provenance
+
+    log = folder / LOG
+    if not log.is_file():
+        raise FileNotFoundError(f"no training log in {folder}: start the ladder without --score-only first")
+    history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return SimpleNamespace(history=history, best_step=None, seconds=None, provenance=provenance(target, pairs))
 
 
 def _plain(configs: dict) -> dict:
@@ -189,8 +216,14 @@ def hyperdas_rows(files: list[Path]) -> list[dict]:
                             if all(split in f for f in faithful)
                         },
                         "train_seconds_per_step": _mean_sd(
-                            [run["timings"]["train_seconds"] / run["steps_run"] for run, _ in rungs]
-                        ),
+                            [
+                                run["timings"]["train_seconds"] / run["steps_run"]
+                                for run, _ in rungs
+                                if run["timings"]["train_seconds"]
+                            ]
+                        )
+                        if any(run["timings"]["train_seconds"] for run, _ in rungs)
+                        else None,
                         **_intervals(outcomes),
                         "machine": _machine(rungs[0][0]),
                         "_outcomes": outcomes,

@@ -89,6 +89,24 @@ def test_baselines_beside_the_ladder_give_paired_intervals(root):
         assert "follows_activations_difference" in c
 
 
+def test_a_stopped_ladder_scores_the_rungs_it_has_kept(synthetic_pairs, tmp_path):
+    import shutil
+
+    from hyperdas.hyper.training import snapshot_folder
+
+    pairs = synthetic_pairs(max_pairs={"train": 24, "val": 8, "test": 24})
+    save_pairs(pairs, pairs_dir(tmp_path, "synthetic-llama"), {"model": "synthetic-llama"})
+    path = run_ladder(PARAMS, steps=8, rungs=[4, 8], root=tmp_path, progress=False)
+    folder = tmp_path / "synthetic-llama" / "checkpoints" / "hyperdas-ladder-steps8-seed0"
+    shutil.rmtree(snapshot_folder(folder, 8))  # as if stopped between the two rungs
+    path.unlink()
+    assert run_ladder(PARAMS, steps=8, rungs=[4, 8], root=tmp_path, progress=False, score_only=True) == path
+    saved = read_json(path)
+    assert [r["steps"] for r in saved["rungs"]] == [4] and saved["timings"]["train_seconds"] is None
+    summary = read_json(tmp_path / "ladder.json")
+    assert {r["steps"] for r in summary["rows"]} == {4}
+
+
 def test_bad_rungs_are_refused_before_anything_loads(root, capsys):
     with pytest.raises(ConfigError, match=r"snapshot_steps=\[3, 8\]: each a distinct multiple of eval_every=4"):
         run_ladder(PARAMS, steps=8, rungs=[3, 8], root=root, progress=False)
