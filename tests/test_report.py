@@ -35,7 +35,7 @@ def test_comparisons_are_stated_only_with_their_intervals():
         return {
             "hyperdas": {"mode": "one_to_one", "steps": steps},
             "baseline": {"method": "mdas", "early_stopped": True},
-            "disentangle_difference": {"estimate": (low + high) / 2, "low": low, "high": high},
+            "disentangle_difference": {"estimate": (low + high) / 2, "low": low, "high": high, "seeds": [1, 1]},
             "follows_activations_difference": {"low": follows_low},
         }
 
@@ -43,6 +43,7 @@ def test_comparisons_are_stated_only_with_their_intervals():
     assert said.startswith("One-to-one HyperDAS beats early-stopped MDAS with faithful edits at step 600 (")
     assert "step 1,200 +0.015 [-0.020, 0.050], not distinguishable" in said
     assert "step 4,000 -0.065 [-0.100, -0.030], below" in said
+    assert said.endswith("per-pair outcomes: HyperDAS 1 seed(s), MDAS 1.)")
     unfaithful = report.verdict([compared(600, 0.01, 0.09, follows_low=-0.2)])
     assert unfaithful.startswith("At no rung") and "above, but following the activations less often" in unfaithful
 

@@ -108,6 +108,15 @@ def _interval(found: dict | None) -> str:
     return "" if not found else f"[{found['low']:.3f}, {found['high']:.3f}]"
 
 
+def _row_interval(row: dict) -> str:
+    """A row's Disentangle interval, saying how many of its seeds kept the per-pair outcomes behind it."""
+    found = row.get("disentangle_interval")
+    if not found:
+        return ""
+    kept = found["seeds"][0]
+    return _interval(found) + ("" if kept == len(row["seeds"]) else f" ({kept} of {len(row['seeds'])} seeds)")
+
+
 def ladder(summary_path: Path, modes: tuple[str, ...] = ("one_to_one",)) -> str:
     """The budget ladder's table (HyperDAS in `modes` at each rung, the baselines) and two sentences
     on where one-to-one HyperDAS beats MDAS with faithful edits, from `results/ladder.json`."""
@@ -130,7 +139,7 @@ def ladder(summary_path: Path, modes: tuple[str, ...] = ("one_to_one",)) -> str:
                 f"| {_rung_label(r)} | {round(r['examples_seen']):,} | {len(r['seeds'])} | "
                 f"{_pm(r['cause']['mean'], r['cause']['sd'])} | {_pm(r['iso']['mean'], r['iso']['sd'])} | "
                 f"{_pm(r['disentangle']['mean'], r['disentangle']['sd'])} | "
-                f"{_interval(r.get('disentangle_interval'))} | {_pct(fa.get('mean'))} | {_num(val)} |"
+                f"{_row_interval(r)} | {_pct(fa.get('mean'))} | {_num(val)} |"
             )
         if ceilings:
             lines += [
@@ -192,7 +201,10 @@ def verdict(comparisons: list[dict]) -> str:
     second = (
         ("Elsewhere (HyperDAS minus MDAS, Disentangle): " + "; ".join(described(c) for c in rest) + ".") if rest else ""
     )
-    return (first + " " + second).strip()
+    seeds = sorted({tuple(c["disentangle_difference"]["seeds"]) for c in mine})
+    counts = "; ".join(f"HyperDAS {a} seed(s), MDAS {b}" for a, b in seeds)
+    note = f"(95% paired bootstrap intervals over the seeds that kept per-pair outcomes: {counts}.)"
+    return " ".join(part for part in (first, second, note) if part)
 
 
 def paper(reference: Path) -> str:
