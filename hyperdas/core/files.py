@@ -88,6 +88,7 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
         for path in paths:
             current = path
             path.parent.mkdir(parents=True, exist_ok=True)
+        current = paths[0]  # the block writes the set in its own order: named by its first file
         yield tmps
         for path, tmp in zip(paths, tmps):
             current = path
@@ -103,7 +104,10 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
         if not (isinstance(err, OSError | RuntimeError) or disk_full(err)):
             raise
         why = why_not_written(err, current, tmps[paths.index(current)])
-        raise WriteError(f"could not write {current} ({why}); the previous file, if any, is unchanged") from err
+        others = f" and {', '.join(p.name for p in paths if p != current)}" if len(paths) > 1 else ""
+        raise WriteError(
+            f"could not write {current}{others} ({why}); the previous files, if any, are unchanged"
+        ) from err
     finally:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)

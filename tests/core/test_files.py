@@ -31,7 +31,7 @@ def test_a_full_disk_is_named_and_leaves_the_old_file(tmp_path):
     with pytest.raises(
         WriteError,
         match=r"could not write .*resume.pt \(the disk holding .* is full \(.* free; the write had taken 1000 bytes "
-        r"when it failed\): free space there, or write elsewhere\); the previous file, if any, is unchanged",
+        r"when it failed\): free space there, or write elsewhere\); the previous files, if any, are unchanged",
     ):
         with atomic_path(path) as tmp:
             tmp.write_bytes(b"x" * 1000)
