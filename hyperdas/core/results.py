@@ -81,6 +81,12 @@ def environment() -> dict[str, Any]:
     }
 
 
+def machine(record: dict) -> str:
+    """The machine a results file was written on, from its `environment`, in words."""
+    env = record.get("environment") or {}
+    return env.get("cuda_device") or f"{env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores"
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return value.to_dict()

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from hyperdas.core.intervals import interval, placed
-from hyperdas.core.results import read_json, results_dir, write_json
+from hyperdas.core.results import machine, read_json, results_dir, write_json
 
 LADDER = "ladder"
 
@@ -156,11 +156,6 @@ def _overall(records: list[dict]) -> dict:
     return {m: sum(r[m] for r in records) / len(records) for m in METRICS}
 
 
-def _machine(record: dict) -> str:
-    env = record.get("environment", {})
-    return env.get("cuda_device") or f"{env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores"
-
-
 def _ceilings(model_dir: Path, layer: int) -> dict | None:
     """Val conflict shares that patching reaches at `layer` (`patch_layers.json`): the full residual
     at the last entity token, and at every entity token."""
@@ -225,7 +220,7 @@ def hyperdas_rows(files: list[Path]) -> list[dict]:
                         if any(run["timings"]["train_seconds"] for run, _ in rungs)
                         else None,
                         **_intervals(outcomes),
-                        "machine": _machine(rungs[0][0]),
+                        "machine": machine(rungs[0][0]),
                         "_outcomes": outcomes,
                     }
                 )
@@ -297,7 +292,7 @@ def baseline_rows(model_dir: Path, keys: dict | None = None) -> list[dict]:
                     "follows_instruction": _mean_sd([c["follows_instruction"] for c in conflict]) if conflict else None,
                     **({"query_blind": {m: _mean_sd([b[m] for b in blind]) for m in METRICS}} if blind else {}),
                     **(_intervals(outcomes) if outcomes else {}),
-                    "machine": _machine(runs[0]),
+                    "machine": machine(runs[0]),
                     "_outcomes": outcomes,
                 }
             )

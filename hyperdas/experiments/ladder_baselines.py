@@ -64,7 +64,8 @@ def run_ladder_baselines(
         config = base.replace(seed=seed)
         out = baselines_file(root, target.name, seed, examples)
         configs = _plain({"model": model_config, "das": config})
-        if out.is_file() and read_json(out).get("config") == configs and read_json(out).get("provenance") == built_from:
+        saved = read_json(out) if out.is_file() else {}
+        if saved.get("config") == configs and saved.get("provenance") == built_from:
             written.append(out)
             continue
         folder = results_dir(root, target.name) / "checkpoints" / f"ladder-baselines-{out.stem}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hyperdas.core.results import read_json
+from hyperdas.core.results import machine, read_json
 
 MARK = re.compile(r"(<!-- report:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
 HEADLINE_MODEL = "smollm2-135m"
@@ -40,11 +40,9 @@ def _pct(value) -> str:
 
 
 def _written(record: dict, name: str) -> str:
-    env = record.get("environment", {})
-    machine = env.get("cuda_device") or f"{env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores"
-    commit = env.get("commit")
+    commit = (record.get("environment") or {}).get("commit")
     at = f"commit {commit[:12]}" if commit else "commit not recorded"
-    return f"`{name}`: written {str(record.get('written_at', '?'))[:10]} on {machine}, {at}"
+    return f"`{name}`: written {str(record.get('written_at', '?'))[:10]} on {machine(record)}, {at}"
 
 
 def headline(model_dir: Path) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hyperdas.core.results import REPO, read_json
+from hyperdas.core.results import REPO, machine, read_json
 from hyperdas.experiments import report
 
 # (pattern under results/, what it holds, what writes it)
@@ -53,9 +53,8 @@ def _written(path: Path) -> tuple[str, str, str]:
     env = record.get("environment") or {}
     if not env:
         return str(record.get("written_at", ""))[:10], "", ""
-    machine = env.get("cuda_device") or (f"{env['cpu']}, {env.get('cpu_count', '?')} cores" if "cpu" in env else "")
     commit = env.get("commit")
-    return str(record.get("written_at", ""))[:10], machine, commit[:12] if commit else "not recorded"
+    return str(record.get("written_at", ""))[:10], machine(record), commit[:12] if commit else "not recorded"
 
 
 def files_table(root: Path) -> str:
@@ -66,9 +65,9 @@ def files_table(root: Path) -> str:
             if path in seen or "gpu" in path.relative_to(root).parts:
                 continue
             seen.add(path)
-            date, machine, commit = _written(path)
+            date, written_on, commit = _written(path)
             name = path.relative_to(root.parent)
-            lines.append(f"| [`{name}`](../{name}) | {holds} | {writer} | {date} | {machine} | {commit} |")
+            lines.append(f"| [`{name}`](../{name}) | {holds} | {writer} | {date} | {written_on} | {commit} |")
     return "\n".join(lines) + "\n"
 
 
