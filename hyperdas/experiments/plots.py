@@ -23,6 +23,7 @@ import seaborn as sns
 from hyperdas.core.errors import HyperDASError
 from hyperdas.core.metrics import faithfulness_columns
 from hyperdas.core.results import REPO
+from hyperdas.experiments.figures import style as look
 from hyperdas.hyper.legacy import MODEL_BEFORE_FIELDS, TRAIN_BEFORE_FIELDS
 
 METRICS = ("cause", "iso", "disentangle")
@@ -147,8 +148,10 @@ class Results:
 
 
 def style() -> None:
-    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
-    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "axes.titlesize": 10})
+    look.apply()
+
+
+ORDER = list(look.COLOURS)  # the methods in the order every figure and table lists them
 
 
 # --- the main table --------------------------------------------------------------------------------
@@ -203,6 +206,17 @@ def main_table(results: Results) -> pd.DataFrame:
                     if len(blocks) > 1 and column.startswith("follows_"):
                         table.loc[(domain, "mean", method), f"{column}_sd"] = columns[column].std()
     return table
+
+
+def seeds_caption(table: pd.DataFrame) -> str:
+    """How many seeds stand behind the table's means, naming each method that ran fewer (a caption
+    "over 3 seeds" above a patching row computed once would overstate it)."""
+    per_method = table["n_seeds"].groupby(level="method").max().astype(int)
+    most = int(per_method.max())
+    if most == 1:
+        return "one seed"
+    fewer = [f"{m}: {n} seed{'s' if n > 1 else ', no sd'}" for m, n in per_method.items() if n < most]
+    return f"mean ± sd over {most} seeds" + (f" ({'; '.join(fewer)})" if fewer else "")
 
 
 def _over_seeds(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -272,8 +286,7 @@ def write_tables(results: Results, out: Path) -> list[Path]:
     rows = tables.paper_layout(table, reference)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "main_table.md", out / "main_table.tex"]
-    seeds = int(table["n_seeds"].max())
-    what = f"{results.model_name()}, test pairs, " + (f"mean ± sd over {seeds} seeds" if seeds > 1 else "one seed")
+    what = f"{results.model_name()}, test pairs, {seeds_caption(table)}"
     paths[0].write_text(
         f"Ours ({what}) and the paper's rows (Llama3-8B; its HyperDAS is the soft mode)\n\n"
         + tables.markdown(rows)
@@ -369,23 +382,27 @@ def speed_table(results: Results) -> pd.DataFrame:
 
 
 def main_bars(results: Results):
+    """Test Disentangle per attribute (and their mean), mean ± sd over seeds, beside the paper's per
+    domain (hatched); one colour per method in both panels."""
     table = main_table(results).reset_index()
-    table = table[table["attribute"] != "mean"]
+    ours = [
+        {"group": r["attribute"], "method": r["method"], "value": r["disentangle"], "sd": r.get("disentangle_sd")}
+        for r in table.to_dict("records")
+    ]
     ref = results.reference().get("main", [])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 1]})
-    sns.barplot(data=table, x="attribute", y="disentangle", hue="method", ax=axes[0])
+    order = [m for m in ORDER if m in set(table["method"])]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    groups = list(dict.fromkeys(r["group"] for r in ours if r["group"] != "mean")) + ["mean"]
+    look.grouped_bars(axes[0], ours, groups, order)
     axes[0].set(title=f"ours: {results.model_name()}", ylabel="Disentangle (test)", ylim=(0, 1))
-    axes[0].legend(fontsize=7, ncol=2)
     if ref:
-        frame = pd.DataFrame(
-            [{"domain": e["domain"], "method": e["method"], "disentangle": e["disentangle"]} for e in ref]
-        )
-        sns.barplot(data=frame, x="domain", y="disentangle", hue="method", ax=axes[1])
-        axes[1].set(title=PAPER, ylabel="Disentangle", ylim=(0, 1))
-        axes[1].tick_params(axis="x", labelrotation=45)
-        axes[1].legend(fontsize=7)
+        paper = [{"group": e["domain"], "method": e["method"], "value": e["disentangle"]} for e in ref]
+        methods = [m for m in ORDER if m in {e["method"] for e in ref}]
+        look.grouped_bars(axes[1], paper, list(dict.fromkeys(e["domain"] for e in ref)), methods, hatch="//")
+        axes[1].set(title=f"{PAPER} (hatched)", ylabel="Disentangle (test)", ylim=(0, 1))
     else:
         axes[1].set_axis_off()
+    look.legend_below(fig, axes, ncol=6)
     return fig
 
 
@@ -434,9 +451,14 @@ def layer_sweep(results: Results):
         pass
     try:
         rows += [
-            {"method": "HyperDAS (soft)", "layer": r["layer"], "scored on": "test", **{m: r[m] for m in METRICS}}
+            {
+                "method": look.method_name(r["mode"]),
+                "layer": r["layer"],
+                "scored on": "test",
+                **{m: r[m] for m in METRICS},
+            }
             for r in _hyperdas_layers(results)
-            if r["mode"] == "soft"
+            if r["mode"] in ("one_to_one", "soft")  # the headline mode and the paper's
         ]
     except Missing:
         pass
@@ -463,24 +485,47 @@ def layer_sweep(results: Results):
             "fewer than two layers in baselines.json / das_sweep.json (notebook 02's sweep_layers, make das-sweep)"
         )
     frame = frame.groupby(["method", "layer"], as_index=False)[list(METRICS)].mean()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), sharey=True)
     for ax, metric in zip(axes, METRICS):
-        sns.lineplot(data=frame, x="layer", y=metric, hue="method", marker="o", ax=ax, legend=metric == "disentangle")
-        ax.set(title=metric.capitalize(), xlabel="intervention layer", ylabel="score (fraction)", ylim=(0, 1))
+        for n, (method, part) in enumerate(frame.groupby("method", sort=False)):
+            base = method.split(" (val")[0]  # a val sweep in its method's colour, dashed
+            part = part.sort_values("layer")
+            ax.plot(
+                part["layer"],
+                part[metric],
+                marker="o",
+                ms=4,
+                color=look.colour(base, n),
+                ls="--" if "(val" in method else "-",
+                label=method,
+            )
+        ax.set(title=metric.capitalize(), xlabel="intervention layer", ylabel="", ylim=(0, 1))
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[0].set_ylabel("score (fraction)")
+    look.legend_below(fig, axes, ncol=4)
     return fig
 
 
 def k_tradeoff(results: Results):
-    """Cause against Iso across subspace sizes k (das_sweep.json)."""
+    """Cause against Iso across subspace sizes k (das_sweep.json), at HyperDAS's layer where the sweep
+    has several k there, else at the layer with the most k."""
     frame = _sweep_frame(results)
     frame = frame[frame["method"] != "full patch"]
-    layer = frame.groupby("layer")["k"].nunique().idxmax()
+    ks = frame.groupby("layer")["k"].nunique()
+    try:
+        layer = results.records("hyperdas.json")[0]["layer"]
+    except (Missing, IndexError):
+        layer = None
+    if ks.get(layer, 0) < 2:
+        layer = ks.idxmax()
     frame = frame[frame["layer"] == layer]
     if frame["k"].nunique() < 2:
         raise Missing("das_sweep.json has a single k at every layer")
     fig, ax = plt.subplots(figsize=(5, 4))
-    sns.scatterplot(data=frame, x="iso", y="cause", hue="method", style="method", s=60, ax=ax)
+    methods = list(dict.fromkeys(frame["method"]))
+    sns.scatterplot(
+        data=frame, x="iso", y="cause", hue="method", palette=look.palette(methods), style="method", s=60, ax=ax
+    )
     for r in frame.to_dict("records"):
         ax.annotate(f"k={r['k']}", (r["iso"], r["cause"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(
@@ -504,13 +549,17 @@ def convergence(results: Results):
     axes[0].set(xlabel="training step", ylabel="training loss (nats)", title="HyperDAS training")
     axes[0].legend()
     evals = [
-        {"step": e["step"], "method": f"HyperDAS ({mode})", "disentangle": s["disentangle"]}
+        {"step": e["step"], "method": look.method_name(mode), "disentangle": s["disentangle"]}
         for e in log
         if "val" in e
         for mode, s in e["val"].items()
     ]
     if evals:
-        sns.lineplot(data=pd.DataFrame(evals), x="step", y="disentangle", hue="method", marker="o", ax=axes[1])
+        evals = pd.DataFrame(evals)
+        methods = list(dict.fromkeys(evals["method"]))
+        sns.lineplot(
+            data=evals, x="step", y="disentangle", hue="method", palette=look.palette(methods), marker="o", ax=axes[1]
+        )
     try:  # MDAS: one model per attribute; its validation curve averaged over attributes
         layer = results.records("hyperdas.json")[0]["layer"]
         mdas = [
@@ -527,7 +576,7 @@ def convergence(results: Results):
                 x="step",
                 y="disentangle",
                 hue="method",
-                palette=["grey"],
+                palette=[look.colour("MDAS")],
                 marker="s",
                 linestyle="--",
                 ax=axes[1],
@@ -535,6 +584,7 @@ def convergence(results: Results):
     except Missing:
         pass
     axes[1].set(xlabel="training step", ylabel="Disentangle (val)", title="validation", ylim=(0, 1))
+    look.legend_below(fig, axes, ncol=3)
     return fig
 
 
@@ -566,6 +616,7 @@ def blocks_cross_attention(results: Results):
 
 def _heatmaps(entries: list[tuple[str, dict]]):
     fig, axes = plt.subplots(1, len(entries), figsize=(5 * len(entries), 4.5), squeeze=False)
+    same_rows = len({tuple(e["source_tokens"]) for _, e in entries}) == 1  # then only the first panel names them
     for n, (ax, (title, e)) in enumerate(zip(axes[0], entries)):
         last = n == len(entries) - 1  # one colour bar, beside the last panel
         sns.heatmap(
@@ -574,12 +625,17 @@ def _heatmaps(entries: list[tuple[str, dict]]):
             cmap="viridis",
             vmin=0,
             vmax=1,
-            xticklabels=e["base_tokens"],
-            yticklabels=e["source_tokens"],
+            xticklabels=[look.token_label(t) for t in e["base_tokens"]],
+            yticklabels=[look.token_label(t) for t in e["source_tokens"]] if n == 0 or not same_rows else False,
             cbar=last,
             cbar_kws={"label": "selection weight"} if last else None,
         )
-        ax.set(title=f"{title}\n{e.get('instruction', '')}", xlabel="base token", ylabel="source token")
+        ax.set(
+            title=f"{look.method_name(title)}\n{e.get('instruction', '')}",
+            xlabel="base token",
+            ylabel="source token" if n == 0 or not same_rows else "",
+        )
+    fig.tight_layout()
     return fig
 
 
@@ -653,19 +709,22 @@ def initialisation(results: Results):
 def leakage_controls(results: Results):
     records = results.ablation("controls")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-    scored = pd.DataFrame([{"control": r["variant"], **r["overall"]} for r in records if "overall" in r])
-    scored.melt(id_vars="control", value_vars=list(METRICS)).pipe(
-        lambda f: sns.barplot(data=f, x="control", y="value", hue="variable", ax=axes[0])
+    scored = pd.DataFrame(
+        [{"control": look.wrapped(r["variant"]), **r["overall"]} for r in records if "overall" in r]
+    ).rename(columns={m: m.capitalize() for m in METRICS})
+    scored.melt(id_vars="control", var_name="score", value_vars=[m.capitalize() for m in METRICS]).pipe(
+        lambda f: sns.barplot(data=f, x="control", y="value", hue="score", ax=axes[0])
     )
     axes[0].set(title="controls on the trained model", ylabel="score (fraction)", ylim=(0, 1))
     conflict = [r for r in records if r["variant"] == "conflict"]
     if conflict:
         c = conflict[0]
         outcomes = ["activations", "instruction", "neither"]
-        axes[1].bar(outcomes, [c[f"follows_{o}"] for o in outcomes], color=sns.color_palette()[:3])
+        axes[1].bar(outcomes, [c[f"follows_{o}"] for o in outcomes], color="#6b6b6b")
         axes[1].set(title=f"conflict: output follows ... ({c['n']} pairs)", ylabel="fraction of pairs", ylim=(0, 1))
     else:
         axes[1].set_axis_off()
+    look.legend_below(fig, axes[:1], ncol=3)
     return fig
 
 

@@ -319,6 +319,27 @@ def test_main_table_gives_mean_and_sd_over_seeds(tmp_path):
     (folder / "hyperdas.json").write_text(json.dumps({"model": "fixture", "records": one_seed}))
     table = plots.main_table(plots.Results(folder))
     assert not [c for c in table.columns if c.endswith("_sd")] and table["n_seeds"].max() == 1
+    assert plots.seeds_caption(table) == "one seed"
+
+
+def test_a_caption_never_counts_more_seeds_than_a_method_ran(tmp_path):
+    folder = tmp_path / "fixture"
+    folder.mkdir()
+    score = {"cause": 0.5, "iso": 0.5, "disentangle": 0.5}
+    hyper = [
+        {"domain": "city", "method": "hyperdas", "mode": "soft", "attribute": a, "layer": 2, "seed": s, **score}
+        for s in (0, 1)
+        for a in ATTRIBUTES
+    ]
+    base = [{"domain": "city", "method": "mdas", "attribute": a, "layer": 2, "seed": 0, **score} for a in ATTRIBUTES]
+    (folder / "hyperdas.json").write_text(json.dumps({"model": "fixture", "records": hyper}))
+    (folder / "baselines.json").write_text(json.dumps({"model": "fixture", "records": base}))
+    table = plots.main_table(plots.Results(folder))
+    assert table.loc[("city", "mean", "MDAS"), "n_seeds"] == 1
+    assert plots.seeds_caption(table) == "mean ± sd over 2 seeds (MDAS: 1 seed, no sd)"
+    base = [{**r, "seed": s} for r in base for s in (0, 1)]
+    (folder / "baselines.json").write_text(json.dumps({"model": "fixture", "records": base}))
+    assert plots.seeds_caption(plots.main_table(plots.Results(folder))) == "mean ± sd over 2 seeds"
 
 
 def test_layer_sweep_draws_the_better_of_tied_ks(tmp_path):
@@ -336,7 +357,7 @@ def test_layer_sweep_draws_the_better_of_tied_ks(tmp_path):
     ]
     (folder / "das_sweep.json").write_text(json.dumps({"attribute": "Country", "runs": runs}))
     fig = plots.layer_sweep(plots.Results(folder))
-    labels = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    labels = {t.get_text() for legend in fig.legends for t in legend.get_texts()}
     assert "MDAS (val, Country, k=64)" in labels and "full patch (val, Country)" in labels
     assert not any("k=8" in label for label in labels)
 
@@ -455,3 +476,51 @@ def test_the_batch_summary_names_a_damaged_results_file_in_one_line(tmp_path):
     (folder / "baselines.json").write_text("{cut sh")
     line = headline(folder)
     assert "baselines.json unreadable (" in line and "is not valid JSON" in line and "\n" not in line
+
+
+def _drawn(folder):
+    """Every figure `folder` has the data for, drawn in the shared style: name -> figure."""
+    import matplotlib.pyplot as plt
+
+    results, out = plots.Results(folder), {}
+    plots.style()
+    for name, make in plots.FIGURES.items():
+        results.read = []
+        try:
+            out[name] = make(results)
+        except plots.Missing:
+            continue
+    yield out
+    plt.close("all")
+
+
+def test_no_figure_drawn_from_fixture_results_has_overlapping_text(tmp_path):
+    from hyperdas.experiments.figures.style import overlaps
+
+    for figures in _drawn(make_results(tmp_path / "results" / "fixture")):
+        assert set(figures) == set(plots.FIGURES)  # the fixture holds every figure's data
+        assert {name: overlaps(fig) for name, fig in figures.items() if overlaps(fig)} == {}
+
+
+def test_no_figure_drawn_from_the_committed_results_has_overlapping_text():
+    from hyperdas.core.results import REPO
+    from hyperdas.experiments.figures.style import overlaps
+
+    for figures in _drawn(REPO / "results" / "smollm2-135m"):
+        assert "main_disentangle" in figures and "ladder" in figures
+        assert {name: overlaps(fig) for name, fig in figures.items() if overlaps(fig)} == {}
+
+
+def test_the_overlap_check_sees_overlapping_labels_and_a_legend_over_data():
+    import matplotlib.pyplot as plt
+
+    from hyperdas.experiments.figures.style import overlaps, token_label
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.bar(range(8), [1] * 8)
+    ax.set_xticks(range(8), ["a long label"] * 8)
+    ax.legend(["bars"], loc="center")
+    found = overlaps(fig)
+    assert any("overlaps 'a long label'" in f for f in found) and any("hides a bar" in f for f in found)
+    plt.close(fig)
+    assert [token_label(t) for t in ("ĠParis", "Ġ", "Ċ")] == ["Paris", "␣", "\\n"]

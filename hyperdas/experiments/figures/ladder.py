@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-HYPERDAS_MODES = {"one_to_one": ("HyperDAS one-to-one", "#1f5fa8", "o"), "soft": ("HyperDAS soft", "#7fb0e0", "^")}
-BASELINES = {"mdas": ("MDAS", "#d95f02", "s"), "das": ("DAS", "#7570b3", "D")}
+from hyperdas.experiments.figures import style
+
+MARKERS = {"one_to_one": "o", "soft": "^", "mdas": "s", "das": "D"}
+HYPERDAS_MODES = {m: (style.method_name(m), style.colour(m), MARKERS[m]) for m in ("one_to_one", "soft")}
+BASELINES = {m: (style.method_name(m), style.colour(m), MARKERS[m]) for m in ("mdas", "das")}
 PAPER_BATCH = 16
 
 
@@ -43,15 +46,13 @@ def ladder_figure(summary: dict, paper: list[dict] | None = None):
             ax.plot(
                 [max(p["step"], 1) * PAPER_BATCH for p in paper],
                 [p["disentangle"] for p in paper],
-                color="grey",
-                ls=":",
-                marker=".",
+                color=style.PAPER["color"],
+                ls=style.PAPER["ls"],
+                marker=style.PAPER["marker"],
                 label="paper, Llama3-8B, one-to-one",
             )
         layer = mine[0]["layer"]
         ax.set(xscale="log", ylim=(0, 1), xlabel="training examples seen", ylabel="test Disentangle")
         ax.set_title(f"{model}, layer {layer}")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.12), frameon=False)
-    fig.tight_layout()
+    style.legend_below(fig, axes[0], ncol=3)
     return fig
