@@ -156,11 +156,17 @@ def _check_template(name: str, key: str, template: str) -> None:
 
 
 def load_domain(domain: str, ravel_dir: str | Path | None = None) -> RavelDomain:
-    """Load and validate one RAVEL domain."""
-    if domain not in DOMAINS:
-        raise RavelDataError(f"unknown RAVEL domain {domain!r}; valid: {', '.join(DOMAINS)}")
-    folder = resolve_ravel_dir(ravel_dir)
+    """Load and validate one RAVEL domain, or a domain of one's own: any name whose five files (named
+    as RAVEL's, `domain_files`) are in the folder (docs/own-model.md)."""
     files = domain_files(domain)
+    named = ravel_dir or os.environ.get("HYPERDAS_RAVEL_DIR")  # one's own domain lives in a named folder
+    folder = resolve_ravel_dir(ravel_dir) if domain in DOMAINS or named else None
+    if folder is None or not all((folder / name).is_file() for name in files.values()):
+        if domain not in DOMAINS:
+            raise RavelDataError(
+                f"unknown RAVEL domain {domain!r}; valid: {', '.join(DOMAINS)}, or a domain of your own whose "
+                f"files ({', '.join(files.values())}) are in the folder named by ravel_dir"
+            )
     raw = {field: _read_json(folder / name) for field, name in files.items()}
 
     prompts = raw["attribute_to_prompts"]
