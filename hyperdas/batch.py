@@ -64,7 +64,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_profile(name_or_path: str) -> dict:
     path = Path(name_or_path)
-    if not path.suffix:
+    if path.suffix not in (".yaml", ".yml") and len(path.parts) == 1:  # a name (which may hold dots: qwen2.5)
         path = CONFIGS / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
@@ -82,6 +82,17 @@ def load_profile(name_or_path: str) -> dict:
     if not isinstance(params, dict):
         raise ProfileError(f"{path} must hold a mapping of parameter names to values")
     return params
+
+
+def results_root(profile: str, given: str | Path | None = None) -> Path:
+    """Where a profile's results go: the folder given on the command line; else the profile's own
+    `results_root` (relative to the repository), so that profiles of one model never overwrite each
+    other's files (`cpu-seeds`: results/cpu-seeds/); else results/ (the cpu profile and the
+    notebooks run by hand)."""
+    if given is not None:
+        return Path(given)
+    own = load_profile(profile).get("results_root")
+    return REPO / own if own else REPO / "results"
 
 
 def _typed(text: str):
@@ -226,6 +237,8 @@ def check_values(params: dict, books: list[Path]) -> None:
 
 
 def check_overrides(overrides: dict, books: list[Path]) -> None:
+    if "results_root" in overrides:  # the runner sets it for every notebook from --results
+        raise ProfileError("results_root is set by the runner: use --results FOLDER")
     check_names(overrides, books, what="override")
 
 
@@ -345,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="append", default=None, help="profile name in configs/ or a YAML path (repeatable)"
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--results", default=str(REPO / "results"), help="results root folder")
+    parser.add_argument(
+        "--results", default=None, help="results root folder (default: the profile's results_root, else results/)"
+    )
     parser.add_argument("--notebooks", nargs="*", default=None, help="number prefixes or stems to run")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     args = parser.parse_args(argv)
@@ -356,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             preflight({**load_profile(profile), **overrides})
         records = []
         for profile in args.profile or ["cpu"]:
-            records += run_profile(profile, overrides, Path(args.results), args.notebooks)
+            records += run_profile(profile, overrides, results_root(profile, args.results), args.notebooks)
     except HyperDASError as err:
         if args.debug:
             raise
@@ -367,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r.profile:<16} {r.notebook:<32} {r.status:<7} {r.seconds:8.1f} s  {r.error}")
     for profile in args.profile or ["cpu"]:
         params = {**load_profile(profile), **overrides}
-        line = headline(Path(args.results) / model_dir_name(str(params.get("model", "model"))))
+        line = headline(results_root(profile, args.results) / model_dir_name(str(params.get("model", "model"))))
         if line:
             print(f"  {profile}: {line}")
     print(f"  total {sum(r.seconds for r in records):.1f} s")

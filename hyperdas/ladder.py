@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from hyperdas.experiments.ladder import run_ladder
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hyperdas.batch import chain, check_names, load_profile, parse_overrides, tune_malloc
+    from hyperdas.batch import chain, check_names, load_profile, parse_overrides, results_root, tune_malloc
     from hyperdas.cli import check_used, one_line
     from hyperdas.core.config import ConfigError
     from hyperdas.core.errors import HyperDASError
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         # command-line run starts once more with them set
         if argv is None and tune_malloc(params):
             os.execv(sys.executable, [sys.executable, "-m", "hyperdas.ladder", *sys.argv[1:]])
-        root = Path(args.results or params.get("results_root") or "results")
+        root = results_root(args.profile, args.results)
         if args.baselines:
             from hyperdas.experiments.ladder import write_summary
             from hyperdas.experiments.ladder_baselines import run_ladder_baselines

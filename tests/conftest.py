@@ -13,7 +13,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def tiny_folders(tmp_path_factory):
     """Tiny random Llama / Qwen2 / Gemma models saved as HF folders in a temp dir."""
     root = tmp_path_factory.mktemp("tiny-models")
-    return {arch: make_tiny_model(root / arch, arch=arch, seed=0) for arch in ("llama", "qwen2", "gemma")}
+    return {arch: make_tiny_model(root / arch, arch=arch, seed=0) for arch in ("llama", "qwen2", "gemma", "gemma3")}
 
 
 @pytest.fixture(scope="session")

@@ -173,3 +173,15 @@ def test_profiles_only_set_declared_notebook_parameters(profile):
         declared |= set(papermill.inspect_notebook(str(path)))
     unknown = set(batch.load_profile(profile)) - declared
     assert not unknown, f"configs/{profile}.yaml sets {unknown}, which no notebook declares"
+
+
+def test_profiles_of_one_model_write_apart_and_the_runner_alone_sets_results_root(tmp_path, capsys):
+    assert batch.results_root("cpu") == batch.REPO / "results"  # the default chain, and notebooks run by hand
+    assert batch.results_root("cpu-seeds") == batch.REPO / "results" / "cpu-seeds"  # the README's table
+    assert batch.results_root("cpu-seeds", tmp_path) == tmp_path  # --results wins
+    assert batch.load_profile("cpu-ladder-qwen2.5-0.5b")["model"] == "qwen2.5-0.5b"  # a name with dots
+    same_model = [p.stem for p in batch.CONFIGS.glob("*.yaml") if batch.load_profile(p.stem)["model"] == "smollm2-135m"]
+    roots = [batch.results_root(p) for p in same_model]
+    assert len(set(roots)) == len(roots), f"profiles {same_model} share a results folder"
+    assert batch.main(["--profile", "smoke", "--set", "results_root=x", "--results", str(tmp_path)]) == 2
+    assert "results_root is set by the runner: use --results" in capsys.readouterr().err

@@ -73,18 +73,36 @@ class Results:
         "das_sweep.json": ("runs",),
     }
 
-    def __init__(self, folder: str | Path, reference: str | Path | None = REFERENCE_DIR):
+    # written into results/<model>/ by commands (make benchmarks, make das-sweep) whatever the profile:
+    # a profile's own folder (results/<profile>/<model>/) reads them from there when it has none
+    SHARED = ("benchmarks.json", "das_sweep.json", "patch_layers.json")
+
+    def __init__(
+        self, folder: str | Path, reference: str | Path | None = REFERENCE_DIR, shared: str | Path | None = None
+    ):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"no results folder {self.folder}: run the notebooks first (make reproduce)")
+        self.shared = Path(shared) if shared is not None else REPO / "results" / self.folder.name
         self.reference_dir = Path(reference) if reference is not None else None
         self.read: list[str] = []  # the files read since the last reset (make_all names them on a failure)
         self.models: dict[str, str] = {}  # the model each main results file names: one per folder
 
-    def json(self, name: str) -> dict:
-        path = self.folder / name
+    def path(self, name: str, folder: Path | None = None) -> Path:
+        """`name` in the folder; for a command's file (`SHARED`) absent there, the model's shared one."""
+        here = (folder or self.folder) / name
+        if folder is None and not here.is_file() and name in self.SHARED and (self.shared / name).is_file():
+            return self.shared / name
+        return here
+
+    def apart(self) -> bool:
+        """Whether this is a profile's own folder (results/<profile>/<model>/) beside the model's shared one."""
+        return self.shared.is_dir() and self.shared.resolve() != self.folder.resolve()
+
+    def json(self, name: str, folder: Path | None = None) -> dict:
+        path = self.path(name, folder)
         if not path.is_file():
-            raise Missing(f"{name} is missing in {self.folder}")
+            raise Missing(f"{name} is missing in {folder or self.folder}")
         self.read.append(name)
         try:
             data = json.loads(path.read_text())
@@ -315,10 +333,13 @@ def variants_table(results: Results) -> pd.DataFrame:
     test scores (mean over attributes, and over seeds for a file of several) and the faithfulness
     columns (their mean over the same seeds)."""
     rows = []
-    for path in sorted(results.folder.glob("hyperdas*.json")):
+    # a profile's own folder also lists the runs kept in the model's shared folder (named with it)
+    folders = [results.folder] + ([results.shared] if results.apart() else [])
+    for path in [p for folder in folders for p in sorted(folder.glob("hyperdas*.json"))]:
         if path.name in NOT_VARIANTS:
             continue
-        data = results.json(path.name)
+        own = path.parent == results.folder
+        data = results.json(path.name, None if own else path.parent)
         if "records" not in data:
             raise SchemaError(f"{path} lacks ['records']: rerun the notebook that writes it")
         config = {**MODEL_BEFORE_FIELDS, **data.get("config", {}).get("hyperdas", {})}
@@ -329,7 +350,7 @@ def variants_table(results: Results) -> pd.DataFrame:
             faithful = pd.DataFrame([faithfulness_columns(b, mode) for b in blocks if b]).mean().to_dict()
             rows.append(
                 {
-                    "file": path.name,
+                    "file": path.name if own else f"results/{path.parent.name}/{path.name}",
                     "base_read": config["base_read"],
                     "instruction": config.get("instruction"),
                     "layer": config.get("layer"),
@@ -733,6 +754,8 @@ def ladder(results: Results):
     from hyperdas.experiments.figures.ladder import ladder_figure
 
     path = results.folder.parent / "ladder.json"
+    if not path.is_file():  # a profile's own folder: the ladder summary of results/
+        path = results.shared.parent / "ladder.json"
     if not path.is_file():
         raise Missing(f"no {path}: run python -m hyperdas.ladder")
     results.read.append(str(path))

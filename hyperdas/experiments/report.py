@@ -18,7 +18,7 @@ from pathlib import Path
 from hyperdas.core.results import machine, read_json
 
 MARK = re.compile(r"(<!-- report:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
-HEADLINE_MODEL = "smollm2-135m"
+HEADLINE = "cpu-seeds/smollm2-135m"  # the README's table: the cpu-seeds profile's folder
 MODES = {"one_to_one": "one-to-one", "one_to_many": "one-to-many", "soft": "soft"}
 
 
@@ -45,7 +45,7 @@ def _written(record: dict, name: str) -> str:
     return f"`{name}`: written {str(record.get('written_at', '?'))[:10]} on {machine(record)}, {at}"
 
 
-def headline(model_dir: Path) -> str:
+def headline(model_dir: Path, label: str | None = None) -> str:
     """The main table's mean rows: HyperDAS in each mode, DAS, MDAS and the full patch."""
     from hyperdas.experiments import plots
 
@@ -88,9 +88,10 @@ def headline(model_dir: Path) -> str:
             f"{_num(get('follows_instruction'))} | {_num(get('test_entity_disentangle'))} | {blind} | "
             f"{int(get('n_seeds') or 1)} |"
         )
-    sources = [_written(hyper, f"results/{model_dir.name}/hyperdas.json")]
+    where = f"results/{label or model_dir.name}"
+    sources = [_written(hyper, f"{where}/hyperdas.json")]
     if (model_dir / "baselines.json").is_file():
-        sources.append(_written(read_json(model_dir / "baselines.json"), f"results/{model_dir.name}/baselines.json"))
+        sources.append(_written(read_json(model_dir / "baselines.json"), f"{where}/baselines.json"))
     lines += ["", "Sources: " + "; ".join(sources) + "."]
     return "\n".join(lines) + "\n"
 
@@ -219,7 +220,7 @@ def paper(reference: Path) -> str:
 def sections(root: str | Path) -> dict[str, str]:
     root = Path(root)
     out = {
-        "headline": headline(root / HEADLINE_MODEL),
+        "headline": headline(root / HEADLINE, HEADLINE),
         "paper": paper(root / "reference" / "llama3-8b.json"),
     }
     if (root / "ladder.json").is_file():

@@ -57,12 +57,33 @@ def _written(path: Path) -> tuple[str, str, str]:
     return str(record.get("written_at", ""))[:10], machine(record), commit[:12] if commit else "not recorded"
 
 
+def profile_roots(root: Path) -> list[Path]:
+    """The folders under `root` where a profile keeps its results apart (`results_root` in configs/)."""
+    from hyperdas.batch import CONFIGS, load_profile
+
+    found = {load_profile(str(p)).get("results_root") for p in sorted(CONFIGS.glob("*.yaml"))}
+    return sorted(REPO / f for f in found if f and (REPO / f).parent == root)
+
+
+def model_folders(root: Path) -> list[Path]:
+    """Every results/<model>/ and results/<profile>/<model>/ folder."""
+    apart = profile_roots(root)
+    top = [p for p in sorted(root.iterdir()) if p.is_dir() and p not in apart and p.name not in ("reference", "gpu")]
+    return top + [m for p in apart if p.is_dir() for m in sorted(p.iterdir()) if m.is_dir()]
+
+
 def files_table(root: Path) -> str:
     lines = ["| file | holds | written by | written | machine | commit |", "|---|---|---|---|---|---|"]
     seen: set[Path] = set()
+    folders = model_folders(root)
     for pattern, holds, writer in FILES:
-        for path in sorted(root.glob(pattern)):
-            if path in seen or "gpu" in path.relative_to(root).parts:
+        paths = (
+            [p for folder in folders for p in sorted(folder.glob(pattern[2:]))]
+            if pattern.startswith("*/")
+            else sorted(root.glob(pattern))
+        )
+        for path in paths:
+            if path in seen:
                 continue
             seen.add(path)
             date, written_on, commit = _written(path)
@@ -100,7 +121,7 @@ def document(root: str | Path) -> str:
     from hyperdas.experiments import plots
 
     root = Path(root)
-    model_dir = root / report.HEADLINE_MODEL
+    model_dir = root / report.HEADLINE
     results = plots.Results(model_dir)
     parts = [
         "# Results\n",

@@ -7,7 +7,9 @@ tuple ``(hidden, ...)`` in older ones; both are handled.
 
 from __future__ import annotations
 
+import ast
 import inspect
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -153,9 +155,20 @@ def patch_residual(model: torch.nn.Module | Target, layer: int, positions, value
 
 
 def _returns_tuple(block: torch.nn.Module) -> bool | None:
-    """Whether a decoder block returns ``(hidden, ...)`` (older transformers) or a bare tensor,
-    read from its forward's return annotation; None when it does not say."""
-    annotation = inspect.signature(type(block).forward).return_annotation
+    """Whether a decoder block returns ``(hidden, ...)`` (older transformers) or a bare tensor: read
+    from its forward's return statements (annotations can be stale: Gemma 3's says tuple in
+    transformers 5 and returns the tensor), else from its return annotation; None when neither says."""
+    forward = type(block).forward
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(forward)))
+        returned = [node.value for node in ast.walk(tree) if isinstance(node, ast.Return) and node.value is not None]
+    except (OSError, TypeError, SyntaxError):
+        returned = []
+    if returned and all(isinstance(v, ast.Tuple) for v in returned):
+        return True
+    if returned and all(isinstance(v, ast.Name) and v.id == "hidden_states" for v in returned):
+        return False
+    annotation = inspect.signature(forward).return_annotation
     if annotation is inspect.Signature.empty:
         return None
     return "tuple" in str(annotation).lower()

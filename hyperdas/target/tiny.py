@@ -13,7 +13,7 @@ import torch
 from hyperdas.core.cache import cache_root, convert_once
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
-ARCHS = ("llama", "qwen2", "gemma")
+ARCHS = ("llama", "qwen2", "gemma", "gemma3")
 
 # name -> architecture; built into the cache on first use
 TEST_MODELS = {f"tiny-random-{arch}": arch for arch in ARCHS}
@@ -36,7 +36,7 @@ def char_tokenizer():
 
 
 def tiny_config(arch: str = "llama", n_layers: int = 4, hidden: int = 64, vocab_size: int = 128):
-    from transformers import GemmaConfig, LlamaConfig, Qwen2Config
+    from transformers import Gemma3TextConfig, GemmaConfig, LlamaConfig, Qwen2Config
 
     if arch not in ARCHS:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ARCHS}")
@@ -53,9 +53,11 @@ def tiny_config(arch: str = "llama", n_layers: int = 4, hidden: int = 64, vocab_
         eos_token_id=2,
         tie_word_embeddings=True,
     )
-    if arch == "gemma":
+    if arch.startswith("gemma"):
         common["head_dim"] = hidden // 4
-    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma": GemmaConfig}[arch]
+    if arch == "gemma3":  # local (sliding-window) and global attention blocks, as Gemma-3-270M has
+        common.update(sliding_window=8, layer_types=["sliding_attention", "full_attention"] * (n_layers // 2))
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma": GemmaConfig, "gemma3": Gemma3TextConfig}[arch]
     return config_class(**common)
 
 

@@ -168,7 +168,7 @@ def test_tuple_outputs_are_read_and_edited():
     assert not hook_ids(model)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gemma3"])  # gemma3: its annotation says tuple
 def test_start_after_continues_from_the_given_stream_and_restores_the_blocks(tiny_folders, arch):
     from hyperdas.target.models import load_target
 
@@ -198,8 +198,18 @@ def test_start_after_returns_tuples_where_blocks_do():
     with torch.no_grad(), start_after(model, 0, given):
         out = model(torch.randn(1, 3, 4))
     torch.testing.assert_close(out, model.model.layers[1](given)[0])
-    with pytest.raises(TypeError, match="does not annotate"), start_after(_TupleModel(), 0, given):
+    plain = _TupleModel()  # blocks whose source returns tuples: read from their return statements
+    with torch.no_grad(), start_after(plain, 0, given):
+        torch.testing.assert_close(plain(torch.randn(1, 3, 4)), plain.model.layers[1](given)[0])
+    unknown = _TupleModel()
+    unknown.model.layers = torch.nn.ModuleList([_Opaque(), _Opaque()])
+    with pytest.raises(TypeError, match="does not annotate"), start_after(unknown, 0, given):
         pass
+
+
+class _Opaque(_TupleBlock):
+    def forward(self, hidden):  # neither its return statement nor an annotation says what it returns
+        return super().forward(hidden)
 
 
 def test_checkpointed_blocks_give_the_same_gradient_and_are_restored(tiny_llama):
