@@ -42,6 +42,12 @@ def check_block(block: nn.Module, index: int = 0) -> None:
         )
 
 
+def _parameters(module: nn.Module) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(module.forward).parameters)
+
+
 def _is_4bit(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) and getattr(module.weight, "quant_state", None) is not None
 
@@ -85,6 +91,9 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = self.q_proj.out_features // n_heads
         self.scaling = getattr(attn, "scaling", self.head_dim**-0.5)
+        # Gemma 3 normalises each head's queries and keys before the rotation
+        self.q_norm = trainable_copy(attn.q_norm) if hasattr(attn, "q_norm") else None
+        self.k_norm = trainable_copy(attn.k_norm) if hasattr(attn, "k_norm") else None
 
     def _keys_values(self, kv: torch.Tensor, kv_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k/v projections of the allowed positions only (masked ones stay 0, never attended): the
@@ -110,6 +119,7 @@ class Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         causal: bool = False,
         kv_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        window: int | None = None,
     ) -> torch.Tensor:
         """x (B, T, D) attends to kv (B, S, D); kv_mask (B, S) is True where attending is allowed.
         `rope`: (cos, sin) at x's positions, for the queries and (self-attention) the keys;
@@ -120,6 +130,8 @@ class Attention(nn.Module):
         k, v = self._keys_values(kv, kv_mask)
         k = k.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             cos, sin = (t.unsqueeze(1) for t in rope)
             q = q * cos + rotate_half(q) * sin
@@ -129,6 +141,8 @@ class Attention(nn.Module):
         mask = kv_mask[:, None, None, :].expand(B, 1, T, S)
         if causal:
             mask = mask & torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
+            if window is not None:  # a sliding-window block (Gemma 3's local layers)
+                mask = mask & torch.ones(T, S, dtype=torch.bool, device=x.device).triu(-(window - 1))
         # grouped-query heads shared inside the kernel: repeating k/v over ~30 layers' states
         # cost about 0.07 s of a SmolLM2 step (copies forward, sums backward)
         out = nn.functional.scaled_dot_product_attention(
@@ -160,21 +174,37 @@ class HyperBlock(nn.Module):
         self.source_norm = trainable_copy(block.input_layernorm) if source_ca else None
         self.base_ca = cross() if base_ca else None
         self.base_norm = trainable_copy(block.input_layernorm) if base_ca else None
-        self.mlp_norm = trainable_copy(block.post_attention_layernorm)
+        # Gemma 2/3 blocks are sandwiched: a norm before and after each sub-layer
+        sandwich = hasattr(block, "pre_feedforward_layernorm")
+        self.mlp_norm = trainable_copy(block.pre_feedforward_layernorm if sandwich else block.post_attention_layernorm)
         self.mlp = trainable_copy(block.mlp)
+        after = lambda name, wanted=True: trainable_copy(getattr(block, name)) if sandwich and wanted else None  # noqa: E731
+        self.self_after, self.mlp_after = after("post_attention_layernorm"), after("post_feedforward_layernorm")
+        self.source_after, self.base_after = (
+            after("post_attention_layernorm", source_ca),
+            after("post_attention_layernorm", base_ca),
+        )
+        self.window = getattr(block.self_attn, "sliding_window", None)
 
     def forward(self, x, mask, rope, source, source_mask, base, base_mask, kv_ropes=None):
         """`kv_ropes`: (source, base) key rotations when the cross-attentions use positions."""
         h = self.self_norm(x)
-        x = x + self.self_attn(h, h, mask, rope=rope, causal=True)
+        x = x + _then(self.self_after, self.self_attn(h, h, mask, rope=rope, causal=True, window=self.window))
         source_rope, base_rope = kv_ropes if kv_ropes is not None else (None, None)
         if self.source_ca is not None:
             ca_rope = rope if source_rope is not None else None
-            x = x + self.source_ca(self.source_norm(x), source, source_mask, rope=ca_rope, kv_rope=source_rope)
+            out = self.source_ca(self.source_norm(x), source, source_mask, rope=ca_rope, kv_rope=source_rope)
+            x = x + _then(self.source_after, out)
         if self.base_ca is not None:
             ca_rope = rope if base_rope is not None else None
-            x = x + self.base_ca(self.base_norm(x), base, base_mask, rope=ca_rope, kv_rope=base_rope)
-        return x + self.mlp(self.mlp_norm(x))
+            x = x + _then(
+                self.base_after, self.base_ca(self.base_norm(x), base, base_mask, rope=ca_rope, kv_rope=base_rope)
+            )
+        return x + _then(self.mlp_after, self.mlp(self.mlp_norm(x)))
+
+
+def _then(norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    return x if norm is None else norm(x)
 
 
 INITS = ("target", "scratch")
@@ -219,6 +249,9 @@ class HyperNetwork(nn.Module):
         gemma_plain = config.model_type.startswith("gemma") and type(self.embed) is nn.Embedding
         self.embed_scale = config.hidden_size**0.5 if gemma_plain else 1.0
         self.rotary = copy.deepcopy(inner.rotary_emb)
+        # Gemma 3 rotates its local and global blocks with different bases: one rotation per block type
+        types = getattr(config, "layer_types", None)
+        self.layer_types = list(types[:n_blocks]) if types and "layer_type" in _parameters(self.rotary) else None
         self.blocks = nn.ModuleList(
             HyperBlock(b, n_heads, n_kv, source_ca, base_ca, tie_attention) for b in layers[:n_blocks]
         )
@@ -231,16 +264,21 @@ class HyperNetwork(nn.Module):
         """(B, T, D) instruction states after the last block (before the final norm)."""
         x = self.embed(ids) * torch.tensor(self.embed_scale, dtype=self.embed.weight.dtype)
         positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
-        rope = self.rotary(x, positions)
         mask = mask.bool()
-        kv_ropes = None
-        if self.positions and self.blocks:
-            kv_ropes = tuple(
-                None if m is None else self.rotary(x, m.long().cumsum(1) * m.long()) for m in (source_mask, base_mask)
-            )
-        for block in self.blocks:
-            x = block(x, mask, rope, source, source_mask, base, base_mask, kv_ropes)
+        for i, block in enumerate(self.blocks):
+            rotate = self._rotation(i)
+            kv_ropes = None
+            if self.positions:
+                kv_ropes = tuple(
+                    None if m is None else rotate(x, m.long().cumsum(1) * m.long()) for m in (source_mask, base_mask)
+                )
+            x = block(x, mask, rotate(x, positions), source, source_mask, base, base_mask, kv_ropes)
         return x
+
+    def _rotation(self, block: int):
+        if self.layer_types is None:
+            return self.rotary
+        return lambda x, positions: self.rotary(x, positions, self.layer_types[block])
 
     def forward(self, ids, mask, source, source_mask, base, base_mask) -> torch.Tensor:
         x = self.norm(self.hidden(ids, mask, source, source_mask, base, base_mask))

@@ -7,7 +7,7 @@ from hyperdas.hyper.hypernetwork import HyperNetwork, StructureError
 from hyperdas.target.models import load_target
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma", "gemma3"])
 def target(request, tiny_folders):
     return load_target(str(tiny_folders[request.param]))
 
