@@ -152,6 +152,41 @@ def ladder(summary_path: Path, modes: tuple[str, ...] = ("one_to_one",)) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ladder_brief(summary_path: Path) -> str:
+    """README's form of the ladder: per model, one-to-one HyperDAS at each rung and the baselines in a
+    line, the ceilings, and the verdict (the tables: docs/results.md)."""
+    summary = read_json(summary_path)
+    lines = []
+    for model in sorted({r["model"] for r in summary["rows"]}):
+        rows = [r for r in summary["rows"] if r["model"] == model]
+        rungs = sorted((r for r in rows if r.get("mode") == "one_to_one"), key=lambda r: r["steps"])
+        base = [r for r in rows if r["method"] != "hyperdas" and r.get("early_stopped", True)]
+
+        def scored(r):
+            fa = (r.get("follows_activations") or {}).get("mean")
+            return f"{_pm(r['disentangle']['mean'], r['disentangle']['sd'])}" + (f" ({_pct(fa)})" if fa else "")
+
+        hyper = "; ".join(f"{r['steps']:,} steps {scored(r)}" for r in rungs)
+        others = "; ".join(f"{r['method'].upper()} {scored(r)}" for r in sorted(base, key=lambda r: r["method"]))
+        ceilings = next((r["ceilings"] for r in rows if r.get("ceilings")), None)
+        reach = (
+            f" Patching reaches {_pct(ceilings.get('full_patch'))} (last entity token) and "
+            f"{_pct(ceilings.get('span_patch'))} (every entity token) of the {ceilings['split']} conflict pairs."
+            if ceilings
+            else ""
+        )
+        lines += [
+            f"**{model}**, layer {rows[0]['layer']}, test Disentangle (mean ± sd over seeds; in brackets, how "
+            f"often the edit's output follows the swapped-in activations): one-to-one HyperDAS {hyper}; "
+            f"early-stopped {others or 'baselines not run'}.{reach}",
+            "",
+            verdict([c for c in summary.get("comparisons", []) if c["model"] == model]),
+            "",
+        ]
+    lines.append("Sources: " + ", ".join(f"`results/{s}`" for s in summary["sources"]) + ".")
+    return "\n".join(lines) + "\n"
+
+
 def verdict(comparisons: list[dict]) -> str:
     """Two sentences: where one-to-one HyperDAS beats early-stopped MDAS with faithful edits (the
     Disentangle difference's interval above zero, and following the activations no less often:
@@ -224,7 +259,7 @@ def sections(root: str | Path) -> dict[str, str]:
         "paper": paper(root / "reference" / "llama3-8b.json"),
     }
     if (root / "ladder.json").is_file():
-        out["ladder"] = ladder(root / "ladder.json")
+        out["ladder"] = ladder_brief(root / "ladder.json")
     return out
 
 

@@ -87,6 +87,12 @@ def test_baselines_beside_the_ladder_give_paired_intervals(root):
         d = c["disentangle_difference"]
         assert d["low"] <= d["estimate"] <= d["high"] and d["distinguishable"] == (d["low"] > 0 or d["high"] < 0)
         assert "follows_activations_difference" in c
+    from hyperdas.experiments.report import ladder_brief, verdict
+
+    brief = ladder_brief(root / "ladder.json")
+    assert brief.startswith("**synthetic-llama**, layer 0") and "one-to-one HyperDAS 4 steps" in brief
+    assert "early-stopped DAS" in brief and "MDAS" in brief and "budget" not in brief  # fixed budgets: docs only
+    assert verdict([c for c in compared if c["model"] == "synthetic-llama"]) in brief
 
 
 def test_a_stopped_ladder_scores_the_rungs_it_has_kept(synthetic_pairs, tmp_path):
