@@ -136,7 +136,25 @@ def run_notebook(book: Path, params: dict, out_dir: Path, profile: str) -> RunRe
         status, error = "ok", ""
     except Exception as err:  # keep going: the summary reports it
         status, error = "failed", str(err).strip().splitlines()[-1][:300] if str(err).strip() else type(err).__name__
-    return RunRecord(profile, book.name, status, time.perf_counter() - start, output, error)
+    seconds = time.perf_counter() - start
+    if output.is_file():
+        strip_volatile(output)
+    return RunRecord(profile, book.name, status, seconds, output, error)
+
+
+# what changes from run to run without changing what a notebook shows: papermill's timings, kernel state
+VOLATILE = ("metadata.papermill", "cell.metadata.papermill", "cell.metadata.execution", "metadata.widgets")
+
+
+def strip_volatile(path: Path) -> None:
+    """An executed notebook kept with its outputs, less the metadata of `VOLATILE` (nbstripout), so
+    that the executed copies committed beside the results differ only where their outputs do."""
+    import nbformat
+    from nbstripout import strip_output
+
+    notebook = nbformat.read(path, as_version=4)
+    strip_output(notebook, keep_output=True, keep_count=True, keep_id=True, extra_keys=list(VOLATILE))
+    nbformat.write(notebook, path)
 
 
 def notebook_defaults(book: str | Path, skip: tuple[str, ...] = ("results_root", "pairs_in")) -> dict:

@@ -118,6 +118,12 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert {n for n, r in ran["notebooks"].items() if r["status"] == "ok"} == {p.name for p in NOTEBOOKS}
     assert ran["environment"]["packages"]["torch"]
     assert {p.name for p in (out / "runs").iterdir()} == {p.name for p in NOTEBOOKS}
+    for executed in (out / "runs").iterdir():  # kept with their outputs, without papermill's timings
+        notebook = json.loads(executed.read_text())
+        assert any(c.get("outputs") for c in notebook["cells"]), executed.name
+        assert "papermill" not in notebook["metadata"] and not any(
+            "papermill" in c["metadata"] for c in notebook["cells"]
+        )
     printed = capsys.readouterr().out
     assert "summary" in printed and "smoke: Disentangle: hyperdas soft" in printed
     (entry,) = [json.loads(line) for line in (out / "run_log.jsonl").read_text().splitlines()]

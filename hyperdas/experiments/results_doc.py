@@ -31,6 +31,7 @@ FILES = (
     ("*/benchmarks.json", "step times, throughput and memory", "`make benchmarks`"),
     ("*/reproduce.json", "status and seconds per notebook of the last chain run", "`hyperdas-batch`"),
     ("*/run_log.jsonl", "one line per chain run: profile, overrides, commit, machine", "`hyperdas-batch`"),
+    ("*/runs/*.ipynb", "an executed notebook of the last chain run, with its outputs", "`hyperdas-batch`"),
     (
         "*/ladder/hyperdas_*.json",
         "one ladder run: every rung's scores and per-pair outcomes",
