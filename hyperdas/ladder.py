@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.baselines and (args.steps is None or args.rungs is None):
             raise ConfigError("the ladder needs --steps and --rungs")
         check_used(overrides, "mdas" if args.baselines else "hyperdas", "the ladder")
+        if "results_root" in overrides:
+            raise ConfigError("results_root is set by --results FOLDER (default: the profile's, else results/)")
         if {"hyper_steps", "snapshot_steps"} & set(overrides):
             raise ConfigError("the ladder sets hyper_steps and snapshot_steps itself: use --steps and --rungs")
         # the batch runner's malloc settings (`hyperdas.batch.MALLOC`): glibc reads them at start, so a

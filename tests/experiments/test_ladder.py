@@ -127,6 +127,7 @@ def test_bad_rungs_are_refused_before_anything_loads(root, capsys):
     [
         (["--set", "hyper_steps=8"], "the ladder sets hyper_steps and snapshot_steps itself: use --steps and --rungs"),
         (["--set", "max_pairs=10"], "override(s) max_pairs: the ladder does not use them"),
+        (["--set", "results_root=elsewhere"], "results_root is set by --results FOLDER"),
     ],
 )
 def test_overrides_the_ladder_would_ignore_are_refused(root, capsys, extra, message):
