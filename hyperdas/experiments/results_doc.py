@@ -60,9 +60,11 @@ def _written(path: Path) -> tuple[str, str, str]:
 
 def profile_roots(root: Path) -> list[Path]:
     """The folders under `root` where a profile keeps its results apart (`results_root` in configs/)."""
-    from hyperdas.batch import CONFIGS, load_profile
+    import yaml
 
-    found = {load_profile(str(p)).get("results_root") for p in sorted(CONFIGS.glob("*.yaml"))}
+    found = {
+        (yaml.safe_load(p.read_text()) or {}).get("results_root") for p in sorted((REPO / "configs").glob("*.yaml"))
+    }
     return sorted(REPO / f for f in found if f and (REPO / f).parent == root)
 
 
