@@ -24,11 +24,9 @@ from pathlib import Path
 import yaml
 
 from hyperdas.core.errors import HyperDASError
-from hyperdas.core.results import model_dir_name, read_json, write_json
+from hyperdas.core.results import CONFIGS, REPO, model_dir_name, read_json, write_json
 
-REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-CONFIGS = REPO / "configs"
 
 
 class ProfileError(HyperDASError, ValueError):

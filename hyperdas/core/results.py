@@ -127,6 +127,7 @@ def write_section(path: str | Path, key: str, section: dict[str, Any]) -> Path:
 
 
 REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"  # the profiles
 
 
 def portable_path(path: str | Path, results_root: str | Path | None = None) -> str:

@@ -183,9 +183,7 @@ def main_table(results: Results) -> pd.DataFrame:
     hyper_file = results.json("hyperdas.json")
     hyper = hyper_file["records"]
     layer = hyper[0]["layer"]
-    rows = [
-        {"seed": hyper_file.get("seed", 0), **r, "method": f"HyperDAS ({r['mode'].replace('_', '-')})"} for r in hyper
-    ]
+    rows = [{"seed": hyper_file.get("seed", 0), **r, "method": look.method_name(r["mode"])} for r in hyper]
     layers = sorted({r["layer"] for r in hyper})
     if len(layers) > 1:
         raise SchemaError(f"hyperdas.json mixes runs at layers {layers}: one run per file (rerun notebook 03)")
@@ -198,11 +196,7 @@ def main_table(results: Results) -> pd.DataFrame:
             f"baselines.json holds layers {sorted({r['layer'] for r in baselines})}, none at HyperDAS's layer {layer}: "
             f"rerun notebook 02 with layer={layer}, or notebook 03 at the baselines' layer"
         )
-    rows += [
-        {**r, "method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}.get(r["method"], r["method"])}
-        for r in baselines
-        if r["layer"] == layer
-    ]
+    rows += [{**r, "method": look.method_name(r["method"])} for r in baselines if r["layer"] == layer]
     frame = pd.DataFrame(rows)[["domain", "attribute", "method", "seed", *METRICS]]
     per_seed = frame.groupby(["domain", "method", "seed"], as_index=False)[list(METRICS)].mean()
     parts = [_over_seeds(frame, ["domain", "attribute", "method"]), _over_seeds(per_seed, ["domain", "method"])]
@@ -216,7 +210,7 @@ def main_table(results: Results) -> pd.DataFrame:
     if faithful:  # every HyperDAS mean carries its faithfulness (hyperdas.experiments.faithfulness)
         blocks = list(hyper_file.get("faithfulness_by_seed", {}).values()) or [faithful]
         for mode in faithful["conflict"]:
-            method = f"HyperDAS ({mode.replace('_', '-')})"
+            method = look.method_name(mode)
             columns = pd.DataFrame([faithfulness_columns(b, mode) for b in blocks])
             for domain in table.index.get_level_values("domain").unique():
                 for column in columns:
@@ -419,7 +413,9 @@ def main_bars(results: Results):
     if ref:
         paper = [{"group": e["domain"], "method": e["method"], "value": e["disentangle"]} for e in ref]
         methods = [m for m in ORDER if m in {e["method"] for e in ref}]
-        look.grouped_bars(axes[1], paper, list(dict.fromkeys(e["domain"] for e in ref)), methods, hatch="//")
+        look.grouped_bars(
+            axes[1], paper, list(dict.fromkeys(e["domain"] for e in ref)), methods, hatch=look.PAPER["hatch"]
+        )
         axes[1].set(title=f"{PAPER} (hatched)", ylabel="Disentangle (test)", ylim=(0, 1))
     else:
         axes[1].set_axis_off()
@@ -432,11 +428,10 @@ def main_bars(results: Results):
 
 def _sweep_frame(results: Results) -> pd.DataFrame:
     sweep = results.json("das_sweep.json")
-    names = {"full_patch": "full patch", "span_patch": "entity-span patch", "das": "DAS", "mdas": "MDAS"}
     return pd.DataFrame(
         [
             {
-                "method": names.get(r["kind"], r["kind"]),
+                "method": look.method_name(r["kind"]),
                 "layer": r["config"]["layer"],
                 "k": r["config"]["k"],
                 **r["val"],
@@ -461,7 +456,7 @@ def layer_sweep(results: Results):
     try:
         rows += [
             {
-                "method": {"das": "DAS", "mdas": "MDAS", "full": "full patch"}[r["method"]],
+                "method": look.method_name(r["method"]),
                 "layer": r["layer"],
                 "scored on": "test",
                 **{m: r[m] for m in METRICS},

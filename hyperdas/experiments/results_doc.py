@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hyperdas.core.results import REPO, machine, read_json
+from hyperdas.core.results import CONFIGS, REPO, machine, read_json
 from hyperdas.experiments import report
 
 # (pattern under results/, what it holds, what writes it)
@@ -62,9 +62,7 @@ def profile_roots(root: Path) -> list[Path]:
     """The folders under `root` where a profile keeps its results apart (`results_root` in configs/)."""
     import yaml
 
-    found = {
-        (yaml.safe_load(p.read_text()) or {}).get("results_root") for p in sorted((REPO / "configs").glob("*.yaml"))
-    }
+    found = {(yaml.safe_load(p.read_text()) or {}).get("results_root") for p in sorted(CONFIGS.glob("*.yaml"))}
     return sorted(REPO / f for f in found if f and (REPO / f).parent == root)
 
 

@@ -178,12 +178,14 @@ class HyperBlock(nn.Module):
         sandwich = hasattr(block, "pre_feedforward_layernorm")
         self.mlp_norm = trainable_copy(block.pre_feedforward_layernorm if sandwich else block.post_attention_layernorm)
         self.mlp = trainable_copy(block.mlp)
-        after = lambda name, wanted=True: trainable_copy(getattr(block, name)) if sandwich and wanted else None  # noqa: E731
+
+        def after(name: str, present: bool = True) -> nn.Module | None:
+            return trainable_copy(getattr(block, name)) if sandwich and present else None
+
         self.self_after, self.mlp_after = after("post_attention_layernorm"), after("post_feedforward_layernorm")
-        self.source_after, self.base_after = (
-            after("post_attention_layernorm", source_ca),
-            after("post_attention_layernorm", base_ca),
-        )
+        # the cross-attentions are copies of the self-attention: each gets its own post-norm copy too
+        self.source_after = after("post_attention_layernorm", source_ca)
+        self.base_after = after("post_attention_layernorm", base_ca)
         self.window = getattr(block.self_attn, "sliding_window", None)
 
     def forward(self, x, mask, rope, source, source_mask, base, base_mask, kv_ropes=None):
