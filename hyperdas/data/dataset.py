@@ -41,13 +41,21 @@ def filter_domains(
     return datas, filtered
 
 
-def pairs_from(target, datas: dict, filtered: dict[str, FilterResult], pair_config: PairConfig = PairConfig()):
-    """Pairs of every filtered domain, merged split by split into one DatasetDict."""
+def pairs_from(
+    target,
+    datas: dict,
+    filtered: dict[str, FilterResult],
+    pair_config: PairConfig = PairConfig(),
+    attributes: dict[str, list[str]] | None = None,
+):
+    """Pairs of every filtered domain (or of the domains and attributes named in `attributes`),
+    merged split by split into one DatasetDict."""
     from datasets import DatasetDict, concatenate_datasets
 
+    chosen = attributes or {d: list(result.known) for d, result in filtered.items()}
     per_domain = [
-        build_pairs(datas[d], result, target.tokenizer, pair_config.replace(target_attributes=tuple(result.known)))
-        for d, result in filtered.items()
+        build_pairs(datas[d], filtered[d], target.tokenizer, pair_config.replace(target_attributes=tuple(names)))
+        for d, names in chosen.items()
     ]
     return DatasetDict({s: concatenate_datasets([p[s] for p in per_domain]) for s in per_domain[0]})
 

@@ -14,17 +14,60 @@ import json
 import time
 from pathlib import Path
 
+from hyperdas.core.config import ConfigError
 from hyperdas.core.files import write_text
 from hyperdas.core.intervals import hit_string, row_keys
 from hyperdas.core.results import portable_path, read_json, write_json, write_section
 from hyperdas.hyper.model import Inference, householder_vectors, selection_matrices, selection_record
 from hyperdas.hyper.selection import MODES
 from hyperdas.hyper.store import store_if_it_fits
-from hyperdas.hyper.training import LOG
+from hyperdas.hyper.training import LOG, checkpoint_folder
 from hyperdas.target.evaluate import evaluate
 
 METRICS = ("cause", "iso", "disentangle")
 RESULTS, LAYERS, TRAIN_LOG = "hyperdas.json", "hyperdas_layers.json", "train_log.jsonl"
+TRAIN_DOMAINS = ("each", "together")
+ALL_DOMAINS = "all"
+
+
+def domains_of(pairs) -> list[str]:
+    """The pairs' domains, in the order they first appear in the training split."""
+    return list(dict.fromkeys(pairs["train"]["domain"]))
+
+
+def domain_pairs(pairs, domain: str):
+    """Every split's pairs of one domain."""
+    from datasets import DatasetDict
+
+    return DatasetDict({split: rows.filter(lambda r: r["domain"] == domain) for split, rows in pairs.items()})
+
+
+def training_groups(pairs, train_domains: str = "each") -> dict[str, object]:
+    """{group: its pairs}. "each": one HyperDAS per domain over all its attributes (the official
+    code's); "together": one over every domain (`ALL_DOMAINS`), trained with balanced sampling. Pairs
+    of one domain give one group either way, named by the domain."""
+    if train_domains not in TRAIN_DOMAINS:
+        raise ConfigError(f"train_domains={train_domains!r}: use one of {TRAIN_DOMAINS}")
+    domains = domains_of(pairs)
+    if len(domains) == 1:
+        return {domains[0]: pairs}
+    if train_domains == "together":
+        return {ALL_DOMAINS: pairs}
+    return {d: domain_pairs(pairs, d) for d in domains}
+
+
+def studied_group(groups: dict, domain: str | None = None) -> str:
+    """The group notebook 04 studies: `domain`'s (None: the first), or the all-domain model's."""
+    if ALL_DOMAINS in groups or domain is None:
+        return next(iter(groups))
+    if domain not in groups:
+        raise ConfigError(f"ablation_domain={domain!r} is not among the pairs' domains {list(groups)}")
+    return domain
+
+
+def group_checkpoint(out_dir: str | Path, layer: int, groups, group: str, seed: int | None = None) -> Path:
+    """A group's checkpoint folder: the one-domain name of today's runs when there is one group."""
+    return checkpoint_folder(out_dir, layer, seed, group if len(groups) > 1 or group == ALL_DOMAINS else None)
 
 
 def score_test_pairs(
@@ -133,13 +176,16 @@ def write_results(
     faithfulness: dict | None = None,
     faithfulness_by_seed: dict | None = None,
     train_seconds_by_seed: dict | None = None,
+    by_group: dict | None = None,
 ) -> tuple[Path, Path]:
     """`hyperdas.json` (this run) and this layer's section of `hyperdas_layers.json` (every layer run
     so far, for the layer-sweep figure). `configs`: {"model", "hyperdas", "train"} configs.
     `faithfulness`: `hyperdas.experiments.faithfulness.faithfulness`'s block; its conflict shares are
     also written flat, as `follows_activations` / `follows_instruction` per mode. Several seeds:
     `records` holds every seed's (each tagged), `result` and `faithfulness` are the first seed's, and
-    `faithfulness_by_seed` maps each seed to its block, `train_seconds_by_seed` to its training time."""
+    `faithfulness_by_seed` maps each seed to its block, `train_seconds_by_seed` to its training time.
+    Several domains trained apart (or together): `result`, `faithfulness` and the by-seed maps are the
+    first group's, and `by_group` (`by_group()`) holds every group's."""
     out_dir = Path(out_dir)
     layer = configs["hyperdas"].layer
     path = write_json(
@@ -161,6 +207,7 @@ def write_results(
             "provenance": result.provenance,
             **(faithful_fields(faithfulness) if faithfulness else {}),
             **({"faithfulness_by_seed": faithfulness_by_seed} if faithfulness_by_seed else {}),
+            **({"by_group": by_group} if by_group else {}),
         },
     )
     layers = write_section(
@@ -176,6 +223,21 @@ def write_results(
         },
     )
     return path, layers
+
+
+def by_group(trained: dict, faithful: dict, train_domains: str) -> dict:
+    """Every group's training and faithfulness, keyed by group then seed: {train_domains, groups:
+    {group: {seed: {best_step, steps_run, train_seconds, faithfulness}}}} (`trained` and
+    `faithful` keyed by (group, seed))."""
+    groups: dict[str, dict] = {}
+    for (group, seed), r in trained.items():
+        groups.setdefault(group, {})[str(seed)] = {
+            "best_step": r.best_step,
+            "steps_run": len(r.history),
+            "train_seconds": r.seconds,
+            "faithfulness": faithful[group, seed],
+        }
+    return {"train_domains": train_domains, "groups": groups}
 
 
 def faithful_fields(block: dict) -> dict:

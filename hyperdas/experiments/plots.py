@@ -208,16 +208,26 @@ def main_table(results: Results) -> pd.DataFrame:
     _baseline_faithfulness(table, rows)
     faithful = hyper_file.get("faithfulness")
     if faithful:  # every HyperDAS mean carries its faithfulness (hyperdas.experiments.faithfulness)
-        blocks = list(hyper_file.get("faithfulness_by_seed", {}).values()) or [faithful]
         for mode in faithful["conflict"]:
             method = look.method_name(mode)
-            columns = pd.DataFrame([faithfulness_columns(b, mode) for b in blocks])
             for domain in table.index.get_level_values("domain").unique():
+                blocks = _faithfulness_blocks(hyper_file, domain)
+                columns = pd.DataFrame([faithfulness_columns(b, mode) for b in blocks])
                 for column in columns:
                     table.loc[(domain, "mean", method), column] = columns[column].mean()
                     if len(blocks) > 1 and column.startswith("follows_"):
                         table.loc[(domain, "mean", method), f"{column}_sd"] = columns[column].std()
     return table
+
+
+def _faithfulness_blocks(hyper_file: dict, domain: str) -> list[dict]:
+    """The faithfulness blocks (one per seed) of the HyperDAS that served `domain`: its own when the
+    domains were trained apart, the all-domain one when together, else the file's only model's."""
+    groups = hyper_file.get("by_group", {}).get("groups", {})
+    mine = groups.get(domain) or groups.get("all")
+    if mine:
+        return [entry["faithfulness"] for entry in mine.values()]
+    return list(hyper_file.get("faithfulness_by_seed", {}).values()) or [hyper_file["faithfulness"]]
 
 
 def seeds_caption(table: pd.DataFrame) -> str:
@@ -292,7 +302,8 @@ def write_tables(results: Results, out: Path) -> list[Path]:
 
     table = main_table(results)
     try:
-        reference = results.reference().get("main", [])
+        ref = results.reference()
+        reference = ref.get("main", []) + ref.get("mdas_per_attribute", [])
     except Missing:
         reference = []
     rows = tables.paper_layout(table, reference)

@@ -54,7 +54,8 @@ def _cell(value, sd=None) -> str:
 
 def paper_layout(table: pd.DataFrame, reference: list[dict] | None = None) -> list[dict]:
     """Rows {group, domain, attribute, (method, metric): cell} from `plots.main_table`'s frame, then
-    the paper's per-domain values (`reference`: `results/reference/llama3-8b.json` → main)."""
+    the paper's values (`reference`: `results/reference/llama3-8b.json` → main, per domain, and
+    mdas_per_attribute, whose rows are kept for the domains measured here)."""
     frame = table.reset_index()
     rows = []
     for (domain, attribute), part in frame.groupby(["domain", "attribute"], sort=False):
@@ -66,11 +67,16 @@ def paper_layout(table: pd.DataFrame, reference: list[dict] | None = None) -> li
                 row[(method, metric)] = _cell(r.get(metric), r.get(f"{metric}_sd"))
         rows.append(row)
     rows.sort(key=lambda r: (r["domain"], r["attribute"] == "mean", r["attribute"]))
-    by_domain: dict[str, dict[str, dict]] = {}
-    for entry in reference or []:
-        by_domain.setdefault(entry["domain"], {})[entry["method"]] = entry
-    for domain, entries in by_domain.items():
-        row = {"group": "paper (Llama3-8B)", "domain": domain, "attribute": "mean"}
+    ours = {r["domain"] for r in rows}
+    by_row: dict[tuple[str, str], dict[str, dict]] = {}
+    for entry in reference or []:  # per-attribute values only for the domains measured here
+        attribute = entry.get("attribute", "mean")
+        if attribute == "mean" or entry["domain"] in ours:
+            by_row.setdefault((entry["domain"], attribute), {})[entry["method"]] = entry
+    order = sorted(by_row, key=lambda key: (key[0] == "all", key[0], key[1] == "mean", key[1]))
+    for domain, attribute in order:
+        entries = by_row[(domain, attribute)]
+        row = {"group": "paper (Llama3-8B)", "domain": domain, "attribute": attribute}
         for method, _ in METHODS:
             for metric, _ in METRICS:
                 row[(method, metric)] = _cell(entries[method].get(metric)) if method in entries else ""

@@ -19,6 +19,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -55,6 +56,9 @@ from hyperdas.target.provenance import check_provenance, provenance
 
 WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
 LR_SCHEDULES = ("constant", "linear")
+
+
+SAMPLINGS = ("uniform", "balanced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +102,9 @@ class HyperTrainConfig(FrozenConfig):
     # answer tokens in the training loss: this package's first 3 (what scoring reads), or None: all of
     # them, the official loss (a mean over every answer token of the batch)
     answer_tokens: int | None = MAX_ANSWER_TOKENS
+    # how a batch is drawn: "uniform" over the training rows (the official code); "balanced": each place
+    # to a (domain, instructed attribute) group drawn uniformly (one HyperDAS over several domains)
+    sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -116,6 +123,7 @@ class HyperTrainConfig(FrozenConfig):
             ("activation_store", self.activation_store, ("auto", *STORE_KINDS)),
             ("store_dtype", self.store_dtype, tuple(STORE_DTYPES)),
             ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
+            ("sampling", self.sampling, SAMPLINGS),
         ):
             if value not in allowed:
                 raise ConfigError(f"HyperTrainConfig.{field}={value!r}: use one of {allowed}")
@@ -162,10 +170,12 @@ def snapshot_folder(out_dir: str | Path, step: int) -> Path:
     return Path(out_dir) / "snapshots" / f"step-{step}"
 
 
-def checkpoint_folder(out_dir: str | Path, layer: int, seed: int | None = None) -> Path:
+def checkpoint_folder(out_dir: str | Path, layer: int, seed: int | None = None, group: str | None = None) -> Path:
     """Where notebook 03 keeps its model for `layer` (and notebook 04 finds it): one per layer; the
-    runs of further seeds (`seed`) beside it."""
-    return Path(out_dir) / "checkpoints" / (f"hyperdas-layer{layer}" + (f"-seed{seed}" if seed is not None else ""))
+    runs of further seeds (`seed`) beside it; with several domains, one per `group` (a domain, or
+    "all" for one HyperDAS over every domain)."""
+    name = f"hyperdas-layer{layer}" + (f"-{group}" if group else "") + (f"-seed{seed}" if seed is not None else "")
+    return Path(out_dir) / "checkpoints" / name
 
 
 def save_hyperdas(
@@ -471,35 +481,11 @@ def train_hyperdas(
     check_layer(target.n_layers, config.layer)
     started = time.perf_counter()
     torch.manual_seed(train.seed)
-    rows = pairs["train"]
-    enc = encoded_pairs(target, rows, config.instruction, train.answer_tokens)
-    kinds = set(rows["attribute_type"])
-    if "causal" not in kinds:
-        raise RavelDataError("the training pairs hold no causal rows")
-    if train.iso_weight > 0 and "isolate" not in kinds:
-        raise RavelDataError(
-            f"iso_weight={train.iso_weight} but the training pairs hold no isolate rows: "
-            f"build pairs with isolate rows (notebook 01) or set iso_weight=0"
-        )
-    val = None
-    if "val" in pairs and len(pairs["val"]):
-        keep = list(range(len(pairs["val"])))
-        if train.max_val_pairs is not None and len(keep) > train.max_val_pairs:
-            keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
-        val = encoded_pairs(target, pairs["val"].select(keep), config.instruction)
+    enc, val = _training_pairs(target, pairs, config, train)
     parts = [p for p in (enc, val) if p is not None]
     store_kind = planned_store(target, parts, config, train, out_dir, progress and runtime.is_main)
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
-        per_process = -(-train.batch_size // runtime.world)  # each process holds its share only
-        need = estimate_for(
-            target, config, enc, min(per_process, runtime.micro_batch or per_process), train.checkpoint_target
-        )
-        if store_kind == "memory" and target.device.type == "cpu":  # a GPU's store is in host memory
-            held = _store_bytes(target, parts, config, train)
-            need = dataclasses.replace(need, activation_store=held)
-        if progress and runtime.is_main:
-            print(need.describe())
-        check_fits(need)
+        _check_memory(target, config, train, parts, store_kind, runtime, progress)
     if model is not None and model.config != config:
         raise ValueError("train_hyperdas: the given model was built with another config than `config`")
     model = (model if model is not None else HyperDAS(target, config)).to(target.device)
@@ -508,30 +494,9 @@ def train_hyperdas(
     rng = random.Random(train.seed)
     history, best_val, best_step, best_state, first = [], None, 0, None, 1
     folder = Path(out_dir) if out_dir is not None else None
-    saved = None
     built_from = provenance(target, pairs) if folder is not None else None
-    if folder is not None and resume and (folder / RESUME).is_file():
-        fix = "delete it to start this run from step 0"
-        saved = read_checked(folder / RESUME, lambda p: torch.load(p, weights_only=True), fix)
-        if _differs(saved["config"], config, MODEL_BEFORE_FIELDS) or _differs(
-            saved["train"], train, TRAIN_BEFORE_FIELDS
-        ):
-            raise CheckpointError(
-                f"{folder} holds a run with another configuration: rerun with --fresh (notebooks: fresh=True, "
-                f"Python: resume=False) to train it again, or write to another results folder"
-            )
-        check_provenance(saved.get("provenance"), built_from, folder)
-        if (folder / WEIGHTS).is_file():  # "already done" must not hide a damaged checkpoint
-            from safetensors.torch import load_file
-
-            fix = f"delete {folder} or rerun with --fresh"
-            read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), fix)
-            if (folder / CONFIG).is_file():
-                written = read_or_explain(folder / CONFIG, lambda p: json.loads(p.read_text()), fix)
-                check_checksums(folder / WEIGHTS, written.get("weights_checksums"), fix)
-        model.load_state_dict(saved["weights"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
+    saved = _restore(folder, config, train, built_from, model, optimizer, rng) if folder and resume else None
+    if saved is not None:
         history, best_val, best_step, best_state = (
             saved["history"],
             saved["best_val"],
@@ -540,6 +505,7 @@ def train_hyperdas(
         )
         first = saved["step"] + 1
     weights = example_weights(enc, train)
+    groups = sampling_groups(enc.records) if train.sampling == "balanced" else None
     stores = {
         split: make_store(
             target,
@@ -561,7 +527,7 @@ def train_hyperdas(
         write_text(folder / LOG, "".join(json.dumps(entry) + "\n" for entry in history))
     bar = tqdm(range(first, train.steps + 1), desc="HyperDAS", disable=not (progress and runtime.is_main))
     for step in bar:
-        index = rng.sample(range(len(enc)), min(train.batch_size, len(enc)))
+        index = draw_batch(rng, groups, len(enc), train.batch_size)
         try:
             entry = train_step(
                 target, model, enc, index, weights, optimizer, train, step, runtime, planner, stores.get("train")
@@ -591,21 +557,8 @@ def train_hyperdas(
         if writes:
             append_line(folder / LOG, json.dumps(entry))
         if writes and not runtime.fsdp and (evaluated or step == train.steps):  # FSDP: no resume files
-            state = {
-                "config": config.to_dict(),
-                "train": json.loads(json.dumps(train.to_dict())),
-                "step": step,
-                "history": history,
-                "weights": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": rng.getstate(),
-                "best_val": best_val,
-                "best_step": best_step,
-                "best_state": best_state,
-                "provenance": built_from,
-            }
-            with checked_path(folder / RESUME) as tmp:
-                torch.save(state, tmp)
+            best = {"best_val": best_val, "best_step": best_step, "best_state": best_state}
+            _save_resume(folder, config, train, step, history, model, optimizer, rng, best, built_from)
     if best_state is not None and not runtime.fsdp:  # FSDP: the best weights are in the checkpoint
         model.load_state_dict(best_state)
     elif best_state is None and folder is not None:
@@ -623,3 +576,99 @@ def train_hyperdas(
         resumed_from=first - 1 if saved else 0,
         provenance=built_from,
     )
+
+
+def _training_pairs(target, pairs, config: HyperDASConfig, train: HyperTrainConfig):
+    """The encoded training pairs, after the checks that they can train what `train` asks, and the
+    encoded val pairs (a seeded sample of `max_val_pairs`), or None without a val split."""
+    rows = pairs["train"]
+    enc = encoded_pairs(target, rows, config.instruction, train.answer_tokens)
+    kinds = set(rows["attribute_type"])
+    if "causal" not in kinds:
+        raise RavelDataError("the training pairs hold no causal rows")
+    if train.iso_weight > 0 and "isolate" not in kinds:
+        raise RavelDataError(
+            f"iso_weight={train.iso_weight} but the training pairs hold no isolate rows: "
+            f"build pairs with isolate rows (notebook 01) or set iso_weight=0"
+        )
+    if "val" not in pairs or not len(pairs["val"]):
+        return enc, None
+    keep = list(range(len(pairs["val"])))
+    if train.max_val_pairs is not None and len(keep) > train.max_val_pairs:
+        keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
+    return enc, encoded_pairs(target, pairs["val"].select(keep), config.instruction)
+
+
+def _check_memory(target, config, train, parts, store_kind, runtime: Runtime, progress: bool) -> None:
+    """Print the memory estimate and refuse a run the device cannot hold."""
+    per_process = -(-train.batch_size // runtime.world)  # each process holds its share only
+    need = estimate_for(
+        target, config, parts[0], min(per_process, runtime.micro_batch or per_process), train.checkpoint_target
+    )
+    if store_kind == "memory" and target.device.type == "cpu":  # a GPU's store is in host memory
+        need = dataclasses.replace(need, activation_store=_store_bytes(target, parts, config, train))
+    if progress and runtime.is_main:
+        print(need.describe())
+    check_fits(need)
+
+
+def _restore(folder: Path, config, train, built_from, model, optimizer, rng) -> dict | None:
+    """The state an interrupted run saved in `folder`, loaded into `model`, `optimizer` and `rng`;
+    None when there is none. A run of another configuration or other pairs is refused, and so is a
+    damaged "already done" checkpoint."""
+    if not (folder / RESUME).is_file():
+        return None
+    fix = "delete it to start this run from step 0"
+    saved = read_checked(folder / RESUME, lambda p: torch.load(p, weights_only=True), fix)
+    if _differs(saved["config"], config, MODEL_BEFORE_FIELDS) or _differs(saved["train"], train, TRAIN_BEFORE_FIELDS):
+        raise CheckpointError(
+            f"{folder} holds a run with another configuration: rerun with --fresh (notebooks: fresh=True, "
+            f"Python: resume=False) to train it again, or write to another results folder"
+        )
+    check_provenance(saved.get("provenance"), built_from, folder)
+    if (folder / WEIGHTS).is_file():  # "already done" must not hide a damaged checkpoint
+        from safetensors.torch import load_file
+
+        fix = f"delete {folder} or rerun with --fresh"
+        read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), fix)
+        if (folder / CONFIG).is_file():
+            written = read_or_explain(folder / CONFIG, lambda p: json.loads(p.read_text()), fix)
+            check_checksums(folder / WEIGHTS, written.get("weights_checksums"), fix)
+    model.load_state_dict(saved["weights"])
+    optimizer.load_state_dict(saved["optimizer"])
+    rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
+    return saved
+
+
+def _save_resume(folder: Path, config, train, step, history, model, optimizer, rng, best: dict, built_from) -> None:
+    """What `_restore` reads back: the run at `step`, written whole or not at all."""
+    state = {
+        "config": config.to_dict(),
+        "train": json.loads(json.dumps(train.to_dict())),
+        "step": step,
+        "history": history,
+        "weights": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng.getstate(),
+        **best,
+        "provenance": built_from,
+    }
+    with checked_path(folder / RESUME) as tmp:
+        torch.save(state, tmp)
+
+
+def sampling_groups(records: list[dict]) -> list[list[int]]:
+    """The training rows' indices grouped by (domain, instructed attribute), for balanced batches."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault((r.get("domain", ""), r["target_attribute"]), []).append(i)
+    return [groups[key] for key in sorted(groups)]
+
+
+def draw_batch(rng: random.Random, groups: list[list[int]] | None, n_rows: int, batch_size: int) -> list[int]:
+    """A batch of distinct row indices: uniform over the rows (`groups` None), or balanced: each
+    place goes to a (domain, attribute) group drawn uniformly, then to a row of that group."""
+    if groups is None:
+        return rng.sample(range(n_rows), min(batch_size, n_rows))
+    places = Counter(rng.randrange(len(groups)) for _ in range(batch_size))
+    return [i for g, k in sorted(places.items()) for i in rng.sample(groups[g], min(k, len(groups[g])))]

@@ -69,3 +69,14 @@ def test_the_latex_table_compiles(tmp_path):
     (tmp_path / "t.tex").write_text(document)
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_the_papers_per_attribute_rows_appear_only_for_domains_measured_here():
+    reference = [
+        {"domain": "city & co", "method": "MDAS", "cause": 0.563, "iso": 0.779, "disentangle": 0.671},
+        {"domain": "verb", "method": "MDAS", "cause": 0.743, "iso": 0.796, "disentangle": 0.77},
+        {"domain": "city & co", "attribute": "Country_x", "method": "MDAS", "cause": 0.808, "iso": 0.665},
+        {"domain": "verb", "attribute": "Singular", "method": "MDAS", "cause": 0.769, "iso": 0.811},
+    ]
+    paper = [(r["domain"], r["attribute"]) for r in tables.paper_layout(_frame(), reference) if r["group"] != "ours"]
+    assert paper == [("city & co", "Country_x"), ("city & co", "mean"), ("verb", "mean")]

@@ -1,0 +1,110 @@
+"""Which domains and attributes the target knows well enough to measure: a rule, not a hand pick.
+
+An attribute is kept when the filter found at least `min_known_entities` entities the model answers
+right under a kept template, at least one of them under a test template (else no test pair exists),
+and its pairs hold at least `min_train_pairs` training pairs whose instruction names it. A domain
+needs two kept attributes when it has isolate pairs (an isolate pair asks another attribute of the
+same domain). What is left out is reported with its counts; a domain left with nothing is an error.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hyperdas.data.ravel import RavelDataError
+
+MIN_KNOWN_ENTITIES = 40
+MIN_TRAIN_PAIRS = 200
+
+
+def known_counts(filtered: dict, datas: dict) -> list[dict]:
+    """Per (domain, attribute): entities known under any kept template, and under a test template."""
+    rows = []
+    for domain, result in filtered.items():
+        splits = datas[domain].prompt_to_split
+        for attribute, per_template in result.known.items():
+            known = {e for entities in per_template.values() for e in entities}
+            tested = {e for t, entities in per_template.items() if splits.get(t) == "test" for e in entities}
+            rows.append(
+                {"domain": domain, "attribute": attribute, "known_entities": len(known), "known_test": len(tested)}
+            )
+    return rows
+
+
+def train_pair_counts(pairs) -> Counter:
+    """(domain, instructed attribute) -> training pairs (causal and isolate)."""
+    train = pairs["train"]
+    return Counter(zip(train["domain"], train["target_attribute"]))
+
+
+def support_table(
+    filtered: dict,
+    datas: dict,
+    pairs=None,
+    min_known_entities: int = MIN_KNOWN_ENTITIES,
+    min_train_pairs: int = MIN_TRAIN_PAIRS,
+) -> list[dict]:
+    """One row per filtered (domain, attribute) with its counts, `kept` and, when left out, `why`.
+    Without `pairs` only the filter's counts are judged (the pairs are built from what passes)."""
+    trained = train_pair_counts(pairs) if pairs is not None else None
+    rows = []
+    for row in known_counts(filtered, datas):
+        why = []
+        if row["known_entities"] < min_known_entities:
+            why.append(f"{row['known_entities']} known entities < {min_known_entities}")
+        if row["known_test"] == 0:
+            why.append("no entity known under a test template")
+        if trained is not None:
+            row["train_pairs"] = trained.get((row["domain"], row["attribute"]), 0)
+            if row["train_pairs"] < min_train_pairs:
+                why.append(f"{row['train_pairs']} training pairs < {min_train_pairs}")
+        rows.append({**row, "kept": not why, **({"why": "; ".join(why)} if why else {})})
+    return rows
+
+
+def kept_attributes(rows: list[dict], isolate: bool = True) -> dict[str, list[str]]:
+    """{domain: kept attributes} from `support_table`'s rows, in their order; one line naming the
+    domain, its attributes' counts and the rule when a domain keeps too few."""
+    out: dict[str, list[str]] = {}
+    for domain in dict.fromkeys(r["domain"] for r in rows):
+        mine = [r for r in rows if r["domain"] == domain]
+        kept = [r["attribute"] for r in mine if r["kept"]]
+        if len(kept) < (2 if isolate else 1):
+            counts = ", ".join(f"{r['attribute']}: {r.get('why', 'kept')}" for r in mine)
+            raise RavelDataError(
+                f"{domain}: {len(kept)} attribute(s) pass the known-entity rule ({counts}); "
+                f"{'isolate pairs need two' if isolate else 'one is needed'}: leave the domain out of "
+                "`attributes`, or lower min_known_entities / min_train_pairs"
+            )
+        out[domain] = kept
+    return out
+
+
+def left_out(rows: list[dict]) -> list[dict]:
+    """The rows the rule left out, for the notebook's report and data_summary.json."""
+    return [r for r in rows if not r["kept"]]
+
+
+def supported_pairs(
+    target,
+    datas: dict,
+    filtered: dict,
+    pair_config,
+    min_known_entities: int = MIN_KNOWN_ENTITIES,
+    min_train_pairs: int = MIN_TRAIN_PAIRS,
+):
+    """(pairs, the rule's table, {domain: kept attributes}) for the attributes that pass the rule.
+    The filter's counts choose first; an attribute then short of training pairs is dropped and the
+    pairs built again (the quotas of the others change), until every built attribute passes."""
+    from hyperdas.data.dataset import pairs_from
+
+    isolate = pair_config.causal_fraction < 1
+    rows = support_table(filtered, datas, None, min_known_entities, min_train_pairs)
+    kept = kept_attributes(rows, isolate)
+    while True:
+        pairs = pairs_from(target, datas, filtered, pair_config, kept)
+        rows = support_table(filtered, datas, pairs, min_known_entities, min_train_pairs)
+        now = kept_attributes([r for r in rows if r["attribute"] in kept.get(r["domain"], ())], isolate)
+        if now == kept:
+            return pairs, rows, kept
+        kept = now

@@ -1,0 +1,74 @@
+"""The known-entity rule: which domains and attributes are measured, and what is reported left out."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from hyperdas.data.ravel import RavelDataError
+from hyperdas.data.support import kept_attributes, left_out, support_table
+
+SPLITS = {"t_train": "train", "t_test": "test"}
+
+
+def _filtered(known: dict[str, dict[str, dict[str, list[str]]]]):
+    """{domain: FilterResult-like} from {domain: {attribute: {template: entities}}}."""
+    return {d: SimpleNamespace(known=per) for d, per in known.items()}
+
+
+def _datas(domains):
+    return {d: SimpleNamespace(prompt_to_split=SPLITS) for d in domains}
+
+
+def _entities(n: int, prefix: str = "e") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def test_attributes_with_few_known_entities_or_no_test_template_are_left_out_with_their_counts():
+    filtered = _filtered(
+        {
+            "city": {
+                "Country": {"t_train": _entities(50), "t_test": _entities(10)},
+                "Timezone": {"t_train": _entities(12), "t_test": _entities(3)},
+                "Language": {"t_train": _entities(45), "t_test": []},
+                "Continent": {"t_train": _entities(30), "t_test": _entities(20, "f")},
+            }
+        }
+    )
+    rows = support_table(filtered, _datas(["city"]), min_known_entities=40)
+    by = {r["attribute"]: r for r in rows}
+    assert by["Country"]["kept"] and by["Country"]["known_entities"] == 50 and by["Country"]["known_test"] == 10
+    assert by["Continent"]["kept"] and by["Continent"]["known_entities"] == 50  # 30 + 20 distinct
+    assert by["Timezone"]["why"] == "12 known entities < 40"
+    assert by["Language"]["why"] == "no entity known under a test template"
+    assert kept_attributes(rows) == {"city": ["Country", "Continent"]}
+    assert {r["attribute"] for r in left_out(rows)} == {"Timezone", "Language"}
+
+
+def test_attributes_short_of_training_pairs_are_left_out():
+    filtered = _filtered({"verb": {a: {"t_train": _entities(60), "t_test": _entities(60)} for a in ("A", "B", "C")}})
+    train = [("verb", "A")] * 250 + [("verb", "B")] * 210 + [("verb", "C")] * 40
+    pairs = {"train": {"domain": [d for d, _ in train], "target_attribute": [a for _, a in train]}}
+    rows = support_table(filtered, _datas(["verb"]), pairs, min_train_pairs=200)
+    assert [(r["attribute"], r["train_pairs"], r["kept"]) for r in rows] == [
+        ("A", 250, True),
+        ("B", 210, True),
+        ("C", 40, False),
+    ]
+    assert rows[2]["why"] == "40 training pairs < 200"
+
+
+def test_a_domain_left_without_two_attributes_is_named_with_its_counts():
+    filtered = _filtered(
+        {
+            "city": {a: {"t_train": _entities(60), "t_test": _entities(5)} for a in ("Country", "Continent")},
+            "occupation": {
+                "Duty": {"t_train": _entities(60), "t_test": _entities(5)},
+                "Industry": {"t_train": _entities(8), "t_test": []},
+            },
+        }
+    )
+    rows = support_table(filtered, _datas(["city", "occupation"]))
+    with pytest.raises(RavelDataError, match=r"^occupation: 1 attribute\(s\) pass .*Industry: 8 known entities < 40"):
+        kept_attributes(rows)
+    assert kept_attributes([r for r in rows if r["domain"] == "city"]) == {"city": ["Country", "Continent"]}
+    assert kept_attributes(rows[2:3], isolate=False) == {"occupation": ["Duty"]}  # causal pairs only

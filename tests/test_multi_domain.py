@@ -1,0 +1,72 @@
+"""Several RAVEL domains in one chain, on the synthetic world written under two domain names: pairs
+per domain with the known-entity rule, one HyperDAS per domain (the official protocol) or one over
+all domains, the per-domain table and faithfulness."""
+
+import json
+
+import pytest
+
+from hyperdas import batch
+from hyperdas.data.synthetic import write_world
+
+ATTRIBUTES = "attributes={city: [Country, Continent], town: [Country, Climate, Language]}"
+
+
+@pytest.fixture(scope="module")
+def two_domains(tmp_path_factory):
+    """The chain's pairs and per-domain HyperDAS on two domains (notebooks 00, 01, 03)."""
+    root = tmp_path_factory.mktemp("multi")
+    world = write_world(root / "ravel", domain="city")
+    write_world(world, domain="town")
+    facts = world / "ravel_town_entity_attributes.json"  # town's Language known for 30 entities only
+    values = json.loads(facts.read_text())
+    for city in sorted(values)[30:]:
+        values[city]["Language"] = ""
+    facts.write_text(json.dumps(values))
+    results = root / "results"
+    sets = [f"ravel_dir={world}", ATTRIBUTES, "seeds=[0]"]
+    args = ["--profile", "smoke", "--results", str(results), "--notebooks", "00", "01", "03"]
+    assert batch.main(args + [x for s in sets for x in ("--set", s)]) == 0
+    return results, results / "synthetic-llama", sets
+
+
+def test_pairs_are_built_per_domain_and_the_rule_reports_what_it_left_out(two_domains):
+    _, out, _ = two_domains
+    data = json.loads((out / "data_summary.json").read_text())
+    support = {(r["domain"], r["attribute"]): r for r in data["support"]}
+    assert set(support) == {("city", "Country"), ("city", "Continent"), ("town", "Country")} | {
+        ("town", "Climate"),
+        ("town", "Language"),
+    }
+    assert [key for key, r in support.items() if not r["kept"]] == [("town", "Language")]
+    assert support["town", "Language"]["why"].startswith("30 known entities < 40")
+    assert data["config"]["kept_attributes"] == {"city": ["Country", "Continent"], "town": ["Country", "Climate"]}
+    counts = data["pair_counts"]["train"]
+    assert sum(counts.values()) == 600  # 300 training pairs per domain
+
+
+def test_each_domain_gets_its_own_hyperdas_and_faithfulness(two_domains):
+    _, out, _ = two_domains
+    hyper = json.loads((out / "hyperdas.json").read_text())
+    trained_on = {(r["domain"], r["trained_on"]) for r in hyper["records"]}
+    assert trained_on == {("city", "city"), ("town", "town")}
+    groups = hyper["by_group"]["groups"]
+    assert hyper["by_group"]["train_domains"] == "each" and set(groups) == {"city", "town"}
+    assert all(entry["0"]["faithfulness"]["conflict"] for entry in groups.values())
+    for domain in ("city", "town"):
+        assert (out / "checkpoints" / f"hyperdas-layer0-{domain}" / "hyperdas.safetensors").is_file()
+
+
+def test_one_hyperdas_over_all_domains_and_the_per_domain_table(two_domains):
+    results, out, sets = two_domains
+    together = ["seeds=[0]", "train_domains=together"]
+    args = ["--profile", "smoke", "--results", str(results), "--notebooks", "03", "05"]
+    assert batch.main(args + [x for s in together for x in ("--set", s)]) == 0
+    hyper = json.loads((out / "hyperdas.json").read_text())
+    assert {r["trained_on"] for r in hyper["records"]} == {"all"}
+    assert {r["domain"] for r in hyper["records"]} == {"city", "town"}
+    assert (out / "checkpoints" / "hyperdas-layer0-all" / "hyperdas.safetensors").is_file()
+    table = (out / "figures" / "main_table.md").read_text()
+    ours = [line for line in table.splitlines() if line.startswith("| ours")]
+    assert [line.split("|")[2:4] for line in ours][:2] == [[" city ", " Continent "], [" city ", " Country "]]
+    assert sum(" town " in line for line in ours) == 3  # Climate, Country and the mean
