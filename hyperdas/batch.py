@@ -14,6 +14,7 @@ each run's status, wall time and headline numbers; the exit status is non-zero w
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
@@ -314,6 +315,32 @@ def tune_malloc(params: dict) -> dict:
 
 DERIVED = ("05_figures.ipynb",)  # reads results files, writes figures and tables only
 RUN_LOG = "run_log.jsonl"
+# everything a chain run writes, relative to its model folder (results[/<profile>]/<model>/): what
+# `git status` may show after `make reproduce` (checkpoints/ and datasets/ are git-ignored); `make
+# figures` writes figures/ and runs/05_figures.ipynb of each figure profile, and the report README.md
+# and docs/results.md
+CHAIN_WRITES = (
+    "model_summary.json",
+    "data_summary.json",
+    "baselines.json",
+    "hyperdas.json",
+    "hyperdas_layers.json",
+    "ablations.json",
+    "train_log.jsonl",
+    "reproduce.json",
+    RUN_LOG,
+    "selections/*",
+    "figures/*",
+    "runs/*.ipynb",
+    "checkpoints/*",
+    "datasets/*",
+)
+
+
+def written_by_chain(relative: str | Path) -> bool:
+    """Whether a path relative to a model folder is one the chain is meant to write (a pattern's `*`
+    spans folders, as `fnmatch`'s does)."""
+    return any(fnmatch.fnmatch(Path(relative).as_posix(), pattern) for pattern in CHAIN_WRITES)
 
 
 def append_run_log(model_dir: Path, profile: str, overrides: dict, records: list) -> None:

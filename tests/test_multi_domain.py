@@ -10,11 +10,12 @@ from hyperdas import batch
 from hyperdas.data.synthetic import write_world
 
 ATTRIBUTES = "attributes={city: [Country, Continent], town: [Country, Climate, Language]}"
+KEPT = [("city", "Country"), ("city", "Continent"), ("town", "Country"), ("town", "Climate")]
 
 
 @pytest.fixture(scope="module")
 def two_domains(tmp_path_factory):
-    """The chain's pairs and per-domain HyperDAS on two domains (notebooks 00, 01, 03)."""
+    """The chain's pairs, baselines and per-domain HyperDAS on two domains (notebooks 00-03)."""
     root = tmp_path_factory.mktemp("multi")
     world = write_world(root / "ravel", domain="city")
     write_world(world, domain="town")
@@ -25,8 +26,8 @@ def two_domains(tmp_path_factory):
     facts.write_text(json.dumps(values))
     results = root / "results"
     sets = [f"ravel_dir={world}", ATTRIBUTES, "seeds=[0]"]
-    args = ["--profile", "smoke", "--results", str(results), "--notebooks", "00", "01", "03"]
-    assert batch.main(args + [x for s in sets for x in ("--set", s)]) == 0
+    args = ["--profile", "smoke", "--results", str(results), "--notebooks", "00", "01", "02", "03"]
+    assert batch.main(args + [x for s in sets + ["sweep_layers=[]"] for x in ("--set", s)]) == 0
     return results, results / "synthetic-llama", sets
 
 
@@ -43,6 +44,14 @@ def test_pairs_are_built_per_domain_and_the_rule_reports_what_it_left_out(two_do
     assert data["config"]["kept_attributes"] == {"city": ["Country", "Continent"], "town": ["Country", "Climate"]}
     counts = data["pair_counts"]["train"]
     assert sum(counts.values()) == 600  # 300 training pairs per domain
+
+
+def test_each_domain_and_attribute_gets_its_own_das_and_mdas(two_domains):
+    _, out, _ = two_domains
+    records = json.loads((out / "baselines.json").read_text())["records"]
+    trained = {(r["method"], r["domain"], r["attribute"]) for r in records if r["method"] != "full"}
+    assert trained == {(m, d, a) for m in ("das", "mdas") for d, a in KEPT}
+    assert all(r["config"]["domain"] == r["domain"] for r in records if r["method"] != "full")
 
 
 def test_each_domain_gets_its_own_hyperdas_and_faithfulness(two_domains):

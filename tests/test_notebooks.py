@@ -51,13 +51,14 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     assert (out / "datasets" / "ravel_pairs" / "dataset_dict.json").is_file()
     baselines = json.loads((out / "baselines.json").read_text())
     main = {(r["method"], r["attribute"]): r for r in baselines["records"] if r["layer"] == 0}
-    main_methods = ("das", "mdas", "full")
-    assert set(main) == {(m, a) for m in ("das", "mdas", "full") for a in ("Country", "Continent", "Language")}
+    main_methods = ("das", "mdas", "full", "pca", "random")
+    assert set(main) == {(m, a) for m in main_methods for a in ("Country", "Continent", "Language")}
     assert main[("full", "Country")]["cause"] >= 0.9  # the entity's residual after the local block (few pairs)
     assert {r["layer"] for r in baselines["records"]} == {0, 1, 2}
     assert all(r["generation"]["cause"] is not None for r in main.values())
     seeds = {m: {r["seed"] for r in baselines["records"] if r["method"] == m and r["layer"] == 0} for m in main_methods}
-    assert seeds == {"das": {0, 1}, "mdas": {0, 1}, "full": {0}} and baselines["seeds"] == [0, 1]
+    assert seeds == {"das": {0, 1}, "mdas": {0, 1}, "full": {0}, "pca": {0}, "random": {0}}
+    assert baselines["seeds"] == [0, 1]
     hyper = json.loads((out / "hyperdas.json").read_text())
     assert {(r["mode"], r["attribute"]) for r in hyper["records"]} == {
         (m, a) for m in ("soft", "one_to_many", "one_to_one") for a in ("Country", "Continent", "Language")
@@ -129,6 +130,8 @@ def test_smoke_chain_runs_and_writes_results(tmp_path, capsys):
     (entry,) = [json.loads(line) for line in (out / "run_log.jsonl").read_text().splitlines()]
     assert entry["profile"] == "smoke" and entry["status"] == "ok" and set(entry["notebooks"]) == set(ran["notebooks"])
     assert "commit" in entry["environment"]
+    stray = [p for p in out.rglob("*") if p.is_file() and not batch.written_by_chain(p.relative_to(out))]
+    assert not stray and not batch.written_by_chain("README.md") and not batch.written_by_chain("notes.txt")
     # the figures step derives: it rewrites figures and tables only, never a run record
     records = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "figures" not in p.parts}
     records.pop(out / "runs" / "05_figures.ipynb")

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hyperdas.core.intervals import hit_string
-from hyperdas.das.interventions import FullInterchange
+from hyperdas.das.interventions import FullInterchange, pca_subspace, random_subspace
 from hyperdas.das.training import METHODS, DASConfig, select_rows, selected_indices, train_das
 from hyperdas.target.conflict import conflict_outcomes
 from hyperdas.target.evaluate import encode, evaluate, source_vectors
@@ -25,6 +25,9 @@ from hyperdas.target.hooks import can_start_after, check_layer
 from hyperdas.target.layer_states import LayerStates, with_states
 
 FULL = "full"
+RANDOM, PCA = "random", "pca"  # untrained subspaces at the same k (RAVEL's reference points)
+UNTRAINED = (FULL, RANDOM, PCA)
+PCA_STATES = 512  # training pairs whose source entity states the PCA reads
 
 
 def target_attributes(split) -> list[str]:
@@ -32,10 +35,22 @@ def target_attributes(split) -> list[str]:
     return sorted({a for a, kind in zip(split["target_attribute"], split["attribute_type"]) if kind == "causal"})
 
 
+def attribute_jobs(split, attributes) -> list[tuple[str | None, str]]:
+    """(domain, attribute) per baseline to train: one per attribute; with several domains, one per
+    domain that has causal rows of it (domain None when the pairs hold one domain)."""
+    domains = sorted(set(split["domain"]))
+    if len(domains) == 1:
+        return [(None, a) for a in attributes]
+    causal = {
+        (d, a) for d, a, k in zip(split["domain"], split["target_attribute"], split["attribute_type"]) if k == "causal"
+    }
+    return [(d, a) for d in domains for a in attributes if (d, a) in causal]
+
+
 def _check_request(target, pairs, methods, attributes, layers) -> None:
-    unknown = [m for m in methods if m not in (*METHODS, FULL)]
+    unknown = [m for m in methods if m not in (*METHODS, *UNTRAINED)]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; use any of {(*METHODS, FULL)}")
+        raise ValueError(f"unknown method(s) {unknown}; use any of {(*METHODS, *UNTRAINED)}")
     if not layers:
         raise ValueError("no layers given")
     for layer in layers:
@@ -60,7 +75,18 @@ def _record(method, attribute, layer, config, scores, generation, **extra) -> di
     }
     if generation is not None:
         out["generation"] = {m: generation["overall"][m] for m in ("cause", "iso", "disentangle")}
-    return {**out, "seed": config.seed, "config": config.to_dict() if method != FULL else None, **extra}
+    return {**out, "seed": config.seed, "config": config.to_dict() if method in METHODS else None, **extra}
+
+
+def untrained(method: str, target, pairs, config: DASConfig):
+    """Patching, or a random or PCA subspace of rank `config.k` (the PCA of the source entity's
+    states over up to PCA_STATES of the attribute's training pairs, seeded)."""
+    if method == FULL:
+        return FullInterchange()
+    if method == RANDOM:
+        return random_subspace(target.hidden_size, config.k, config.seed)
+    rows = select_rows(pairs["train"], config.replace(method="mdas"), limit=PCA_STATES)
+    return pca_subspace(source_vectors(target, config.layer, encode(target.tokenizer, rows)), config.k)
 
 
 def _query_blind(target, pairs, config: DASConfig):
@@ -92,9 +118,9 @@ def run_baselines(
     layers = list(layers if layers is not None else [base.layer])
     _check_request(target, pairs, methods, attributes, layers)
     records = []
-    jobs = [(a, layer) for a in attributes for layer in layers]
-    for attribute, layer in tqdm(jobs, desc="baselines", disable=not progress):
-        config = base.replace(target_attribute=attribute, layer=layer)
+    jobs = [(d, a, layer) for d, a in attribute_jobs(pairs["train"], attributes) for layer in layers]
+    for domain, attribute, layer in tqdm(jobs, desc="baselines", disable=not progress):
+        config = base.replace(target_attribute=attribute, layer=layer, domain=domain)
         test_rows = selected_indices(pairs["test"], config.replace(method="mdas"))
         test = encode(target.tokenizer, pairs["test"].select(test_rows))
         # DAS and MDAS of one attribute read many of the same rows: their states are computed once
@@ -104,16 +130,12 @@ def run_baselines(
         for method in methods:
             start = time.perf_counter()
             extra = {}
-            if method == FULL:
-                intervention = FullInterchange()
+            if method in UNTRAINED:
+                intervention = untrained(method, target, pairs, config)
             else:
                 config = config.replace(method=method)
-                folder = (
-                    None
-                    if checkpoint_root is None
-                    else Path(checkpoint_root)
-                    / f"{method}-{attribute}-L{layer}-k{config.k}-s{config.seed}".replace(" ", "_")
-                )
+                name = f"{method}-{f'{domain}-' if domain else ''}{attribute}-L{layer}-k{config.k}-s{config.seed}"
+                folder = None if checkpoint_root is None else Path(checkpoint_root) / name.replace(" ", "_")
                 result = train_das(
                     target, pairs, config, checkpoint_dir=folder, progress=progress, resume=resume, states=states
                 )
@@ -134,7 +156,11 @@ def run_baselines(
             if blind is not None:  # does the method edit prompts that do not show the question?
                 found = evaluate(target, layer, scored, *blind)[0]["overall"]
                 extra["query_blind"] = {m: found[m] for m in ("cause", "iso", "disentangle")}
-            mine = [i for i, r in enumerate(conflict or ()) if r["target_attribute"] == attribute]
+            mine = [
+                i
+                for i, r in enumerate(conflict or ())
+                if r["target_attribute"] == attribute and domain in (None, r["domain"])
+            ]
             if mine:
                 extra["conflict"] = conflict_outcomes(target, layer, scored, [conflict[i] for i in mine])
                 extra["conflict"]["rows"] = mine

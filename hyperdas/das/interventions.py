@@ -41,6 +41,35 @@ class RotatedSpaceInterchange(nn.Module):
         return base + ((source.to(base.dtype) - base) @ R.T) @ R
 
 
+class FixedSubspaceInterchange(nn.Module):
+    """Interchange the source's coordinates in a fixed k-dim subspace (orthonormal rows of `basis`,
+    a buffer): the untrained reference points RAVEL reports beside DAS."""
+
+    def __init__(self, basis: torch.Tensor):
+        super().__init__()
+        self.register_buffer("R", basis.float())
+
+    def forward(self, base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        R = self.R.to(base.dtype)
+        return base + ((source.to(base.dtype) - base) @ R.T) @ R
+
+
+def random_subspace(hidden_size: int, k: int, seed: int = 0) -> FixedSubspaceInterchange:
+    """A uniformly random k-dim subspace (QR of a seeded Gaussian matrix)."""
+    if not 0 < k <= hidden_size:
+        raise ValueError(f"subspace rank k={k} must lie in 1..hidden size {hidden_size}")
+    gaussian = torch.randn(hidden_size, k, generator=torch.Generator().manual_seed(seed))
+    return FixedSubspaceInterchange(torch.linalg.qr(gaussian).Q.T)
+
+
+def pca_subspace(states: torch.Tensor, k: int) -> FixedSubspaceInterchange:
+    """The top-k principal directions of `states` (N, d), e.g. the entity token's residual vectors."""
+    if not 0 < k <= min(states.shape):
+        raise ValueError(f"PCA of {tuple(states.shape)} states gives at most {min(states.shape)} directions, not k={k}")
+    centred = states.float() - states.float().mean(0)
+    return FixedSubspaceInterchange(torch.linalg.svd(centred, full_matrices=False).Vh[:k])
+
+
 def make_intervention(kind: str, hidden_size: int, k: int | None = None) -> nn.Module:
     if kind == "full":
         return FullInterchange()

@@ -61,6 +61,7 @@ class DASConfig(FrozenConfig):
     iso_weight: float = 1.0
     max_val_pairs: int | None = 100
     seed: int = 0
+    domain: str | None = None  # pairs of several domains: the one whose rows it trains on (None: any)
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -78,10 +79,11 @@ def selected_indices(split, config: DASConfig) -> list[int]:
     """Indices in `split` of the rows `select_rows` keeps (before its `limit`)."""
     check_rows(split, "pairs split")
     kinds = ("causal",) if config.method == "das" else ("causal", "isolate")
+    domains = split["domain"] if config.domain is not None else [None] * len(split)
     return [
         i
-        for i, (a, k) in enumerate(zip(split["target_attribute"], split["attribute_type"]))
-        if a == config.target_attribute and k in kinds
+        for i, (a, k, d) in enumerate(zip(split["target_attribute"], split["attribute_type"], domains))
+        if a == config.target_attribute and k in kinds and d == config.domain
     ]
 
 
@@ -91,7 +93,9 @@ def select_rows(split, config: DASConfig, limit: int | None = None):
     if not any(split["attribute_type"][i] == "causal" for i in keep):
         found = sorted(set(split["target_attribute"]))
         raise RavelDataError(
-            f"no causal rows for attribute {config.target_attribute!r} in this split (attributes present: {found})"
+            f"no causal rows for attribute {config.target_attribute!r}"
+            + (f" of domain {config.domain!r}" if config.domain else "")
+            + f" in this split (attributes present: {found})"
         )
     if limit is not None and len(keep) > limit:
         keep = sorted(random.Random(config.seed).sample(keep, limit))
@@ -169,7 +173,7 @@ def _load_resume(folder: Path, config: DASConfig) -> dict | None:
     if not path.is_file():
         return None
     state = read_checked(path, lambda p: torch.load(p, weights_only=True), "delete it to start this run from step 0")
-    if state["config"] != config.to_dict():
+    if {**DASConfig().to_dict(), **state["config"]} != config.to_dict():  # a field it predates: its default
         raise CheckpointError(
             f"{folder} holds a run with another configuration: rerun with --fresh (notebooks: fresh=True, "
             f"Python: resume=False) to train it again, or write to another results folder"

@@ -17,6 +17,8 @@ METHODS = (
     ("MDAS", "MDAS"),
     ("DAS", "DAS"),
     ("full patch", "Patching"),
+    ("PCA subspace", "PCA"),
+    ("random subspace", "Random"),
 )
 METRICS = (("cause", "Cause"), ("iso", "Iso"), ("disentangle", "Dis."))
 FAITHFUL = (
@@ -97,11 +99,18 @@ def faithfulness_rows(table: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def present(rows: list[dict]) -> list[tuple[str, str]]:
+    """The METHODS with at least one value in `rows`: a method no run and no paper row has gets no
+    empty column group."""
+    return [(m, short) for m, short in METHODS if any(r[(m, k)] for r in rows for k, _ in METRICS)]
+
+
 def markdown(rows: list[dict]) -> str:
-    header = ["", "domain", "attribute"] + [f"{short} {label}" for _, short in METHODS for _, label in METRICS]
+    methods = present(rows)
+    header = ["", "domain", "attribute"] + [f"{short} {label}" for _, short in methods for _, label in METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["group"], r["domain"], r["attribute"]] + [r[(m, k)] for m, _ in METHODS for k, _ in METRICS]
+        cells = [r["group"], r["domain"], r["attribute"]] + [r[(m, k)] for m, _ in methods for k, _ in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -115,16 +124,17 @@ def faithfulness_markdown(rows: list[dict]) -> str:
 
 def latex(rows: list[dict], caption: str) -> str:
     """A booktabs table: a method per column group (Cause / Iso / Dis.), a rule between groups."""
-    n = len(METHODS) * len(METRICS)
+    methods = present(rows)
+    n = len(methods) * len(METRICS)
     lines = [
         r"\begin{table}[t]",
         r"\centering\small",
         r"\setlength{\tabcolsep}{3pt}",
         r"\begin{tabular}{ll" + "c" * n + "}",
         r"\toprule",
-        " & ".join(["", ""] + [rf"\multicolumn{{3}}{{c}}{{{latex_escape(short)}}}" for _, short in METHODS]) + r" \\",
-        " ".join(rf"\cmidrule(lr){{{3 + 3 * i}-{5 + 3 * i}}}" for i in range(len(METHODS))),
-        " & ".join(["Domain", "Attribute"] + [label for _ in METHODS for _, label in METRICS]) + r" \\",
+        " & ".join(["", ""] + [rf"\multicolumn{{3}}{{c}}{{{latex_escape(short)}}}" for _, short in methods]) + r" \\",
+        " ".join(rf"\cmidrule(lr){{{3 + 3 * i}-{5 + 3 * i}}}" for i in range(len(methods))),
+        " & ".join(["Domain", "Attribute"] + [label for _ in methods for _, label in METRICS]) + r" \\",
         r"\midrule",
     ]
     group = None
@@ -135,7 +145,7 @@ def latex(rows: list[dict], caption: str) -> str:
             lines.append(rf"\multicolumn{{{n + 2}}}{{l}}{{\emph{{{latex_escape(r['group'])}}}}} \\")
             group = r["group"]
         cells = [latex_escape(r["domain"]), latex_escape(r["attribute"])]
-        cells += [latex_escape(r[(m, k)]).replace("±", r"$\pm$") for m, _ in METHODS for k, _ in METRICS]
+        cells += [latex_escape(r[(m, k)]).replace("±", r"$\pm$") for m, _ in methods for k, _ in METRICS]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(caption)}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"

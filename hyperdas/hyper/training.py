@@ -19,21 +19,18 @@ import json
 import math
 import random
 import time
-from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.core.config import ConfigError, FrozenConfig, check_ranges
+from hyperdas.core.config import FrozenConfig
 from hyperdas.core.errors import CheckpointError, TrainingDiverged
 from hyperdas.core.files import (
     append_line,
-    atomic_paths,
     check_checksums,
     checked_path,
-    file_checksums,
     one_writer,
     read_checked,
     read_or_explain,
@@ -41,223 +38,32 @@ from hyperdas.core.files import (
 )
 from hyperdas.core.metrics import MAX_ANSWER_TOKENS
 from hyperdas.data.ravel import RavelDataError
+from hyperdas.hyper.checkpoints import (  # noqa: F401 (imported from here by notebooks and tests)
+    CONFIG,
+    LOG,
+    RESUME,
+    WEIGHTS,
+    checkpoint_folder,
+    load_hyperdas,
+    save_hyperdas,
+    snapshot_folder,
+)
 from hyperdas.hyper.legacy import MODEL_BEFORE_FIELDS, TRAIN_BEFORE_FIELDS
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
-from hyperdas.hyper.reads import read_rule
 from hyperdas.hyper.selection import MODES, column_entropy, sparsity_penalty
-from hyperdas.hyper.store import DTYPES as STORE_DTYPES
-from hyperdas.hyper.store import KINDS as STORE_KINDS
-from hyperdas.hyper.store import ActivationStore, default_limit, store_bytes
+from hyperdas.hyper.store_plan import _store_bytes, make_store, planned_store  # noqa: F401
+from hyperdas.hyper.train_config import (  # noqa: F401
+    LR_SCHEDULES,
+    SAMPLINGS,
+    HyperTrainConfig,
+    draw_batch,
+    sampling_groups,
+)
 from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits
 from hyperdas.target.hooks import check_layer, checkpointed
 from hyperdas.target.memory import check_fits, estimate_for
 from hyperdas.target.provenance import check_provenance, provenance
-
-WEIGHTS, CONFIG, RESUME, LOG = "hyperdas.safetensors", "config.json", "resume.pt", "train_log.jsonl"
-LR_SCHEDULES = ("constant", "linear")
-
-
-SAMPLINGS = ("uniform", "balanced")
-
-
-@dataclasses.dataclass(frozen=True)
-class HyperTrainConfig(FrozenConfig):
-    # the CPU defaults of the embedded model; notebook 03 repeats them (600 steps: ~4.8 epochs of 2,000 pairs)
-    steps: int = 600
-    batch_size: int = 16
-    lr: float = 1e-4  # hypernetwork, selection head, subspace head
-    lr_rotation: float = 1e-3  # the shared R
-    weight_decay: float = 0.01
-    clip: float = 4.0
-    causal_weight: float = 3.5
-    iso_weight: float = 0.5
-    sparsity_start: float = 0.5  # fraction of the steps before the penalty starts (1: never)
-    sparsity_from: float = 0.15
-    sparsity_to: float = 1.5
-    temperature_from: float = 50.0  # the mask subspace's sigmoid temperature, annealed
-    temperature_to: float = 0.1
-    eval_every: int = 100
-    max_val_pairs: int | None = 60
-    eval_modes: tuple[str, ...] = MODES
-    seed: int = 0
-    checkpoint_target: bool = False  # gradient checkpointing of the target's blocks above the layer
-    # the selection the training forward uses: a hard mode with the soft gradient (straight-through), or
-    # soft. one_to_one trains the headline mode to edit (CHANGELOG.md)
-    train_selection: str = "one_to_one"
-    lr_schedule: str = "constant"  # "constant" (the paper's); "linear": both learning rates fall linearly toward 0
-    # fraction of the steps trained with the soft selection before `train_selection` takes over
-    soft_warmup: float = 0.0
-    # weight of each base column's selection entropy in the loss: sharpens A toward the hard selection
-    # trained (CHANGELOG.md); 0: the paper's loss
-    selection_entropy: float = 0.1
-    # the frozen target's read passes, computed once (`hyperdas.hyper.store`): auto | none | memory | disk;
-    # auto: in memory on a CPU when it fits its limit, else none (not measured on a GPU: ask for it there)
-    activation_store: str = "auto"
-    store_dtype: str = "auto"  # auto (the hypernetwork's dtype: exact) | float32 | float16 | bfloat16
-    store_max_gib: float | None = None  # None: half the available memory / the free disk less 1 GiB
-    # steps whose weights are also kept, under <out_dir>/snapshots/step-<N> (a budget ladder from one
-    # run: each scored on val as it trains, on test afterwards); multiples of eval_every, at most steps
-    snapshot_steps: tuple[int, ...] = ()
-    # answer tokens in the training loss: this package's first 3 (what scoring reads), or None: all of
-    # them, the official loss (a mean over every answer token of the batch)
-    answer_tokens: int | None = MAX_ANSWER_TOKENS
-    # how a batch is drawn: "uniform" over the training rows (the official code); "balanced": each place
-    # to a (domain, instructed attribute) group drawn uniformly (one HyperDAS over several domains)
-    sampling: str = "uniform"
-
-    def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            # a learning rate of 0 is allowed: it freezes (e.g. to compare gradients)
-            positive=("clip", "store_max_gib"),
-            non_negative=("lr", "lr_rotation", "steps", "weight_decay", "causal_weight", "iso_weight")
-            + ("sparsity_from", "sparsity_to", "selection_entropy"),
-            at_least_one=("batch_size", "eval_every", "max_val_pairs", "answer_tokens"),
-        )
-        unknown = [m for m in self.eval_modes if m not in MODES]
-        if unknown:
-            raise ConfigError(f"HyperTrainConfig.eval_modes: unknown mode(s) {unknown}; use {MODES}")
-        for field, value, allowed in (
-            ("train_selection", self.train_selection, MODES),
-            ("activation_store", self.activation_store, ("auto", *STORE_KINDS)),
-            ("store_dtype", self.store_dtype, tuple(STORE_DTYPES)),
-            ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
-            ("sampling", self.sampling, SAMPLINGS),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"HyperTrainConfig.{field}={value!r}: use one of {allowed}")
-        for field in ("soft_warmup", "sparsity_start"):
-            value = getattr(self, field)
-            if not 0 <= value <= 1:
-                raise ConfigError(f"HyperTrainConfig.{field}={value!r}: a fraction of the steps, in [0, 1]")
-        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
-            raise ConfigError("HyperTrainConfig: steps >= 0, batch_size >= 1 and eval_every >= 1 are required")
-        object.__setattr__(self, "snapshot_steps", tuple(self.snapshot_steps))
-        wrong = [
-            n
-            for n in self.snapshot_steps
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > self.steps or n % self.eval_every
-        ]
-        if wrong or len(set(self.snapshot_steps)) != len(self.snapshot_steps):
-            raise ConfigError(
-                f"HyperTrainConfig.snapshot_steps={list(self.snapshot_steps)}: each a distinct multiple of "
-                f"eval_every={self.eval_every} (where val is scored) and at most steps={self.steps}; wrong: {wrong}"
-            )
-
-    def sparsity_weight(self, step: int) -> float:
-        start = self.sparsity_start * self.steps
-        if step <= start or self.steps <= start:
-            return 0.0
-        return self.sparsity_from + (self.sparsity_to - self.sparsity_from) * (step - start) / (self.steps - start)
-
-    def selection_at(self, step: int) -> str:
-        """The selection training uses at `step`: soft during the warm-up, then `train_selection`."""
-        return "soft" if step <= self.soft_warmup * self.steps else self.train_selection
-
-    def lr_factor(self, step: int) -> float:
-        """The learning rates' multiplier at `step` (1..steps)."""
-        if self.lr_schedule == "constant":
-            return 1.0
-        return max(0.0, 1 - (step - 1) / max(self.steps, 1))
-
-    def temperature(self, step: int) -> float:
-        return self.temperature_from + (self.temperature_to - self.temperature_from) * step / max(self.steps, 1)
-
-
-def snapshot_folder(out_dir: str | Path, step: int) -> Path:
-    """Where a run keeps its weights at `step` of `HyperTrainConfig.snapshot_steps`."""
-    return Path(out_dir) / "snapshots" / f"step-{step}"
-
-
-def checkpoint_folder(out_dir: str | Path, layer: int, seed: int | None = None, group: str | None = None) -> Path:
-    """Where notebook 03 keeps its model for `layer` (and notebook 04 finds it): one per layer; the
-    runs of further seeds (`seed`) beside it; with several domains, one per `group` (a domain, or
-    "all" for one HyperDAS over every domain)."""
-    name = f"hyperdas-layer{layer}" + (f"-{group}" if group else "") + (f"-seed{seed}" if seed is not None else "")
-    return Path(out_dir) / "checkpoints" / name
-
-
-def save_hyperdas(
-    folder: str | Path,
-    model: HyperDAS,
-    train_config: HyperTrainConfig | None = None,
-    extra: dict | None = None,
-    state: dict | None = None,
-) -> Path:
-    """Trainable weights (safetensors) + configs; `state`: weights gathered elsewhere (FSDP)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = state if state is not None else model.state_dict()
-    # both files are written whole before either replaces its predecessor: a failure (a full disk)
-    # leaves the previous checkpoint; the weights' checksums in the config catch a damaged file on load
-    with atomic_paths(folder / WEIGHTS, folder / CONFIG) as (tmp, config_tmp):
-        save_file(_unshared(state), str(tmp))
-        payload = {
-            "model": model.config.to_dict(),
-            "train": train_config.to_dict() if train_config else None,
-            "hidden_size": model.subspace.hidden,
-            "target": model.target_name,
-            **(extra or {}),
-            "weights_checksums": file_checksums(tmp),
-        }
-        config_tmp.write_text(json.dumps(payload, indent=1, default=list))
-    return folder
-
-
-def _unshared(state: dict) -> dict:
-    """`state` as safetensors takes it: contiguous, and a tensor seen under two names (tied weights,
-    `HyperDASConfig.tie_attention`) stored twice; loading writes the same values into it twice."""
-    seen, out = set(), {}
-    for name, value in state.items():
-        value = value.detach().contiguous()
-        if value.data_ptr() in seen:
-            value = value.clone()
-        seen.add(value.data_ptr())
-        out[name] = value
-    return out
-
-
-def load_hyperdas(
-    folder: str | Path, target, expect: HyperDASConfig | None = None, pairs=None
-) -> tuple[HyperDAS, dict]:
-    """Rebuild a saved HyperDAS model around `target`; refuses a checkpoint trained on another
-    target, (when `expect` is given) one saved with another configuration, and (given the `pairs`
-    it is about to be scored on) one trained from other pairs, another target or package version
-    (`hyperdas.target.provenance`)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    if not (folder / WEIGHTS).is_file():
-        raise FileNotFoundError(f"no HyperDAS checkpoint ({WEIGHTS}) in {folder}")
-    fix = f"delete {folder} to train again, or pass another results folder"
-    saved = read_or_explain(folder / CONFIG, lambda p: json.loads(p.read_text()), fix)
-    if saved["hidden_size"] != target.hidden_size or saved.get("target", target.name) != target.name:
-        raise CheckpointError(
-            f"checkpoint {folder} was trained on {saved.get('target', '?')} (hidden size "
-            f"{saved['hidden_size']}), not on {target.name} (hidden size {target.hidden_size})"
-        )
-    # a field the checkpoint predates: what runs were made with before it, else its default
-    saved["model"] = {**HyperDASConfig().to_dict(), **MODEL_BEFORE_FIELDS, **saved["model"]}
-    wanted = json.loads(json.dumps(expect.to_dict())) if expect is not None else saved["model"]  # JSON's types
-    differ = sorted(k for k, v in wanted.items() if saved["model"].get(k) != v)
-    if differ:
-        raise CheckpointError(
-            f"checkpoint {folder} was saved with another HyperDAS configuration (differs in {differ})"
-        )
-    if pairs is not None:
-        check_provenance(
-            saved.get("provenance"),
-            provenance(target, pairs),
-            folder,
-            "train it again on these pairs (notebook 03; fresh=True) or score it on the pairs it was trained on",
-        )
-    check_checksums(folder / WEIGHTS, saved.get("weights_checksums"), fix)
-    model = HyperDAS(target, HyperDASConfig.from_dict(saved["model"])).to(target.device)
-    model.load_state_dict(read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), fix))
-    return model, saved
 
 
 @dataclasses.dataclass
@@ -275,68 +81,6 @@ def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION, answer_toke
     """Encoded pairs with their instructions (`template`: the model's `config.instruction`)."""
     check_rows(rows)
     return add_instructions(encode(target.tokenizer, rows, answer_tokens), target.tokenizer, rows, template)
-
-
-def planned_store(
-    target, parts, config: HyperDASConfig, train: HyperTrainConfig, folder=None, progress: bool = True
-) -> str | None:
-    """The store kind training will build over the encoded `parts` (training pairs first; None: none;
-    a disk store needs the checkpoint `folder`); "auto" resolves to "memory" on a CPU when the run
-    reads at least as many pairs as the store holds and the store fits its limit, else to none,
-    saying why."""
-    kind = train.activation_store
-    if kind == "disk" and folder is None:
-        raise ConfigError("HyperTrainConfig.activation_store='disk' needs a results folder (out_dir) to keep it in")
-    if kind != "auto":
-        return None if kind == "none" else kind
-    if target.device.type != "cpu":
-        return None
-    reads = train.steps * train.batch_size
-    if reads < len(parts[0]):  # building it reads every pair once: more than a short run reads at all
-        if progress:
-            print(
-                f"no activation store: {train.steps} steps read {reads} pairs, "
-                f"fewer than the {len(parts[0])} it would hold"
-            )
-        return None
-    need = _store_bytes(target, parts, config, train)
-    room = int(train.store_max_gib * 2**30) if train.store_max_gib is not None else default_limit("memory")
-    if room is not None and need > room:
-        if progress:
-            print(
-                f"no activation store: it needs {need / 2**30:.2f} GiB, more than the {room / 2**30:.2f} GiB it may "
-                f"take, so the read passes run every step (store_dtype='float16' or activation_store='disk' keep one)"
-            )
-        return None
-    return "memory"
-
-
-def _store_bytes(target, parts, config: HyperDASConfig, train: HyperTrainConfig) -> int:
-    """Bytes the activation stores of the encoded `parts` take."""
-    read, dtype = read_rule(config, target.tokenizer), STORE_DTYPES[train.store_dtype]
-    return sum(store_bytes(target, p, read, dtype) for p in parts)
-
-
-def make_store(target, enc, config: HyperDASConfig, train: HyperTrainConfig, kind, folder=None, progress: bool = True):
-    """An activation store of `kind` over `enc` (None for None); a disk store lives in `folder` and is
-    reused there when it is not stale (`hyperdas.hyper.store`)."""
-    if kind is None or not len(enc):
-        return None
-    limit = None if train.store_max_gib is None else int(train.store_max_gib * 2**30)
-    store = ActivationStore(
-        target,
-        enc,
-        config.layer,
-        read_rule(config, target.tokenizer),
-        kind,
-        train.store_dtype,
-        folder,
-        limit,
-        progress=progress,
-    )
-    if progress:
-        print(store.describe())
-    return store
 
 
 def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Optimizer:
@@ -655,20 +399,3 @@ def _save_resume(folder: Path, config, train, step, history, model, optimizer, r
     }
     with checked_path(folder / RESUME) as tmp:
         torch.save(state, tmp)
-
-
-def sampling_groups(records: list[dict]) -> list[list[int]]:
-    """The training rows' indices grouped by (domain, instructed attribute), for balanced batches."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, r in enumerate(records):
-        groups.setdefault((r.get("domain", ""), r["target_attribute"]), []).append(i)
-    return [groups[key] for key in sorted(groups)]
-
-
-def draw_batch(rng: random.Random, groups: list[list[int]] | None, n_rows: int, batch_size: int) -> list[int]:
-    """A batch of distinct row indices: uniform over the rows (`groups` None), or balanced: each
-    place goes to a (domain, attribute) group drawn uniformly, then to a row of that group."""
-    if groups is None:
-        return rng.sample(range(n_rows), min(batch_size, n_rows))
-    places = Counter(rng.randrange(len(groups)) for _ in range(batch_size))
-    return [i for g, k in sorted(places.items()) for i in rng.sample(groups[g], min(k, len(groups[g])))]

@@ -92,3 +92,30 @@ def test_conflict_pairs_are_scored_per_attribute(synthetic_target, pairs):
         assert sum(shares[f"follows_{o}"] for o in ("activations", "instruction", "neither")) == pytest.approx(1)
     # patching the source's entity state reads no instruction: it follows the activations
     assert records[-1]["conflict"]["follows_activations"] > 0.5 and records[-1]["conflict"]["follows_instruction"] < 0.2
+
+
+def test_with_several_domains_each_domain_gets_its_own_baseline_of_an_attribute():
+    from datasets import Dataset
+
+    from hyperdas.das.baselines import attribute_jobs
+    from hyperdas.das.training import DASConfig, selected_indices
+
+    rows = {
+        "domain": ["city", "city", "town", "town", "town"],
+        "target_attribute": ["Country", "Country", "Country", "Climate", "Country"],
+        "attribute_type": ["causal", "isolate", "causal", "causal", "isolate"],
+    }
+    from hyperdas.target.evaluate import REQUIRED_FIELDS
+
+    rows |= {f: [""] * 5 for f in REQUIRED_FIELDS if f not in rows}  # the fields selection does not read
+    split = Dataset.from_dict(rows)
+    assert attribute_jobs(split, ["Climate", "Country"]) == [
+        ("city", "Country"),
+        ("town", "Climate"),
+        ("town", "Country"),
+    ]
+    town = DASConfig(method="mdas", target_attribute="Country", domain="town")
+    assert selected_indices(split, town) == [2, 4]
+    assert selected_indices(split, town.replace(domain=None)) == [0, 1, 2, 4]
+    one = Dataset.from_dict({k: v[:2] for k, v in rows.items()})
+    assert attribute_jobs(one, ["Country"]) == [(None, "Country")]  # one domain: named as before

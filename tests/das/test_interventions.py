@@ -40,3 +40,19 @@ def test_bad_rank_and_kind():
         RotatedSpaceInterchange(16, 32)
     with pytest.raises(ValueError, match="unknown intervention 'x'"):
         make_intervention("x", 16, 4)
+
+
+def test_random_and_pca_subspaces_are_orthonormal_and_pca_finds_the_spread():
+    from hyperdas.das.interventions import pca_subspace, random_subspace
+
+    rand = random_subspace(16, 4, seed=3)
+    assert torch.allclose(rand.R @ rand.R.T, torch.eye(4), atol=1e-5)
+    assert torch.equal(rand.R, random_subspace(16, 4, seed=3).R) and not list(rand.parameters())
+    states = torch.randn(200, 16) * 0.01
+    states[:, 5] += torch.randn(200) * 10  # nearly all the variance along axis 5
+    pca = pca_subspace(states, 1)
+    assert abs(pca.R[0, 5]) > 0.99
+    base, source = torch.zeros(16), torch.ones(16)
+    assert torch.allclose(pca(base, source), pca.R[0] * pca.R[0].sum(), atol=1e-6)  # only that coordinate moves
+    with pytest.raises(ValueError, match="at most 16 directions, not k=17"):
+        pca_subspace(states, 17)

@@ -9,6 +9,7 @@ import pytest
 
 from hyperdas import batch
 from hyperdas.experiments import plots
+from hyperdas.experiments.figures import sweeps
 
 ATTRIBUTES = ("Country", "Continent", "Language")
 MODES = ("soft", "one_to_many", "one_to_one")
@@ -234,11 +235,11 @@ def test_layer_sweep_draws_hyperdas_at_every_layer_notebook_03_ran(tmp_path):
             }
         )
     )
-    layers = sorted({r["layer"] for r in plots._hyperdas_layers(plots.Results(folder))})
+    layers = sorted({r["layer"] for r in sweeps._hyperdas_layers(plots.Results(folder))})
     assert layers == [1, 2]
     plots.layer_sweep(plots.Results(folder))
     (folder / "hyperdas_layers.json").unlink()
-    assert {r["layer"] for r in plots._hyperdas_layers(plots.Results(folder))} == {2}  # hyperdas.json alone
+    assert {r["layer"] for r in sweeps._hyperdas_layers(plots.Results(folder))} == {2}  # hyperdas.json alone
 
 
 def test_a_bad_results_file_names_itself_and_costs_only_its_own_figures(tmp_path):

@@ -80,3 +80,9 @@ def test_the_papers_per_attribute_rows_appear_only_for_domains_measured_here():
     ]
     paper = [(r["domain"], r["attribute"]) for r in tables.paper_layout(_frame(), reference) if r["group"] != "ours"]
     assert paper == [("city & co", "Country_x"), ("city & co", "mean"), ("verb", "mean")]
+
+
+def test_a_method_without_any_value_gets_no_column_group():
+    text = tables.markdown(tables.paper_layout(_frame(), []))
+    assert "MDAS Cause" in text and "Patching Cause" in text
+    assert "DAS Cause" not in text.replace("MDAS Cause", "") and "PCA" not in text and "Random" not in text

@@ -20,6 +20,8 @@ COLOURS = {
     "DAS": "#7570b3",
     "full patch": "#4d4d4d",
     "entity-span patch": "#9a9a9a",
+    "random subspace": "#b3b3b3",
+    "PCA subspace": "#66a61e",
 }
 NAMES = {
     "mdas": "MDAS",
@@ -27,6 +29,8 @@ NAMES = {
     "full": "full patch",
     "full_patch": "full patch",
     "span_patch": "entity-span patch",
+    "random": "random subspace",
+    "pca": "PCA subspace",
 }
 PAPER = {"color": "#8c8c8c", "ls": ":", "marker": ".", "hatch": "//"}
 
