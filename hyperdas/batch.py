@@ -232,7 +232,8 @@ def _kind_problem(value, default) -> str | None:
     return None
 
 
-INT_LISTS = ("sweep_layers", "ablation_blocks", "snapshot_steps", "seeds")  # lists of layers, steps, seeds
+# lists of layers, ranks, steps, seeds
+INT_LISTS = ("sweep_layers", "hyper_sweep_layers", "sweep_ks", "ablation_blocks", "snapshot_steps", "seeds")
 
 
 def check_values(params: dict, books: list[Path]) -> None:

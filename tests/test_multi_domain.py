@@ -27,7 +27,8 @@ def two_domains(tmp_path_factory):
     results = root / "results"
     sets = [f"ravel_dir={world}", ATTRIBUTES, "seeds=[0]"]
     args = ["--profile", "smoke", "--results", str(results), "--notebooks", "00", "01", "02", "03"]
-    assert batch.main(args + [x for s in sets + ["sweep_layers=[]"] for x in ("--set", s)]) == 0
+    sweeps = ["sweep_layers=[]", "hyper_sweep_layers=[1]", "sweep_ks=[4]"]
+    assert batch.main(args + [x for s in sets + sweeps for x in ("--set", s)]) == 0
     return results, results / "synthetic-llama", sets
 
 
@@ -49,9 +50,13 @@ def test_pairs_are_built_per_domain_and_the_rule_reports_what_it_left_out(two_do
 def test_each_domain_and_attribute_gets_its_own_das_and_mdas(two_domains):
     _, out, _ = two_domains
     records = json.loads((out / "baselines.json").read_text())["records"]
-    trained = {(r["method"], r["domain"], r["attribute"]) for r in records if r["method"] != "full"}
-    assert trained == {(m, d, a) for m in ("das", "mdas") for d, a in KEPT}
-    assert all(r["config"]["domain"] == r["domain"] for r in records if r["method"] != "full")
+    trained = [r for r in records if r["method"] in ("das", "mdas")]
+    assert {(r["method"], r["domain"], r["attribute"]) for r in trained} == {
+        (m, d, a) for m in ("das", "mdas") for d, a in KEPT
+    }
+    assert all(r["config"]["domain"] == r["domain"] for r in trained)
+    untrained = {(r["method"], r["domain"], r["attribute"]) for r in records if r["method"] in ("pca", "random")}
+    assert untrained == {(m, d, a) for m in ("pca", "random") for d, a in KEPT}
 
 
 def test_each_domain_gets_its_own_hyperdas_and_faithfulness(two_domains):
@@ -66,6 +71,23 @@ def test_each_domain_gets_its_own_hyperdas_and_faithfulness(two_domains):
         assert (out / "checkpoints" / f"hyperdas-layer0-{domain}" / "hyperdas.safetensors").is_file()
 
 
+def test_the_layer_and_dimension_sweeps_are_written_beside_the_main_runs(two_domains):
+    _, out, _ = two_domains
+    dims = json.loads((out / "dimension_sweep.json").read_text())
+    assert {(r["domain"], r["k"], r["mode"]) for r in dims["hyperdas-k4"]["records"]} == {
+        ("city", 4, m) for m in ("soft", "one_to_many", "one_to_one")
+    }
+    assert dims["hyperdas-k4"]["faithfulness"]["conflict"]
+    assert {(r["domain"], r["attribute"], r["k"]) for r in dims["mdas-k4"]["records"]} == {
+        ("city", "Country", 4),
+        ("town", "Country", 4),
+    }
+    layers = json.loads((out / "hyperdas_layers.json").read_text())
+    assert {r["layer"] for r in layers["layer1"]["records"]} == {1} and layers["layer1"]["follows_activations"]
+    hyper = json.loads((out / "hyperdas.json").read_text())
+    assert {r["layer"] for r in hyper["records"]} == {0}  # the main run's file is not the sweep's
+
+
 def test_one_hyperdas_over_all_domains_and_the_per_domain_table(two_domains):
     results, out, sets = two_domains
     together = ["seeds=[0]", "train_domains=together"]
@@ -76,6 +98,7 @@ def test_one_hyperdas_over_all_domains_and_the_per_domain_table(two_domains):
     assert {r["domain"] for r in hyper["records"]} == {"city", "town"}
     assert (out / "checkpoints" / "hyperdas-layer0-all" / "hyperdas.safetensors").is_file()
     table = (out / "figures" / "main_table.md").read_text()
+    assert (out / "figures" / "dimension_sweep.png").is_file() and (out / "figures" / "main_disentangle.png").is_file()
     ours = [line for line in table.splitlines() if line.startswith("| ours")]
     assert [line.split("|")[2:4] for line in ours][:2] == [[" city ", " Continent "], [" city ", " Country "]]
     assert sum(" town " in line for line in ours) == 3  # Climate, Country and the mean

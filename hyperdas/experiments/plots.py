@@ -43,7 +43,7 @@ from hyperdas.experiments.figures.results import (
     SchemaError,
     style,
 )
-from hyperdas.experiments.figures.sweeps import convergence, k_tradeoff, layer_sweep
+from hyperdas.experiments.figures.sweeps import convergence, dimension_sweep, k_tradeoff, layer_sweep
 
 __all__ = [
     "FIGURES",
@@ -83,6 +83,7 @@ FIGURES = {
     "main_disentangle": main_bars,
     "layer_sweep": layer_sweep,
     "k_tradeoff": k_tradeoff,
+    "dimension_sweep": dimension_sweep,
     "convergence": convergence,
     "blocks_cross_attention": blocks_cross_attention,
     "sparsity_heatmaps": sparsity_heatmaps,

@@ -45,7 +45,24 @@ def make_results(folder, seed=0):
         json.dumps(
             {
                 "model": "fixture",
+                "config": {"hyperdas": {"layer": 2, "k": 8}},
                 "records": [record(method="hyperdas", mode=m, attribute=a, layer=2) for m in MODES for a in ATTRIBUTES],
+            }
+        )
+    )
+    (folder / "dimension_sweep.json").write_text(
+        json.dumps(
+            {
+                **{
+                    f"hyperdas-k{k}": {
+                        "records": [record(mode=m, attribute=a, layer=2, k=k) for m in MODES for a in ATTRIBUTES]
+                    }
+                    for k in (4, 16)
+                },
+                **{
+                    f"mdas-k{k}": {"records": [record(method="mdas", attribute="Country", layer=2, k=k)]}
+                    for k in (4, 16)
+                },
             }
         )
     )

@@ -188,3 +188,54 @@ def convergence(results: Results):
     axes[1].set(xlabel="training step", ylabel="Disentangle (val)", title="validation", ylim=(0, 1))
     look.legend_below(fig, axes, ncol=3)
     return fig
+
+
+def _dimension_points(results: Results) -> pd.DataFrame:
+    """(method, k, cause, iso) on test, mean over attributes and seeds: the sweep's sections of
+    `dimension_sweep.json` and the main runs at their own k (MDAS on the sweep's attributes)."""
+    sweep = results.json("dimension_sweep.json")
+    rows = [
+        {"method": look.method_name(r["mode"]), "k": r["k"], **{m: r[m] for m in METRICS}, "attribute": r["attribute"]}
+        for key, section in sweep.items()
+        if key.startswith("hyperdas-k")
+        for r in section["records"]
+        if r["mode"] == "one_to_one"
+    ]
+    mdas = [r for key, section in sweep.items() if key.startswith("mdas-k") for r in section["records"]]
+    rows += [{"method": "MDAS", "k": r["k"], **{m: r[m] for m in METRICS}, "attribute": r["attribute"]} for r in mdas]
+    main = results.json("hyperdas.json")
+    k = main["config"]["hyperdas"]["k"]
+    rows += [
+        {"method": look.method_name(r["mode"]), "k": k, **{m: r[m] for m in METRICS}, "attribute": r["attribute"]}
+        for r in main["records"]
+        if r["mode"] == "one_to_one"
+    ]
+    swept = {r["attribute"] for r in mdas}
+    try:
+        layer = main["records"][0]["layer"]
+        rows += [
+            {"method": "MDAS", "k": r["k"], **{m: r[m] for m in METRICS}, "attribute": r["attribute"]}
+            for r in results.records("baselines.json")
+            if r["method"] == "mdas" and r["layer"] == layer and r["attribute"] in swept
+        ]
+    except Missing:
+        pass
+    return pd.DataFrame(rows).groupby(["method", "k"], as_index=False)[list(METRICS)].mean()
+
+
+def dimension_sweep(results: Results):
+    """Cause against Iso as the subspace rank k grows (test), one-to-one HyperDAS and MDAS, from the
+    dimension sweep of notebooks 02 and 03 (`sweep_ks`) and their main runs."""
+    frame = _dimension_points(results)
+    if frame.groupby("method")["k"].nunique().max() < 2:
+        raise Missing("dimension_sweep.json holds no rank beside the main runs' (notebooks 02 / 03 sweep_ks)")
+    fig, ax = plt.subplots(figsize=(5.5, 4.4))
+    for n, (method, part) in enumerate(frame.groupby("method", sort=False)):
+        part = part.sort_values("k")
+        ax.plot(part["iso"], part["cause"], marker="o", ms=4, color=look.colour(method, n), label=method)
+        for r in part.to_dict("records"):
+            ax.annotate(f"k={r['k']}", (r["iso"], r["cause"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(title="Cause vs Iso across k (test)", xlabel="Iso (fraction)", ylabel="Cause (fraction)", xlim=(0, 1))
+    ax.set_ylim(0, 1)
+    look.legend_below(fig, [ax], ncol=2)
+    return fig
