@@ -102,3 +102,14 @@ def test_one_hyperdas_over_all_domains_and_the_per_domain_table(two_domains):
     ours = [line for line in table.splitlines() if line.startswith("| ours")]
     assert [line.split("|")[2:4] for line in ours][:2] == [[" city ", " Continent "], [" city ", " Country "]]
     assert sum(" town " in line for line in ours) == 3  # Climate, Country and the mean
+
+
+def test_a_domain_to_study_that_the_run_lacks_or_cannot_have_is_named():
+    from hyperdas.core.config import ConfigError
+    from hyperdas.experiments.hyperdas_run import studied_group
+
+    assert studied_group({"city": 1, "town": 2}) == "city" and studied_group({"city": 1, "town": 2}, "town") == "town"
+    with pytest.raises(ConfigError, match=r"ablation_domain='verb' is not among the pairs' domains \['city', 'town'\]"):
+        studied_group({"city": 1, "town": 2}, "verb")
+    with pytest.raises(ConfigError, match="trained together"):
+        studied_group({"all": 1}, "city")

@@ -58,7 +58,12 @@ def training_groups(pairs, train_domains: str = "each") -> dict[str, object]:
 
 def studied_group(groups: dict, domain: str | None = None) -> str:
     """The group notebook 04 studies: `domain`'s (None: the first), or the all-domain model's."""
-    if ALL_DOMAINS in groups or domain is None:
+    if ALL_DOMAINS in groups and domain is not None:
+        raise ConfigError(
+            f"ablation_domain={domain!r}: the domains were trained together (train_domains='together'), one model "
+            "serves them all: leave ablation_domain unset"
+        )
+    if domain is None:
         return next(iter(groups))
     if domain not in groups:
         raise ConfigError(f"ablation_domain={domain!r} is not among the pairs' domains {list(groups)}")
@@ -66,7 +71,7 @@ def studied_group(groups: dict, domain: str | None = None) -> str:
 
 
 def group_checkpoint(out_dir: str | Path, layer: int, groups, group: str, seed: int | None = None) -> Path:
-    """A group's checkpoint folder: the one-domain name of today's runs when there is one group."""
+    """A group's checkpoint folder; with one domain the single-domain name (`hyperdas-layer<L>`)."""
     return checkpoint_folder(out_dir, layer, seed, group if len(groups) > 1 or group == ALL_DOMAINS else None)
 
 
