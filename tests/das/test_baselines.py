@@ -51,8 +51,8 @@ def test_target_attributes_lists_those_with_causal_rows(pairs):
 
 
 def test_bad_requests_are_named(synthetic_target, pairs):
-    with pytest.raises(ValueError, match=r"unknown method\(s\) \['pca'\]"):
-        run_baselines(synthetic_target, pairs, BASE, methods=["pca"], progress=False)
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['svd'\]"):
+        run_baselines(synthetic_target, pairs, BASE, methods=["svd"], progress=False)
     with pytest.raises(ValueError, match=r"no causal training pairs for attribute\(s\) \['Size'\]"):
         run_baselines(synthetic_target, pairs, BASE, attributes=["Size"], progress=False)
     with pytest.raises(LayerIndexError):
