@@ -3,10 +3,14 @@
     python -m hyperdas.ladder --profile cpu --steps 4000 --rungs 300 600 1200 2400 4000
     python -m hyperdas.ladder --profile cpu --steps 600 --rungs 300 600 --set seed=1
     python -m hyperdas.ladder --profile cpu --baselines --seeds 0 1 2 [--examples 19200]
+    python -m hyperdas.ladder --profile cpu --steps 300 --rungs 300 --pilot [--set tie_attention=true]
 
 Overrides as for the batch runner; `--steps` and `--rungs` set `hyper_steps` and
 `snapshot_steps`, and an override the ladder would ignore is refused. Writes
-``<results>/<model>/ladder/hyperdas_steps<steps>_seed<seed>.json`` and ``<results>/ladder.json``.
+``<results>/<model>/ladder/hyperdas_steps<steps>_seed<seed>.json`` and ``<results>/ladder.json``;
+overrides other than `seed` name the file (`_<key>-<value>`), so a variant never overwrites the
+plain run. `--pilot` writes to ``<model>/pilots/`` and also scores every val pair: one option per
+run, the plain run (no `--set`) beside them, compared on val in ``ladder.json``'s `pilots`.
 `--baselines` trains DAS and MDAS beside it instead (`hyperdas.experiments.ladder_baselines`).
 """
 
@@ -33,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--score-only", action="store_true", help="train no further: score the rungs whose weights exist so far"
     )
+    parser.add_argument(
+        "--pilot", action="store_true", help="a pilot of the --set options (or, with none, the plain run beside them)"
+    )
     parser.add_argument("--baselines", action="store_true", help="train DAS and MDAS beside the ladder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="--baselines: their seeds")
     parser.add_argument("--examples", type=int, help="--baselines: a budget without early stopping")
@@ -47,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("give --steps and --rungs (the HyperDAS ladder), or --baselines, not both")
         if not args.baselines and (args.steps is None or args.rungs is None):
             raise ConfigError("the ladder needs --steps and --rungs")
+        if args.pilot and args.baselines:
+            raise ConfigError("--pilot runs HyperDAS with the --set options: leave out --baselines")
         check_used(overrides, "mdas" if args.baselines else "hyperdas", "the ladder")
         if "results_root" in overrides:
             raise ConfigError("results_root is set by --results FOLDER (default: the profile's, else results/)")
@@ -64,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             print("wrote", *run_ladder_baselines(params, args.seeds, root, args.examples, args.progress))
             print("wrote", write_summary(root))
         else:
-            print("wrote", run_ladder(params, args.steps, args.rungs, root, args.progress, args.score_only))
+            print(
+                "wrote",
+                run_ladder(
+                    params, args.steps, args.rungs, root, args.progress, args.score_only, overrides, args.pilot
+                ),
+            )
     except (HyperDASError, OSError, MemoryError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

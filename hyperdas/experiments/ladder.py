@@ -11,6 +11,12 @@ three inference modes and the faithfulness block (`hyperdas.experiments.faithful
 resumes from its checkpoint folder; rungs already scored in the output file are kept, so an
 interrupted ladder continues where it stopped.
 Writes ``<results>/<model>/ladder/hyperdas_steps<steps>_seed<seed>.json``.
+
+A run with overrides (other than `seed`) is a variant: its files and checkpoints are named by them
+(`variant_name`), so it never overwrites the plain run. Pilots of single options (`pilot=True`) are
+such runs in ``<results>/<model>/pilots/``, the plain run at the same budget beside them; each
+rung then is also scored on every val pair (`val_scored`), so an option is kept or dropped on val
+(`pilot_comparisons`).
 """
 
 from __future__ import annotations
@@ -22,15 +28,33 @@ from pathlib import Path
 from hyperdas.core.intervals import interval, placed
 from hyperdas.core.results import machine, read_json, results_dir, write_json
 
-LADDER = "ladder"
+LADDER, PILOTS = "ladder", "pilots"
+NOT_A_VARIANT = ("seed",)  # overrides that do not change what is trained (the seed names the file itself)
 
 
-def ladder_file(root: str | Path, model_name: str, steps: int, seed: int) -> Path:
-    return results_dir(root, model_name) / LADDER / f"hyperdas_steps{steps}_seed{seed}.json"
+def variant_name(overrides: dict | None) -> str:
+    """The file-name part of a run's overrides: "" for none, else "_<key>-<value>" per override,
+    sorted (`answer_tokens=None` -> "_answer_tokens-none")."""
+    parts = []
+    for key in sorted(overrides or {}):
+        value = overrides[key]
+        text = "none" if value is None else str(value).lower()
+        parts.append(f"_{key}-" + "".join(c if c.isalnum() or c in ".-" else "." for c in text))
+    return "".join(parts)
 
 
-def rung_record(target, model, pairs, step: int, val: dict | None, batch_size: int, n_conflict: int) -> dict:
-    """One rung: val at `step` (from training), test records of every mode and the faithfulness block."""
+def ladder_file(
+    root: str | Path, model_name: str, steps: int, seed: int, overrides: dict | None = None, kind: str = LADDER
+) -> Path:
+    name = f"hyperdas_steps{steps}_seed{seed}{variant_name(overrides)}.json"
+    return results_dir(root, model_name) / kind / name
+
+
+def rung_record(
+    target, model, pairs, step: int, val: dict | None, batch_size: int, n_conflict: int, score_val: bool = False
+) -> dict:
+    """One rung: val at `step` (from training), test records of every mode and the faithfulness block;
+    `score_val`: also every val pair's records and outcomes (`val_scored`)."""
     from hyperdas.experiments.faithfulness import faithfulness
     from hyperdas.experiments.hyperdas_run import faithful_fields, score_test_pairs
     from hyperdas.hyper.training import encoded_pairs
@@ -39,6 +63,12 @@ def rung_record(target, model, pairs, step: int, val: dict | None, batch_size: i
     test = encoded_pairs(target, pairs["test"], model.config.instruction)
     outcomes: dict = {}
     records, _ = score_test_pairs(target, model, test, model.config.layer, outcomes=outcomes)
+    scored_val = {}
+    if score_val:
+        val_outcomes: dict = {}
+        encoded = encoded_pairs(target, pairs["val"], model.config.instruction)
+        val_records, _ = score_test_pairs(target, model, encoded, model.config.layer, outcomes=val_outcomes)
+        scored_val = {"val_scored": {"records": val_records, "outcomes": val_outcomes}}
     faithful = faithfulness(target, model, pairs, n_conflict=n_conflict)
     return {
         "steps": step,
@@ -46,17 +76,28 @@ def rung_record(target, model, pairs, step: int, val: dict | None, batch_size: i
         "val": val,
         "records": records,
         "outcomes": outcomes,
+        **scored_val,
         **faithful_fields(faithful),
         "score_seconds": time.perf_counter() - started,
     }
 
 
 def run_ladder(
-    params: dict, steps: int, rungs: list[int], root: str | Path, progress: bool = True, score_only: bool = False
+    params: dict,
+    steps: int,
+    rungs: list[int],
+    root: str | Path,
+    progress: bool = True,
+    score_only: bool = False,
+    overrides: dict | None = None,
+    pilot: bool = False,
 ) -> Path:
     """Train (or resume) the ladder's run and score every rung not yet in its file; returns the file.
     `score_only`: train no further; score the rungs whose weights the run has kept so far (a run
-    stopped part-way; running again without it resumes the training)."""
+    stopped part-way; running again without it resumes the training). `overrides`: those of
+    `params` that make this run a variant (named by them); `pilot`: a pilot run (`PILOTS`)."""
+    variant = {k: v for k, v in (overrides or {}).items() if k not in NOT_A_VARIANT}
+    kind = PILOTS if pilot else LADDER
     from hyperdas.data.dataset import load_pairs, pairs_dir
     from hyperdas.experiments import params as P
     from hyperdas.experiments.faithfulness import CONFLICT_PAIRS
@@ -68,8 +109,9 @@ def run_ladder(
     hyper, train = P.hyperdas_configs(params)  # checks the rungs before anything loads
     target = load_target(model_config)
     pairs = load_pairs(params.get("pairs_in") or pairs_dir(root, target.name), tokenizer=target.tokenizer)
-    out = ladder_file(root, target.name, steps, train.seed)
-    folder = results_dir(root, target.name) / "checkpoints" / f"hyperdas-ladder-steps{steps}-seed{train.seed}"
+    out = ladder_file(root, target.name, steps, train.seed, variant, kind)
+    name = f"hyperdas-{'pilot' if pilot else 'ladder'}-steps{steps}-seed{train.seed}{variant_name(variant)}"
+    folder = results_dir(root, target.name) / "checkpoints" / name
     started = time.perf_counter()
     if score_only:
         result = _so_far(folder, target, pairs)
@@ -88,12 +130,15 @@ def run_ladder(
         if step not in done:
             model, _ = load_hyperdas(snapshot_folder(folder, step), target, expect=hyper, pairs=pairs)
             n_conflict = params.get("n_conflict", CONFLICT_PAIRS)
-            done[step] = rung_record(target, model, pairs, step, val_at.get(step), train.batch_size, n_conflict)
+            done[step] = rung_record(
+                target, model, pairs, step, val_at.get(step), train.batch_size, n_conflict, score_val=pilot
+            )
         write_json(
             out,
             {
                 "model": target.name,
                 "config": configs,
+                "overrides": variant,
                 "seed": train.seed,
                 "steps_run": len(result.history),
                 "best_step": result.best_step,
@@ -170,14 +215,17 @@ def _ceilings(model_dir: Path, layer: int) -> dict | None:
 def hyperdas_rows(files: list[Path]) -> list[dict]:
     """One row per (model, layer, total steps, rung, mode) over the seeds of the ladder `files`; a
     row's `_outcomes` (per-pair outcomes of its seeds, for `comparisons`) is dropped before writing."""
+    import json
+
     runs: dict[tuple, list[dict]] = {}
     for path in files:
         saved = read_json(path)
         train = saved["config"]["train"]
-        key = (saved["model"], saved["config"]["hyperdas"]["layer"], train["steps"])
+        variant = json.dumps(saved.get("overrides") or {}, sort_keys=True)
+        key = (saved["model"], saved["config"]["hyperdas"]["layer"], train["steps"], variant)
         runs.setdefault(key, []).append(saved)
     rows = []
-    for (model, layer, total), seeds in sorted(runs.items()):
+    for (model, layer, total, variant), seeds in sorted(runs.items()):
         steps = sorted({r["steps"] for run in seeds for r in run["rungs"]})
         for step in steps:
             rungs = [(run, r) for run in seeds for r in run["rungs"] if r["steps"] == step]
@@ -185,17 +233,21 @@ def hyperdas_rows(files: list[Path]) -> list[dict]:
                 scored = [_overall([x for x in r["records"] if x["mode"] == mode]) for _, r in rungs]
                 faithful = [r["faithfulness"] for _, r in rungs]
                 kept = [r for _, r in rungs if mode in r.get("outcomes", {})]
+                on_val = [r["val_scored"] for _, r in rungs if "val_scored" in r]
                 outcomes = {
                     "keys": kept[0]["outcomes"]["keys"] if kept else None,
                     "pairs": rungs[0][0].get("provenance", {}).get("pairs"),
                     "hits": [r["outcomes"][mode] for r in kept],
                     "conflict": [r["faithfulness"]["conflict"][mode].get("outcomes") for r in kept],
+                    "val_keys": on_val[0]["outcomes"]["keys"] if on_val else None,
+                    "val_hits": [v["outcomes"][mode] for v in on_val],
                 }
                 rows.append(
                     {
                         "model": model,
                         "layer": layer,
                         "method": "hyperdas",
+                        "overrides": json.loads(variant),
                         "mode": mode,
                         "steps": step,
                         "run_steps": total,
@@ -203,6 +255,11 @@ def hyperdas_rows(files: list[Path]) -> list[dict]:
                         "seeds": [run["seed"] for run, _ in rungs],
                         **{m: _mean_sd([s[m] for s in scored]) for m in METRICS},
                         "val_disentangle": _mean_sd([r["val"][mode]["disentangle"] for _, r in rungs if r["val"]]),
+                        **(
+                            {"val_scored": {m: _mean_sd([_overall(_of(v, mode))[m] for v in on_val]) for m in METRICS}}
+                            if on_val
+                            else {}
+                        ),
                         "follows_activations": _mean_sd([f["conflict"][mode]["follows_activations"] for f in faithful]),
                         "follows_instruction": _mean_sd([f["conflict"][mode]["follows_instruction"] for f in faithful]),
                         **{
@@ -227,6 +284,10 @@ def hyperdas_rows(files: list[Path]) -> list[dict]:
     return rows
 
 
+def _of(scored: dict, mode: str) -> list[dict]:
+    return [x for x in scored["records"] if x["mode"] == mode]
+
+
 def _intervals(outcomes: dict) -> dict:
     """Bootstrap intervals (`hyperdas.core.intervals`) of test Disentangle and of the conflict share
     following the activations, over the seeds that kept their per-pair outcomes."""
@@ -235,6 +296,8 @@ def _intervals(outcomes: dict) -> dict:
         out["disentangle_interval"] = interval(outcomes["hits"], keys=outcomes["keys"])
     if outcomes["conflict"] and all(outcomes["conflict"]):
         out["follows_activations_interval"] = interval(outcomes["conflict"], symbol="a")
+    if outcomes.get("val_keys") and outcomes.get("val_hits"):
+        out["val_disentangle_interval"] = interval(outcomes["val_hits"], keys=outcomes["val_keys"])
     return out
 
 
@@ -349,14 +412,64 @@ def comparisons(rows: list[dict]) -> list[dict]:
     return out
 
 
+def pilot_comparisons(pilots: list[dict], plain: list[dict]) -> list[dict]:
+    """Each option's run minus the plain run of the same model, layer, budget and rung, per mode
+    (one-to-one and soft), on the same pairs: val Disentangle (what decides), test Disentangle and
+    the share following the activations, each a paired bootstrap interval. `keep`: the option wins
+    on val beyond its interval and does not lose faithfulness beyond its interval."""
+    out = []
+    for v in pilots:
+        mine = v["_outcomes"]
+        if not v["overrides"] or v["mode"] not in ("one_to_one", "soft"):
+            continue
+        same = ("model", "layer", "run_steps", "steps", "mode")
+        found = [
+            p
+            for p in plain
+            if not p["overrides"] and all(p[k] == v[k] for k in same) and p["_outcomes"]["pairs"] == mine["pairs"]
+        ]
+        if not found:
+            continue
+        theirs = found[0]["_outcomes"]
+        row = {
+            "model": v["model"],
+            "layer": v["layer"],
+            "overrides": v["overrides"],
+            "mode": v["mode"],
+            "steps": v["steps"],
+            "seeds": v["seeds"],
+            "plain_seeds": found[0]["seeds"],
+        }
+        if mine["val_hits"] and theirs["val_hits"]:
+            row["val_difference"] = interval(mine["val_hits"], theirs["val_hits"], keys=mine["val_keys"])
+        if mine["hits"] and theirs["hits"]:
+            row["test_difference"] = interval(mine["hits"], theirs["hits"], keys=mine["keys"])
+        if mine["conflict"] and theirs["conflict"] and all(mine["conflict"] + theirs["conflict"]):
+            row["follows_activations_difference"] = interval(mine["conflict"], theirs["conflict"], symbol="a")
+        val, follows = row.get("val_difference"), row.get("follows_activations_difference")
+        row["keep"] = bool(
+            val and val["low"] > 0 and not (follows and follows["high"] < 0)
+        )
+        out.append(row)
+    return out
+
+
 def collect(root: str | Path) -> dict:
     """Every model's ladder rungs and baselines under the results `root`, with the patching ceilings
-    at each model's layer and the paired comparisons."""
+    at each model's layer and the paired comparisons; the pilots of single options (`PILOTS`, and
+    any ladder run with overrides) apart, with their comparisons to the plain run."""
     root = Path(root)
-    rows, sources = [], []
+    rows, sources, pilots, plain = [], [], [], []
+    for model_dir in sorted(p for p in root.iterdir() if (p / PILOTS).is_dir()):
+        files = sorted((model_dir / PILOTS).glob("hyperdas_steps*_seed*.json"))
+        pilots += hyperdas_rows(files)
+        sources += [str(p.relative_to(root)) for p in files]
     for model_dir in sorted(p for p in root.iterdir() if (p / LADDER).is_dir()):
         files = sorted((model_dir / LADDER).glob("hyperdas_steps*_seed*.json"))
         found = hyperdas_rows(files)
+        pilots += [r for r in found if r["overrides"]]
+        found = [r for r in found if not r["overrides"]]
+        plain += found
         if not found:
             continue
         keys = next((r["_outcomes"]["keys"] for r in found if r["_outcomes"]["keys"]), None)
@@ -371,9 +484,15 @@ def collect(root: str | Path) -> dict:
         elif base:
             sources.append(str((model_dir / "baselines.json").relative_to(root)))
     compared = comparisons(rows)
-    for row in rows:
+    piloted = pilot_comparisons(pilots, pilots + plain)
+    for row in rows + pilots:
         row.pop("_outcomes", None)
-    return {"rows": rows, "comparisons": compared, "sources": sources}
+    return {
+        "rows": rows,
+        "comparisons": compared,
+        **({"pilots": {"rows": pilots, "comparisons": piloted}} if pilots else {}),
+        "sources": sources,
+    }
 
 
 def write_summary(root: str | Path) -> Path:

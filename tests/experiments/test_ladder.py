@@ -133,3 +133,32 @@ def test_bad_rungs_are_refused_before_anything_loads(root, capsys):
 def test_overrides_the_ladder_would_ignore_are_refused(root, capsys, extra, message):
     assert main(["--profile", "smoke", "--steps", "20", "--rungs", "10", "--results", str(root), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_variant_names_are_stable_and_plain_for_no_overrides():
+    from hyperdas.experiments.ladder import variant_name
+
+    assert variant_name({}) == variant_name(None) == ""
+    assert variant_name({"tie_attention": True, "answer_tokens": None}) == "_answer_tokens-none_tie_attention-true"
+    assert variant_name({"hyper_lr": 1e-4, "instruction": "{entity} ; x"}) == "_hyper_lr-0.0001_instruction-.entity....x"
+
+
+def test_a_pilot_never_overwrites_the_plain_run_and_is_compared_on_val(root):
+    plain = run_ladder(PARAMS, steps=8, rungs=[8], root=root, progress=False, pilot=True)
+    option = {"tie_attention": True}
+    piloted = run_ladder({**PARAMS, **option}, 8, [8], root, progress=False, overrides=option, pilot=True)
+    assert plain.parent.name == piloted.parent.name == "pilots"
+    assert (plain.name, piloted.name) == ("hyperdas_steps8_seed0.json", "hyperdas_steps8_seed0_tie_attention-true.json")
+    saved = read_json(piloted)
+    assert saved["overrides"] == option and saved["config"]["hyperdas"]["tie_attention"] is True
+    assert read_json(plain)["overrides"] == {} and read_json(plain)["config"]["hyperdas"]["tie_attention"] is False
+    rung = saved["rungs"][0]
+    assert len(rung["val_scored"]["outcomes"]["one_to_one"]) == 8  # every val pair, not training's sample
+    summary = read_json(root / "ladder.json")
+    assert all(r["overrides"] == {} for r in summary["rows"] if r["method"] == "hyperdas")  # pilots apart
+    compared = summary["pilots"]["comparisons"]
+    assert [(c["overrides"], c["mode"]) for c in compared] == [(option, "one_to_one"), (option, "soft")]
+    for c in compared:
+        for part in ("val_difference", "test_difference", "follows_activations_difference"):
+            assert c[part]["low"] <= c[part]["estimate"] <= c[part]["high"]
+        assert c["keep"] == (c["val_difference"]["low"] > 0 and c["follows_activations_difference"]["high"] >= 0)
