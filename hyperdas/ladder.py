@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(
                 "wrote",
-                run_ladder(
-                    params, args.steps, args.rungs, root, args.progress, args.score_only, overrides, args.pilot
-                ),
+                run_ladder(params, args.steps, args.rungs, root, args.progress, args.score_only, overrides, args.pilot),
             )
     except (HyperDASError, OSError, MemoryError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)

@@ -447,9 +447,7 @@ def pilot_comparisons(pilots: list[dict], plain: list[dict]) -> list[dict]:
         if mine["conflict"] and theirs["conflict"] and all(mine["conflict"] + theirs["conflict"]):
             row["follows_activations_difference"] = interval(mine["conflict"], theirs["conflict"], symbol="a")
         val, follows = row.get("val_difference"), row.get("follows_activations_difference")
-        row["keep"] = bool(
-            val and val["low"] > 0 and not (follows and follows["high"] < 0)
-        )
+        row["keep"] = bool(val and val["low"] > 0 and not (follows and follows["high"] < 0))
         out.append(row)
     return out
 

@@ -140,7 +140,8 @@ def test_variant_names_are_stable_and_plain_for_no_overrides():
 
     assert variant_name({}) == variant_name(None) == ""
     assert variant_name({"tie_attention": True, "answer_tokens": None}) == "_answer_tokens-none_tie_attention-true"
-    assert variant_name({"hyper_lr": 1e-4, "instruction": "{entity} ; x"}) == "_hyper_lr-0.0001_instruction-.entity....x"
+    named = variant_name({"hyper_lr": 1e-4, "instruction": "{entity} ; x"})
+    assert named == "_hyper_lr-0.0001_instruction-.entity....x"
 
 
 def test_a_pilot_never_overwrites_the_plain_run_and_is_compared_on_val(root):
