@@ -436,6 +436,7 @@ def pilot_comparisons(pilots: list[dict], plain: list[dict]) -> list[dict]:
             "layer": v["layer"],
             "overrides": v["overrides"],
             "mode": v["mode"],
+            "run_steps": v["run_steps"],
             "steps": v["steps"],
             "seeds": v["seeds"],
             "plain_seeds": found[0]["seeds"],

@@ -108,12 +108,51 @@ def comparisons_table(summary: dict) -> str:
     ]
     for c in rows:
         h, b = c["hyperdas"], c["baseline"]
-        d, f = c["disentangle_difference"], c.get("follows_activations_difference")
         budget = "early-stopped" if b["early_stopped"] else f"{b['examples_budget']:,} examples"
-        follows = "" if not f else f"{f['estimate']:+.3f} [{f['low']:.3f}, {f['high']:.3f}]"
         lines.append(
             f"| {c['model']} | {h['mode'].replace('_', '-')}, step {h['steps']:,} of {h['run_steps']:,} | "
-            f"{b['method'].upper()}, {budget} | {d['estimate']:+.3f} [{d['low']:.3f}, {d['high']:.3f}] | {follows} |"
+            f"{b['method'].upper()}, {budget} | {_difference(c['disentangle_difference'])} | "
+            f"{_difference(c.get('follows_activations_difference'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _difference(d: dict | None) -> str:
+    return "" if not d else f"{d['estimate']:+.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+
+def _beside(mine: dict | None, plain: dict | None) -> str:
+    return "" if not mine or not plain else f"{mine['mean']:.3f} ({plain['mean']:.3f})"
+
+
+def _option(overrides: dict) -> str:
+    return ", ".join(f"`{k}={'None' if v is None else v}`" for k, v in overrides.items())
+
+
+def pilots_table(summary: dict) -> str:
+    """The pilots of single options: each one's val / test Disentangle and follows-activations share
+    (plain run's beside it), the paired differences and whether the option is kept."""
+    pilots = summary.get("pilots")
+    if not pilots or not pilots["comparisons"]:
+        return "No pilot has a plain run at the same budget beside it yet.\n"
+
+    def key(r: dict, overrides: dict) -> tuple:
+        return r["model"], r["layer"], r["run_steps"], r["steps"], r["mode"], str(overrides)
+
+    rows = {key(r, r.get("overrides")): r for r in pilots["rows"] + summary["rows"] if r["method"] == "hyperdas"}
+    lines = [
+        "| model | option | mode | step | val Dis. (plain) | val difference [95%] | test difference [95%] | "
+        "follows activations (plain) | its difference [95%] | kept |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in pilots["comparisons"]:
+        mine, plain = (rows[key(c, o)] for o in (c["overrides"], {}))
+        val = _beside(*(r.get("val_scored", {}).get("disentangle") for r in (mine, plain)))
+        lines.append(
+            f"| {c['model']} | {_option(c['overrides'])} | {c['mode'].replace('_', '-')} | {c['steps']:,} | {val} | "
+            f"{_difference(c.get('val_difference'))} | {_difference(c.get('test_difference'))} | "
+            f"{_beside(mine.get('follows_activations'), plain.get('follows_activations'))} | "
+            f"{_difference(c.get('follows_activations_difference'))} | {'yes' if c['keep'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -150,6 +189,15 @@ def document(root: str | Path) -> str:
             "RAVEL's template cells, seeds per method; `hyperdas.core.intervals`).\n",
             comparisons_table(summary),
         ]
+        if summary.get("pilots"):
+            parts += [
+                "## Pilots of the official code's options\n",
+                "Each option alone against the plain run of the same budget and seed (`python -m hyperdas.ladder "
+                "--pilot`), scored on every val pair and on test. An option is kept as a default only when it wins "
+                "on val beyond its interval without losing faithfulness beyond its interval; test is shown, not "
+                "used to choose.\n",
+                pilots_table(summary),
+            ]
     try:
         parts += ["## Speed\n", _markdown(plots.speed_table(results).round(3))]
     except plots.Missing:

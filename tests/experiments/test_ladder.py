@@ -163,3 +163,7 @@ def test_a_pilot_never_overwrites_the_plain_run_and_is_compared_on_val(root):
         for part in ("val_difference", "test_difference", "follows_activations_difference"):
             assert c[part]["low"] <= c[part]["estimate"] <= c[part]["high"]
         assert c["keep"] == (c["val_difference"]["low"] > 0 and c["follows_activations_difference"]["high"] >= 0)
+    from hyperdas.experiments.results_doc import pilots_table
+
+    table = pilots_table(summary).splitlines()
+    assert len(table) == 4 and table[2].startswith("| synthetic-llama | `tie_attention=True` | one-to-one | 8 | ")
