@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pilot", action="store_true", help="a pilot of the --set options (or, with none, the plain run beside them)"
     )
+    parser.add_argument("--val", action="store_true", help="also score every val pair (kept rungs too)")
     parser.add_argument("--baselines", action="store_true", help="train DAS and MDAS beside the ladder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="--baselines: their seeds")
     parser.add_argument("--examples", type=int, help="--baselines: a budget without early stopping")
@@ -75,7 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(
                 "wrote",
-                run_ladder(params, args.steps, args.rungs, root, args.progress, args.score_only, overrides, args.pilot),
+                run_ladder(
+                    params,
+                    args.steps,
+                    args.rungs,
+                    root,
+                    args.progress,
+                    args.score_only,
+                    overrides,
+                    args.pilot,
+                    args.val,
+                ),
             )
     except (HyperDASError, OSError, MemoryError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)

@@ -63,12 +63,7 @@ def rung_record(
     test = encoded_pairs(target, pairs["test"], model.config.instruction)
     outcomes: dict = {}
     records, _ = score_test_pairs(target, model, test, model.config.layer, outcomes=outcomes)
-    scored_val = {}
-    if score_val:
-        val_outcomes: dict = {}
-        encoded = encoded_pairs(target, pairs["val"], model.config.instruction)
-        val_records, _ = score_test_pairs(target, model, encoded, model.config.layer, outcomes=val_outcomes)
-        scored_val = {"val_scored": {"records": val_records, "outcomes": val_outcomes}}
+    scored_val = {"val_scored": val_scored(target, model, pairs)} if score_val else {}
     faithful = faithfulness(target, model, pairs, n_conflict=n_conflict)
     return {
         "steps": step,
@@ -82,6 +77,17 @@ def rung_record(
     }
 
 
+def val_scored(target, model, pairs) -> dict:
+    """Every val pair scored like test: records per mode and attribute, and per-pair outcomes."""
+    from hyperdas.experiments.hyperdas_run import score_test_pairs
+    from hyperdas.hyper.training import encoded_pairs
+
+    outcomes: dict = {}
+    encoded = encoded_pairs(target, pairs["val"], model.config.instruction)
+    records, _ = score_test_pairs(target, model, encoded, model.config.layer, outcomes=outcomes)
+    return {"records": records, "outcomes": outcomes}
+
+
 def run_ladder(
     params: dict,
     steps: int,
@@ -91,11 +97,14 @@ def run_ladder(
     score_only: bool = False,
     overrides: dict | None = None,
     pilot: bool = False,
+    score_val: bool = False,
 ) -> Path:
     """Train (or resume) the ladder's run and score every rung not yet in its file; returns the file.
     `score_only`: train no further; score the rungs whose weights the run has kept so far (a run
     stopped part-way; running again without it resumes the training). `overrides`: those of
-    `params` that make this run a variant (named by them); `pilot`: a pilot run (`PILOTS`)."""
+    `params` that make this run a variant (named by them); `pilot`: a pilot run (`PILOTS`).
+    `score_val` (always for a pilot): also score every val pair, at kept rungs too (`val_scored`)."""
+    score_val = score_val or pilot
     variant = {k: v for k, v in (overrides or {}).items() if k not in NOT_A_VARIANT}
     kind = PILOTS if pilot else LADDER
     from hyperdas.data.dataset import load_pairs, pairs_dir
@@ -120,18 +129,33 @@ def run_ladder(
         result = train_hyperdas(target, pairs, hyper, train, out_dir=folder, progress=progress)
     train_seconds = time.perf_counter() - started
     configs = {"model": model_config, "hyperdas": hyper, "train": train}
-    done = {}
+    done, timings = (
+        {},
+        {
+            "train_seconds": result.seconds,
+            "train_wall_seconds": None if score_only else train_seconds,
+        },
+    )
+    best_step = result.best_step
     if out.is_file():
         saved = read_json(out)
         if saved["config"] == _plain(configs):
             done = {r["steps"]: r for r in saved["rungs"]}
+            if score_only:  # a scoring pass never erases what training recorded
+                timings, best_step = saved["timings"], saved["best_step"]
     val_at = {h["step"]: h.get("val") for h in result.history}
     for step in sorted(rungs):
-        if step not in done:
-            model, _ = load_hyperdas(snapshot_folder(folder, step), target, expect=hyper, pairs=pairs)
+        if step in done and (not score_val or "val_scored" in done[step]):
+            continue
+        model, _ = load_hyperdas(snapshot_folder(folder, step), target, expect=hyper, pairs=pairs)
+        if step in done:
+            started = time.perf_counter()
+            done[step]["val_scored"] = val_scored(target, model, pairs)
+            done[step]["val_score_seconds"] = time.perf_counter() - started
+        else:
             n_conflict = params.get("n_conflict", CONFLICT_PAIRS)
             done[step] = rung_record(
-                target, model, pairs, step, val_at.get(step), train.batch_size, n_conflict, score_val=pilot
+                target, model, pairs, step, val_at.get(step), train.batch_size, n_conflict, score_val
             )
         write_json(
             out,
@@ -141,12 +165,9 @@ def run_ladder(
                 "overrides": variant,
                 "seed": train.seed,
                 "steps_run": len(result.history),
-                "best_step": result.best_step,
+                "best_step": best_step,
                 "rungs": [done[s] for s in sorted(done)],
-                "timings": {
-                    "train_seconds": result.seconds,
-                    "train_wall_seconds": None if score_only else train_seconds,
-                },
+                "timings": timings,
                 "provenance": result.provenance,
             },
         )
@@ -412,44 +433,61 @@ def comparisons(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _paired(mine: dict, theirs: dict) -> dict:
+    """Paired differences of two HyperDAS rows' outcomes (`hyperdas_rows`' `_outcomes`): val and test
+    Disentangle and the share following the activations, each with its interval; `keep`: the first
+    wins on val beyond its interval and loses no faithfulness beyond its interval."""
+    out = {}
+    if mine["val_hits"] and theirs["val_hits"]:
+        out["val_difference"] = interval(mine["val_hits"], theirs["val_hits"], keys=mine["val_keys"])
+    if mine["hits"] and theirs["hits"]:
+        out["test_difference"] = interval(mine["hits"], theirs["hits"], keys=mine["keys"])
+    if mine["conflict"] and theirs["conflict"] and all(mine["conflict"] + theirs["conflict"]):
+        out["follows_activations_difference"] = interval(mine["conflict"], theirs["conflict"], symbol="a")
+    val, follows = out.get("val_difference"), out.get("follows_activations_difference")
+    out["keep"] = bool(val and val["low"] > 0 and not (follows and follows["high"] < 0))
+    return out
+
+
+PAIRED = ("model", "layer", "run_steps", "mode")
+
+
 def pilot_comparisons(pilots: list[dict], plain: list[dict]) -> list[dict]:
     """Each option's run minus the plain run of the same model, layer, budget and rung, per mode
-    (one-to-one and soft), on the same pairs: val Disentangle (what decides), test Disentangle and
-    the share following the activations, each a paired bootstrap interval. `keep`: the option wins
-    on val beyond its interval and does not lose faithfulness beyond its interval."""
+    (one-to-one and soft), on the same pairs (`_paired`: val decides)."""
     out = []
     for v in pilots:
-        mine = v["_outcomes"]
         if not v["overrides"] or v["mode"] not in ("one_to_one", "soft"):
             continue
-        same = ("model", "layer", "run_steps", "steps", "mode")
         found = [
             p
             for p in plain
-            if not p["overrides"] and all(p[k] == v[k] for k in same) and p["_outcomes"]["pairs"] == mine["pairs"]
+            if not p["overrides"]
+            and all(p[k] == v[k] for k in (*PAIRED, "steps"))
+            and p["_outcomes"]["pairs"] == v["_outcomes"]["pairs"]
         ]
-        if not found:
+        if found:
+            head = {k: v[k] for k in (*PAIRED, "overrides", "steps", "seeds")}
+            out.append({**head, "plain_seeds": found[0]["seeds"], **_paired(v["_outcomes"], found[0]["_outcomes"])})
+    return out
+
+
+REFERENCE_STEPS = 600  # notebook 03's hyper_steps (tested): the budget a longer one must beat on val
+
+
+def budget_comparisons(rows: list[dict], reference: int = REFERENCE_STEPS) -> list[dict]:
+    """Each rung of a ladder run minus its rung at the `reference` budget, per mode (one-to-one and
+    soft), where both kept val outcomes (`python -m hyperdas.ladder --score-only --val`): whether
+    training longer wins on val (`_paired`)."""
+    out = []
+    for r in rows:
+        if r["method"] != "hyperdas" or r["mode"] not in ("one_to_one", "soft") or r["steps"] == reference:
             continue
-        theirs = found[0]["_outcomes"]
-        row = {
-            "model": v["model"],
-            "layer": v["layer"],
-            "overrides": v["overrides"],
-            "mode": v["mode"],
-            "run_steps": v["run_steps"],
-            "steps": v["steps"],
-            "seeds": v["seeds"],
-            "plain_seeds": found[0]["seeds"],
-        }
-        if mine["val_hits"] and theirs["val_hits"]:
-            row["val_difference"] = interval(mine["val_hits"], theirs["val_hits"], keys=mine["val_keys"])
-        if mine["hits"] and theirs["hits"]:
-            row["test_difference"] = interval(mine["hits"], theirs["hits"], keys=mine["keys"])
-        if mine["conflict"] and theirs["conflict"] and all(mine["conflict"] + theirs["conflict"]):
-            row["follows_activations_difference"] = interval(mine["conflict"], theirs["conflict"], symbol="a")
-        val, follows = row.get("val_difference"), row.get("follows_activations_difference")
-        row["keep"] = bool(val and val["low"] > 0 and not (follows and follows["high"] < 0))
-        out.append(row)
+        found = [b for b in rows if b["method"] == "hyperdas" and b["steps"] == reference and b["overrides"] == {}]
+        found = [b for b in found if all(b[k] == r[k] for k in PAIRED) and b["seeds"] == r["seeds"]]
+        if found and r["_outcomes"]["val_hits"] and found[0]["_outcomes"]["val_hits"]:
+            head = {k: r[k] for k in (*PAIRED, "steps", "seeds")}
+            out.append({**head, "reference_steps": reference, **_paired(r["_outcomes"], found[0]["_outcomes"])})
     return out
 
 
@@ -483,12 +521,14 @@ def collect(root: str | Path) -> dict:
         elif base:
             sources.append(str((model_dir / "baselines.json").relative_to(root)))
     compared = comparisons(rows)
+    budgets = budget_comparisons(rows)
     piloted = pilot_comparisons(pilots, pilots + plain)
     for row in rows + pilots:
         row.pop("_outcomes", None)
     return {
         "rows": rows,
         "comparisons": compared,
+        **({"budgets": budgets} if budgets else {}),
         **({"pilots": {"rows": pilots, "comparisons": piloted}} if pilots else {}),
         "sources": sources,
     }

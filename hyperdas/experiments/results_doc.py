@@ -157,6 +157,23 @@ def pilots_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def budgets_table(summary: dict) -> str:
+    """Each rung against the default budget's rung of the same run, on val (what decides) and test."""
+    lines = [
+        "| model | mode | step vs step | seeds | val difference [95%] | test difference [95%] | "
+        "follows-activations difference [95%] | wins on val |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in summary.get("budgets", []):
+        lines.append(
+            f"| {c['model']} | {c['mode'].replace('_', '-')} | {c['steps']:,} vs {c['reference_steps']:,} "
+            f"(run of {c['run_steps']:,}) | {', '.join(map(str, c['seeds']))} | "
+            f"{_difference(c.get('val_difference'))} | {_difference(c.get('test_difference'))} | "
+            f"{_difference(c.get('follows_activations_difference'))} | {'yes' if c['keep'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def document(root: str | Path) -> str:
     """The whole of docs/results.md."""
     from hyperdas.experiments import plots
@@ -189,6 +206,14 @@ def document(root: str | Path) -> str:
             "RAVEL's template cells, seeds per method; `hyperdas.core.intervals`).\n",
             comparisons_table(summary),
         ]
+        if summary.get("budgets"):
+            parts += [
+                "### Does a longer budget win on val?\n",
+                "Each rung minus the same run's rung at the default budget, on every val pair (`python -m "
+                "hyperdas.ladder --score-only --val`) and on test. A rung of a longer run keeps that run's schedules "
+                "(the sparsity penalty starts at half of the longest budget), so it is not a run of that length.\n",
+                budgets_table(summary),
+            ]
         if summary.get("pilots"):
             parts += [
                 "## Pilots of the official code's options\n",

@@ -1,6 +1,8 @@
 """The budget ladder: one run, its weights kept at each rung, every rung scored with its faithfulness;
 an interrupted ladder continues; bad rungs are refused before anything loads."""
 
+from pathlib import Path
+
 import pytest
 
 from hyperdas.core.config import ConfigError
@@ -167,3 +169,32 @@ def test_a_pilot_never_overwrites_the_plain_run_and_is_compared_on_val(root):
 
     table = pilots_table(summary).splitlines()
     assert len(table) == 4 and table[2].startswith("| synthetic-llama | `tie_attention=True` | one-to-one | 8 | ")
+
+
+def test_val_scoring_of_kept_rungs_keeps_the_training_record_and_compares_budgets(synthetic_pairs, tmp_path):
+    from hyperdas.experiments import ladder as L
+    from hyperdas.experiments.results_doc import budgets_table
+
+    pairs = synthetic_pairs(max_pairs={"train": 24, "val": 8, "test": 24})
+    save_pairs(pairs, pairs_dir(tmp_path, "synthetic-llama"), {"model": "synthetic-llama"})
+    path = run_ladder(PARAMS, steps=8, rungs=[4, 8], root=tmp_path, progress=False)
+    before = read_json(path)
+    assert "val_scored" not in before["rungs"][0]
+    run_ladder(PARAMS, steps=8, rungs=[4, 8], root=tmp_path, progress=False, score_only=True, score_val=True)
+    after = read_json(path)
+    assert after["timings"] == before["timings"] and after["best_step"] == before["best_step"]
+    for old, new in zip(before["rungs"], after["rungs"]):
+        assert new["records"] == old["records"] and len(new["val_scored"]["outcomes"]["soft"]) == 8
+    files = sorted((tmp_path / "synthetic-llama" / "ladder").glob("hyperdas_*.json"))
+    compared = L.budget_comparisons(L.hyperdas_rows(files), reference=4)
+    assert [(c["steps"], c["reference_steps"], c["mode"]) for c in compared] == [(8, 4, "one_to_one"), (8, 4, "soft")]
+    assert all(c["val_difference"]["low"] <= c["val_difference"]["estimate"] for c in compared)
+    assert budgets_table({"budgets": compared}).count("| synthetic-llama |") == 2
+
+
+def test_the_reference_budget_is_notebook_03s():
+    from hyperdas.batch import notebook_defaults
+    from hyperdas.experiments.ladder import REFERENCE_STEPS
+
+    book = Path(__file__).parents[2] / "notebooks" / "03_train_hyperdas.ipynb"
+    assert notebook_defaults(book)["hyper_steps"] == REFERENCE_STEPS
