@@ -215,6 +215,19 @@ def test_a_truncated_model_file_is_named(tiny_folders, tmp_path):
         load_target(str(folder))
 
 
+def test_a_broken_environment_is_not_blamed_on_the_model_folder(tiny_folders, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from hyperdas.target.models import ModelLoadError, load_target
+
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("Could not import module 'LlamaConfig'. Are this object's requirements defined?")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", broken)
+    with pytest.raises(ModelLoadError, match=r"could not import .*LlamaConfig.*environment is broken.*make setup"):
+        load_target(str(tiny_folders["llama"]))
+
+
 def test_a_damaged_checkpoint_is_not_reported_as_done(pairs_folder, tmp_path, capsys):
     args = ["--config", "smoke", "--results", str(tmp_path), "--no-progress", "--set", f"pairs_in={pairs_folder}"]
     args += ["--set", "hyper_steps=2", "--set", "hyper_eval_every=2", "--set", "n_blocks=1", "--set", "k=4"]

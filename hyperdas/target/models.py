@@ -325,6 +325,12 @@ def load_target(spec: str | ModelConfig = "smollm2-135m", **overrides) -> Target
             else (" (it is no local folder either; offline, pass a local folder or fill the HF cache first)")
         )
         raise ModelLoadError(f"could not load model {config.spec!r} from {where}: {first}{hint}") from err
+    except ImportError as err:  # the environment, not the folder: deleting a good cache would not help
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ModelLoadError(
+            f"transformers could not import what {where} needs ({first}): the Python environment is broken "
+            f"or incomplete; reinstall it (make setup)"
+        ) from err
     except Exception as err:  # e.g. a truncated safetensors file: safetensors raises its own error
         if not Path(where).is_dir():
             raise
