@@ -496,11 +496,11 @@ def collect(root: str | Path) -> dict:
     at each model's layer and the paired comparisons; the pilots of single options (`PILOTS`, and
     any ladder run with overrides) apart, with their comparisons to the plain run."""
     root = Path(root)
-    rows, sources, pilots, plain = [], [], [], []
+    rows, sources, pilots, plain, pilot_sources = [], [], [], [], []
     for model_dir in sorted(p for p in root.iterdir() if (p / PILOTS).is_dir()):
         files = sorted((model_dir / PILOTS).glob("hyperdas_steps*_seed*.json"))
         pilots += hyperdas_rows(files)
-        sources += [str(p.relative_to(root)) for p in files]
+        pilot_sources += [str(p.relative_to(root)) for p in files]
     for model_dir in sorted(p for p in root.iterdir() if (p / LADDER).is_dir()):
         files = sorted((model_dir / LADDER).glob("hyperdas_steps*_seed*.json"))
         found = hyperdas_rows(files)
@@ -529,7 +529,7 @@ def collect(root: str | Path) -> dict:
         "rows": rows,
         "comparisons": compared,
         **({"budgets": budgets} if budgets else {}),
-        **({"pilots": {"rows": pilots, "comparisons": piloted}} if pilots else {}),
+        **({"pilots": {"rows": pilots, "comparisons": piloted, "sources": pilot_sources}} if pilots else {}),
         "sources": sources,
     }
 

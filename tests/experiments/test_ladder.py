@@ -159,6 +159,8 @@ def test_a_pilot_never_overwrites_the_plain_run_and_is_compared_on_val(root):
     assert len(rung["val_scored"]["outcomes"]["one_to_one"]) == 8  # every val pair, not training's sample
     summary = read_json(root / "ladder.json")
     assert all(r["overrides"] == {} for r in summary["rows"] if r["method"] == "hyperdas")  # pilots apart
+    assert summary["pilots"]["sources"] == [f"synthetic-llama/pilots/{p.name}" for p in (plain, piloted)]
+    assert not any("pilots" in source for source in summary["sources"])
     compared = summary["pilots"]["comparisons"]
     assert [(c["overrides"], c["mode"]) for c in compared] == [(option, "one_to_one"), (option, "soft")]
     for c in compared:
