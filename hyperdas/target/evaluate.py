@@ -194,13 +194,14 @@ def intervened_logits(target, layer: int, method, enc: Encoded, index: list[int]
     edit = make_edit(method, target, layer, enc, index, sources, rows, [0] * len(rows))
     wanted = [(r, enc.first[i] + t) for r, i in enumerate(index) for t in range(len(enc.answers[i]))]
     start = getattr(edit, "start", None)  # the unedited stream after `layer` for these rows, if known
-    if start is not None and can_start_after(target) and PACK_ROWS:  # then blocks 0..layer need not run again
-        # and the rows run packed, without padding: there is no prompt pass left to pad for
-        with start_after(target, layer, packed(edit(start), [len(r) for r in rows])):
-            logits = packed_answer_logits(target.model, rows, wanted)
-    elif start is not None and can_start_after(target):
-        with start_after(target, layer, edit(start)):
-            logits = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id or 0)
+    if start is not None and can_start_after(target):  # then blocks 0..layer need not run again
+        edited = edit(start)
+        if PACK_ROWS:  # and the rows run packed, without padding: no prompt pass is left to pad for
+            with start_after(target, layer, packed(edited, [len(r) for r in rows])):
+                logits = packed_answer_logits(target.model, rows, wanted)
+        else:
+            with start_after(target, layer, edited):
+                logits = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id or 0)
     else:
         with edit_residual(target, layer, edit):
             logits = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id or 0)
