@@ -25,6 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
+from hyperdas.core.config import ConfigError
 from hyperdas.core.intervals import interval, placed
 from hyperdas.core.results import machine, read_json, results_dir, write_json
 
@@ -121,6 +122,14 @@ def run_ladder(
     out = ladder_file(root, target.name, steps, train.seed, variant, kind)
     name = f"hyperdas-{'pilot' if pilot else 'ladder'}-steps{steps}-seed{train.seed}{variant_name(variant)}"
     folder = results_dir(root, target.name) / "checkpoints" / name
+    configs = {"model": model_config, "hyperdas": hyper, "train": train}
+    saved = read_json(out) if out.is_file() else None
+    changed = _changed(saved["config"], _plain(configs)) if saved else []
+    if changed:  # never overwrite a run's scored rungs with another run's
+        raise ConfigError(
+            f"{out} holds a ladder run with other settings ({', '.join(changed)}): move it aside to start "
+            f"this one, or run with its settings"
+        )
     started = time.perf_counter()
     if score_only:
         result = _so_far(folder, target, pairs)
@@ -128,21 +137,13 @@ def run_ladder(
     else:
         result = train_hyperdas(target, pairs, hyper, train, out_dir=folder, progress=progress)
     train_seconds = time.perf_counter() - started
-    configs = {"model": model_config, "hyperdas": hyper, "train": train}
-    done, timings = (
-        {},
-        {
-            "train_seconds": result.seconds,
-            "train_wall_seconds": None if score_only else train_seconds,
-        },
-    )
+    done = {}
+    timings = {"train_seconds": result.seconds, "train_wall_seconds": None if score_only else train_seconds}
     best_step = result.best_step
-    if out.is_file():
-        saved = read_json(out)
-        if saved["config"] == _plain(configs):
-            done = {r["steps"]: r for r in saved["rungs"]}
-            if score_only:  # a scoring pass never erases what training recorded
-                timings, best_step = saved["timings"], saved["best_step"]
+    if saved:
+        done = {r["steps"]: r for r in saved["rungs"]}
+        if score_only:  # a scoring pass never erases what training recorded
+            timings, best_step = saved["timings"], saved["best_step"]
     val_at = {h["step"]: h.get("val") for h in result.history}
     for step in sorted(rungs):
         if step in done and (not score_val or "val_scored" in done[step]):
@@ -191,6 +192,17 @@ def _so_far(folder: Path, target, pairs):
         raise FileNotFoundError(f"no training log in {folder}: start the ladder without --score-only first")
     history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return SimpleNamespace(history=history, best_step=None, seconds=None, provenance=provenance(target, pairs))
+
+
+def _changed(saved: dict, current: dict) -> list[str]:
+    """The settings (part.field: saved -> current) in which a saved run's configs differ from these; a
+    field the saved file lacks was added to the package later, at its old behaviour, and is no change."""
+    return [
+        f"{part}.{field}: {value!r} -> {current.get(part, {}).get(field, '(none)')!r}"
+        for part, fields in saved.items()
+        for field, value in fields.items()
+        if current.get(part, {}).get(field, "(none)") != value
+    ]
 
 
 def _plain(configs: dict) -> dict:

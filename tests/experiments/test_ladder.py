@@ -200,3 +200,23 @@ def test_the_reference_budget_is_notebook_03s():
 
     book = Path(__file__).parents[2] / "notebooks" / "03_train_hyperdas.ipynb"
     assert notebook_defaults(book)["hyper_steps"] == REFERENCE_STEPS
+
+
+def test_a_ladder_file_of_other_settings_is_never_overwritten(synthetic_pairs, tmp_path):
+    import json
+
+    pairs = synthetic_pairs(max_pairs={"train": 24, "val": 8, "test": 24})
+    save_pairs(pairs, pairs_dir(tmp_path, "synthetic-llama"), {"model": "synthetic-llama"})
+    path = run_ladder(PARAMS, steps=8, rungs=[4, 8], root=tmp_path, progress=False)
+    saved = read_json(path)
+    older = json.loads(json.dumps(saved))
+    del older["config"]["train"]["sampling"]  # a field added to the package after the file was written
+    path.write_text(json.dumps(older))
+    assert run_ladder(PARAMS, steps=8, rungs=[4, 8], root=tmp_path, progress=False) == path
+    assert [r["score_seconds"] for r in read_json(path)["rungs"]] == [r["score_seconds"] for r in saved["rungs"]]
+    other = json.loads(json.dumps(saved))
+    other["config"]["train"]["lr"] = 0.5
+    path.write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match=r"holds a ladder run with other settings \(train.lr: 0.5 -> 0.001\)"):
+        run_ladder(PARAMS, steps=8, rungs=[4, 8], root=tmp_path, progress=False)
+    assert read_json(path) == other
