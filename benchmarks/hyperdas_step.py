@@ -6,9 +6,8 @@ sparsity, backward, clipping, AdamW) against one bare frozen forward+backward of
 the same base rows (gradient to the residual stream after the same layer; see das_step.py).
 The step is timed lever by lever: without an activation store; with a store serving the read
 passes only (the edited run recomputes blocks 0..L of the base prompt); with the store also
-starting the edited run from the stored layer-L base states, its rows padded; that with the rows
-packed into one sequence without padding (training's default, `hyperdas.hyper.store`,
-`hyperdas.core.scoring.packed_answer_logits`); and that with the hypernetwork's copied embedding frozen
+starting the edited run from the stored layer-L base states (training's default,
+`hyperdas.hyper.store`); and that with the hypernetwork's copied embedding frozen
 (`HyperDASConfig.freeze_embedding`). Interleaved after warm-up; medians reported, with each lever's
 share of the step it starts from. Goal: ratio <= 0.8 with the store. Also: one step's loss with
 and without the store from the same initialisation, the store's size (with and without the
@@ -35,23 +34,9 @@ from hyperdas.data.dataset import load_pairs, pairs_dir
 from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference
 from hyperdas.hyper.store import ActivationStore, store_bytes
 from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
-from hyperdas.target import evaluate as evaluate_module
 from hyperdas.target.evaluate import evaluate
 from hyperdas.target.memory import estimate_for
 from hyperdas.target.models import load_target
-
-
-def padded(run):
-    """`run` with the edited run's rows padded, as before packing (`evaluate.PACK_ROWS`)."""
-
-    def padded_run():
-        evaluate_module.PACK_ROWS = False
-        try:
-            return run()
-        finally:
-            evaluate_module.PACK_ROWS = True
-
-    return padded_run
 
 
 def same_step_losses(target, config, train, enc, index, weights) -> dict:
@@ -119,7 +104,6 @@ def main() -> None:
         "bare_forward_backward": lambda: bare_step(target, args.layer, enc, index),
         "hyperdas_step_without_store": step(model, optimizer, None),
         "hyperdas_step_store_reads_only": step(model, optimizer, ReadsOnly(store)),
-        "hyperdas_step_store_padded": padded(step(model, optimizer, store)),
         "hyperdas_step": step(model, optimizer, store),
         "hyperdas_step_frozen_embedding": step(frozen, frozen_optimizer, store),
     }
@@ -134,8 +118,7 @@ def main() -> None:
     levers = {}
     for before, after, lever in (
         ("hyperdas_step_without_store", "hyperdas_step_store_reads_only", "store_serves_read_passes"),
-        ("hyperdas_step_store_reads_only", "hyperdas_step_store_padded", "store_starts_edited_run"),
-        ("hyperdas_step_store_padded", "hyperdas_step", "packed_rows"),
+        ("hyperdas_step_store_reads_only", "hyperdas_step", "store_starts_edited_run"),
         ("hyperdas_step", "hyperdas_step_frozen_embedding", "frozen_embedding"),
     ):
         levers[lever] = {

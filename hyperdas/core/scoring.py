@@ -86,28 +86,6 @@ def answer_logits(model, rows, wanted, pad_id: int = 0, prefix_len: int = 0, cac
     return model.get_output_embeddings()(hidden[row_index, position])
 
 
-def packed_answer_logits(model, rows, wanted):
-    """`answer_logits` of `rows` packed into one sequence without padding: position ids restart at
-    each row and no attention mask is given, so transformers attends within each row only (its
-    packed-sequence masks); `wanted` as in `answer_logits`. On a CPU the padded tokens (about a
-    third of a training batch) cost as much as real ones; packing drops them."""
-    device = next(model.parameters()).device
-    starts = [0]
-    for row in rows[:-1]:
-        starts.append(starts[-1] + len(row))
-    ids = torch.tensor([[t for row in rows for t in row]], device=device)
-    positions = torch.cat([torch.arange(len(row)) for row in rows])[None].to(device)
-    hidden = model.get_decoder()(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
-    index = torch.tensor([starts[r] + p for r, p in wanted], device=device)
-    return model.get_output_embeddings()(hidden[0, index])
-
-
-def packed(states: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """Right-padded (B, T, D) `states` as one (1, sum(lengths), D) sequence of each row's first
-    `lengths[b]` positions (the layout of `packed_answer_logits`)."""
-    return torch.cat([states[b, :n] for b, n in enumerate(lengths)])[None]
-
-
 @torch.no_grad()
 def check_answers(
     target,

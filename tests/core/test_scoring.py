@@ -56,29 +56,3 @@ def test_models_own_greedy_answer_passes_and_another_fails(synthetic_target, syn
             expected += [True, False]
     got = check_answers(synthetic_target, items, batch_size=3, reuse_prefix=reuse_prefix, progress=False)
     assert got == expected
-
-
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gemma3"])
-def test_packed_rows_give_the_padded_rows_logits(tiny_folders, arch):
-    """Rows packed without padding (position ids restarting, transformers' packed-sequence masks)
-    score as the right-padded batch; Gemma 3's sliding-window blocks too (rows longer than its
-    window of 8)."""
-    from hyperdas.core.scoring import answer_logits, packed, packed_answer_logits
-    from hyperdas.target.hooks import start_after
-    from hyperdas.target.models import load_target
-
-    target = load_target(str(tiny_folders[arch]))
-    generator = torch.Generator().manual_seed(0)
-    vocab = target.model.get_input_embeddings().num_embeddings
-    rows = [torch.randint(3, vocab, (n,), generator=generator).tolist() for n in (5, 19, 11, 14)]
-    wanted = [(r, p) for r, row in enumerate(rows) for p in (0, len(row) // 2, len(row) - 1)]
-    with torch.no_grad():
-        padded = answer_logits(target.model, rows, wanted)
-        assert torch.allclose(packed_answer_logits(target.model, rows, wanted), padded, atol=1e-4)
-        # from stored states after a layer, as training's edited run starts
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
-        mask = (torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None]).long()
-        states = target.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[2]
-        with start_after(target, 1, packed(states, [len(r) for r in rows])):
-            assert torch.allclose(packed_answer_logits(target.model, rows, wanted), padded, atol=1e-4)
