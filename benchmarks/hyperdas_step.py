@@ -6,13 +6,16 @@ sparsity, backward, clipping, AdamW) against one bare frozen forward+backward of
 the same base rows (gradient to the residual stream after the same layer; see das_step.py).
 The step is timed lever by lever: without an activation store; with a store serving the read
 passes only (the edited run recomputes blocks 0..L of the base prompt); with the store also
-starting the edited run from the stored layer-L base states (training's default,
-`hyperdas.hyper.store`); and that with the hypernetwork's copied embedding frozen
+starting the edited run from the stored layer-L base states, its rows padded; that with the rows
+packed into one sequence without padding, attending row by row (training's default,
+`hyperdas.hyper.store`, `hyperdas.target.packed`); and that with the hypernetwork's copied embedding frozen
 (`HyperDASConfig.freeze_embedding`). Interleaved after warm-up; medians reported, with each lever's
 share of the step it starts from. Goal: ratio <= 0.8 with the store. Also: one step's loss with
 and without the store from the same initialisation, the store's size (with and without the
 edited run's start) and build time projected to the whole training split, and the memory
-estimate that training prints (`hyperdas.target.memory`) against the peak resident set.
+estimate that training prints (`hyperdas.target.memory`) against the peak resident set. Run, as
+training runs on a CPU, with the batch runner's malloc settings (`hyperdas.batch.MALLOC`; the
+script starts once more with them set): both steps share them.
     python benchmarks/hyperdas_step.py [--model smollm2-135m] [--layer 15] [--k 32] [--n-blocks 2]
 Writes the section "hyperdas_step" of results/<model>/benchmarks.json.
 """
@@ -21,22 +24,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from das_step import bare_step, timed  # noqa: E402  same folder: the shared reference step
 
+from hyperdas.batch import MALLOC, tune_malloc
 from hyperdas.core.results import results_dir, write_section
 from hyperdas.data.dataset import load_pairs, pairs_dir
 from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference
 from hyperdas.hyper.store import ActivationStore, store_bytes
 from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, example_weights, make_optimizer, train_step
+from hyperdas.target import evaluate as evaluate_module
 from hyperdas.target.evaluate import evaluate
 from hyperdas.target.memory import estimate_for
 from hyperdas.target.models import load_target
+
+
+def padded(run):
+    """`run` with the edited run's rows padded, as before packing (`evaluate.PACK_ROWS`)."""
+
+    def padded_run():
+        evaluate_module.PACK_ROWS = False
+        try:
+            return run()
+        finally:
+            evaluate_module.PACK_ROWS = True
+
+    return padded_run
 
 
 def same_step_losses(target, config, train, enc, index, weights) -> dict:
@@ -83,6 +103,8 @@ def main() -> None:
     parser.add_argument("--eval-pairs", type=int, default=96)
     parser.add_argument("--results", default=str(Path(__file__).resolve().parent.parent / "results"))
     args = parser.parse_args()
+    if tune_malloc({"device": "cpu"}):  # glibc reads them at start
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.manual_seed(0)
     target = load_target(args.model)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -104,6 +126,7 @@ def main() -> None:
         "bare_forward_backward": lambda: bare_step(target, args.layer, enc, index),
         "hyperdas_step_without_store": step(model, optimizer, None),
         "hyperdas_step_store_reads_only": step(model, optimizer, ReadsOnly(store)),
+        "hyperdas_step_store_padded": padded(step(model, optimizer, store)),
         "hyperdas_step": step(model, optimizer, store),
         "hyperdas_step_frozen_embedding": step(frozen, frozen_optimizer, store),
     }
@@ -118,7 +141,8 @@ def main() -> None:
     levers = {}
     for before, after, lever in (
         ("hyperdas_step_without_store", "hyperdas_step_store_reads_only", "store_serves_read_passes"),
-        ("hyperdas_step_store_reads_only", "hyperdas_step", "store_starts_edited_run"),
+        ("hyperdas_step_store_reads_only", "hyperdas_step_store_padded", "store_starts_edited_run"),
+        ("hyperdas_step_store_padded", "hyperdas_step", "packed_rows"),
         ("hyperdas_step", "hyperdas_step_frozen_embedding", "frozen_embedding"),
     ):
         levers[lever] = {
@@ -147,6 +171,7 @@ def main() -> None:
         "config": config.to_dict(),
         "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(),
+        "malloc": {k: os.environ.get(k) for k in MALLOC},
         "base_tokens": {"min": min(lengths), "max": max(lengths)},
         "trainable_parameters": trainable,
         "trainable_parameters_frozen_embedding": trainable_frozen,

@@ -119,11 +119,17 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 
 def write_section(path: str | Path, key: str, section: dict[str, Any]) -> Path:
-    """Set one top-level section of a results file, keeping the others (e.g. benchmarks.json)."""
+    """Set one top-level section of a results file, keeping the others (e.g. benchmarks.json). Each
+    section carries the machine and time that measured it: a section written before sections did
+    takes the file's record of its last write."""
     path = Path(path)
     record = read_json(path) if path.exists() else {}
-    record.pop("written_at", None), record.pop("environment", None)
-    return write_json(path, {**record, key: section})
+    older = {"written_at": record.pop("written_at", None), "environment": record.pop("environment", None)}
+    for name, value in record.items():
+        if isinstance(value, dict) and "environment" not in value and older["environment"] is not None:
+            record[name] = {**value, **older}
+    stamp = {"written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return write_json(path, {**record, key: {**section, **stamp, "environment": environment()}})
 
 
 REPO = Path(__file__).resolve().parents[2]

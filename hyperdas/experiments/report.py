@@ -183,8 +183,33 @@ def ladder_brief(summary_path: Path) -> str:
             verdict([c for c in summary.get("comparisons", []) if c["model"] == model]),
             "",
         ]
+        budgets = [c for c in summary.get("budgets", []) if c["model"] == model and c["mode"] == "one_to_one"]
+        if budgets:
+            lines += [budget_verdict(budgets), ""]
     lines.append("Sources: " + ", ".join(f"`results/{s}`" for s in summary["sources"]) + ".")
     return "\n".join(lines) + "\n"
+
+
+def budget_verdict(budgets: list[dict]) -> str:
+    """One sentence: does a rung beat the default budget's rung of the same run on val (one-to-one,
+    beyond its interval, as faithful), i.e. should the default budget change."""
+    reference = budgets[0]["reference_steps"]
+    seeds = max(c["val_difference"]["seeds"][0] for c in budgets)  # how many seeds were scored on val
+    each = "; ".join(
+        f"{c['steps']:,} steps {c['val_difference']['estimate']:+.3f} {_interval(c['val_difference'])}"
+        for c in sorted(budgets, key=lambda c: c["steps"])
+    )
+    wins = [f"{c['steps']:,}" for c in budgets if c["keep"]]
+    head = (
+        f"On val, one-to-one HyperDAS at {', '.join(wins)} steps beats the default {reference:,} beyond its interval"
+        if wins
+        else f"On val, no rung beats the default {reference:,} steps beyond its interval, so the profiles keep "
+        f"{reference:,}"
+    )
+    return (
+        f"{head} (one-to-one, each rung minus the {reference:,}-step rung of the same run on every val pair, "
+        f"{seeds} seed(s): {each})."
+    )
 
 
 def verdict(comparisons: list[dict]) -> str:

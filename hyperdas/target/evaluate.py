@@ -19,6 +19,7 @@ from hyperdas.core.scoring import MAX_ANSWER_TOKENS, answer_ids, answer_logits
 from hyperdas.data.pairs import first_entity_token
 from hyperdas.target.distributed import Runtime
 from hyperdas.target.hooks import can_start_after, check_layer, edit_residual, replace_at, start_after
+from hyperdas.target.packed import can_pack, packed, packed_answer_logits
 
 REQUIRED_FIELDS = (
     "input_prefix",
@@ -184,6 +185,9 @@ def one_position_edit(module, target, enc: Encoded, index: list[int], src: torch
     return edit
 
 
+PACK_ROWS = True  # the edited run from stored states packs its rows (False: padded, for the step benchmark)
+
+
 def intervened_logits(target, layer: int, method, enc: Encoded, index: list[int], sources: torch.Tensor | None):
     """Logits at the answer positions of examples `index` with the method's edit after `layer`;
     returns (logits (n_tokens, V), answer token ids (n_tokens,))."""
@@ -192,11 +196,16 @@ def intervened_logits(target, layer: int, method, enc: Encoded, index: list[int]
     wanted = [(r, enc.first[i] + t) for r, i in enumerate(index) for t in range(len(enc.answers[i]))]
     start = getattr(edit, "start", None)  # the unedited stream after `layer` for these rows, if known
     if start is not None and can_start_after(target):  # then blocks 0..layer need not run again
-        context = start_after(target, layer, edit(start))
+        edited = edit(start)
+        if PACK_ROWS and can_pack(target.model):  # and the rows run packed: no prompt pass is left to pad for
+            with start_after(target, layer, packed(edited, [len(r) for r in rows])):
+                logits = packed_answer_logits(target.model, rows, wanted)
+        else:
+            with start_after(target, layer, edited):
+                logits = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id or 0)
     else:
-        context = edit_residual(target, layer, edit)
-    with context:
-        logits = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id or 0)
+        with edit_residual(target, layer, edit):
+            logits = answer_logits(target.model, rows, wanted, target.tokenizer.pad_token_id or 0)
     labels = torch.tensor([t for i in index for t in enc.answers[i]], device=logits.device)
     return logits, labels
 

@@ -192,6 +192,16 @@ def test_val_scoring_of_kept_rungs_keeps_the_training_record_and_compares_budget
     assert [(c["steps"], c["reference_steps"], c["mode"]) for c in compared] == [(8, 4, "one_to_one"), (8, 4, "soft")]
     assert all(c["val_difference"]["low"] <= c["val_difference"]["estimate"] for c in compared)
     assert budgets_table({"budgets": compared}).count("| synthetic-llama |") == 2
+    from hyperdas.experiments.report import budget_verdict
+
+    one = [c for c in compared if c["mode"] == "one_to_one"]
+    said = budget_verdict(one)
+    d = one[0]["val_difference"]
+    assert f"8 steps {d['estimate']:+.3f} [{d['low']:.3f}, {d['high']:.3f}]" in said and "1 seed(s)" in said
+    expected = "at 8 steps beats the default 4" if one[0]["keep"] else "no rung beats the default 4 steps"
+    assert expected in said
+    flipped = [{**one[0], "keep": not one[0]["keep"]}]
+    assert ("no rung beats" in budget_verdict(flipped)) == one[0]["keep"]
 
 
 def test_the_reference_budget_is_notebook_03s():

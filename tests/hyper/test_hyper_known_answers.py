@@ -4,17 +4,20 @@ climate therefore lives on the entity's first token and the country on its last,
 attribute and not the other needs the right token for each: HyperDAS's selection. The test pairs
 use a held-out template ("Postcard from ...").
 
-Trained as the package trains by default: straight-through in the one-to-one mode (the headline
-mode), k=8, one block, 1200 steps, lr 3e-4. Measured over seeds 0-2 (training seed; the same
-initialisation): one-to-one Country Cause 0.97 / 0.90 / 0.95, Climate 0.98 / 1.0 / 1.0, Iso 1.0;
-conflict pairs follow the activations in 0.975 / 0.95 / 0.99 of pairs. At lr 1e-3 training was
-unstable whichever selection it trained (seed 1 of soft training: Country Cause 0.50), so the known
-answers use 3e-4. The soft mode of a model trained one-to-one is not what was trained (its conflict
-pairs follow the activations in 0.49-0.67): the paper's soft training is tested on its own
-(`test_soft_training_edits_from_the_activations`). MDAS at the last entity token cannot swap
-Climate at all (Cause 0). The other known answers are stated on each test. Float rounding differs
-between CPU kernels (with AVX-512 kernels an earlier setting's Climate Cause was 0.82 where other
-CPUs reached 1.0), hence the margins."""
+Trained as the package trains (straight-through in the one-to-one mode, the headline mode), k=8,
+one block, 1200 steps, lr 3e-4, after a soft warm-up of the first quarter of the steps. Without the
+warm-up the one-to-one training reaches the known answers on some float trajectories and not on
+others: a change of thread count, or of how the edited run lays out its rows (padded or packed;
+the same gradients to 1e-5), flips a seed. Measured over training seeds 0-3 on one thread, without
+the warm-up: padded rows 0 of 3 seeds reached Cause and Iso >= 0.9 on both attributes, packed rows
+2 of 4 (the others stuck at Country or Climate Cause 0.23-0.55, their Iso down to 0); with it, 4 of 4
+padded and 6 of 6 packed (seeds 0-2 and 4-6), each Cause and Iso >= 0.98 (`soft_warmup`; lr 1e-4 or no sparsity
+penalty did not help: 0 of 4, 1 of 4). At lr 1e-3 training was unstable whichever selection it
+trained (seed 1 of soft training: Country Cause 0.50), so the known answers use 3e-4. The soft mode
+of a model trained one-to-one is not what was trained: the paper's soft training is tested on its
+own (`test_soft_training_edits_from_the_activations`). MDAS at the last entity token cannot swap
+Climate at all (Cause 0). The other known answers are stated on each test; float rounding differs
+between CPU kernels, hence the margins."""
 
 import pytest
 import torch
@@ -27,7 +30,9 @@ from hyperdas.target.evaluate import evaluate, intervened_logits
 
 ATTRIBUTES = ("Country", "Climate")
 MODEL = HyperDASConfig(layer=0, k=8, n_blocks=1, selection_heads=4, position_offsets=8, sink="keep")
-TRAIN = HyperTrainConfig(steps=1200, batch_size=16, lr=3e-4, lr_rotation=1e-2, eval_every=10**6, max_val_pairs=30)
+TRAIN = HyperTrainConfig(
+    steps=1200, batch_size=16, lr=3e-4, lr_rotation=1e-2, eval_every=10**6, max_val_pairs=30, soft_warmup=0.25
+)
 HEADLINE = TRAIN.train_selection  # one_to_one: the mode training runs straight-through (the package default)
 TRAIN = TRAIN.replace(eval_modes=(HEADLINE,))
 

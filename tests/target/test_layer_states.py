@@ -41,8 +41,11 @@ def test_training_from_states_gives_the_same_run(synthetic_target, pairs, monkey
     cached = train_das(synthetic_target, pairs, config, progress=False)
     monkeypatch.setattr(das_training, "can_start_after", lambda target: False)
     plain = train_das(synthetic_target, pairs, config, progress=False)
-    assert [round(h["loss"], 4) for h in cached.history] == [round(h["loss"], 4) for h in plain.history]
-    assert torch.allclose(cached.intervention.R, plain.intervention.R, atol=1e-4)
+    # cached states run the rows packed (no padding): the same losses to float tolerance
+    assert [h["loss"] for h in cached.history] == pytest.approx([h["loss"] for h in plain.history], rel=1e-4)
+    # Adam's first steps move each weight by about lr whatever the gradient's size: float-level
+    # gradient differences show in R at about lr (1e-3), never beyond
+    assert torch.allclose(cached.intervention.R, plain.intervention.R, atol=5e-3)
     assert cached.best_step == plain.best_step
 
 

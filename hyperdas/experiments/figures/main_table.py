@@ -219,31 +219,40 @@ def speed_table(results: Results) -> pd.DataFrame:
     if not hyper:
         raise Missing("benchmarks.json has no hyperdas_step section: run benchmarks/hyperdas_step.py")
     rows = [
-        ("HyperDAS training step (s, median)", hyper["hyperdas_step_seconds"]["median"], None),
-        ("bare frozen forward+backward (s, median)", hyper["bare_forward_backward_seconds"]["median"], None),
-        ("HyperDAS step / bare step", hyper["ratio"], hyper.get("goal_ratio")),
+        ("HyperDAS training step (s, median)", hyper["hyperdas_step_seconds"]["median"], None, hyper),
+        ("bare frozen forward+backward (s, median)", hyper["bare_forward_backward_seconds"]["median"], None, hyper),
+        ("HyperDAS step / bare step", hyper["ratio"], hyper.get("goal_ratio"), hyper),
     ]
     lever_names = {
         "hyperdas_step_without_store": "no activation store",
         "hyperdas_step_store_reads_only": "store serving the read passes only",
+        "hyperdas_step_store_padded": "rows padded, not packed",
         "hyperdas_step_frozen_embedding": "frozen copied embedding",
     }
     for name, ratio in hyper.get("ratios", {}).items():
         if name in lever_names:
-            rows.append((f"HyperDAS step / bare step, {lever_names[name]}", ratio, None))
+            rows.append((f"HyperDAS step / bare step, {lever_names[name]}", ratio, None, hyper))
     if "ratio_without_store" in hyper:  # files written before the levers were timed one by one
-        rows.append(("HyperDAS step / bare step, no activation store", hyper["ratio_without_store"], None))
+        rows.append(("HyperDAS step / bare step, no activation store", hyper["ratio_without_store"], None, hyper))
     if das:
-        rows.append(("DAS step / bare step", das["ratio"], das.get("goal_ratio")))
+        rows.append(("DAS step / bare step", das["ratio"], das.get("goal_ratio"), das))
         if "from_states_ratio" in das:
-            rows.append(("DAS step from cached layer states / bare step", das["from_states_ratio"], None))
+            rows.append(("DAS step from cached layer states / bare step", das["from_states_ratio"], None, das))
     malloc = bench.get("malloc_tuning")
     if malloc:
-        rows.append(("HyperDAS step speed-up, batch runner's malloc settings", malloc["speedup"]["hyperdas"], None))
-    rows.append(("evaluation, soft (examples/s)", hyper["eval_examples_per_second"]["soft"], None))
-    cpu = bench.get("environment", {})
-    where = f"{cpu.get('cpu', '?')}, {cpu.get('cpu_count', '?')} cores; batch {hyper['batch_size']}"
-    return pd.DataFrame(rows, columns=["measure", "value", "goal"]).assign(machine=where)
+        speedup = malloc["speedup"]["hyperdas"]
+        rows.append(("HyperDAS step speed-up, batch runner's malloc settings", speedup, None, malloc))
+    rows.append(("evaluation, soft (examples/s)", hyper["eval_examples_per_second"]["soft"], None, hyper))
+
+    def where(section: dict) -> str:  # the machine that measured the section (older files: the file's)
+        cpu = section.get("environment") or bench.get("environment", {})
+        batch = f"; batch {section['batch_size']}" if "batch_size" in section else ""
+        return f"{cpu.get('cpu', '?')}, {cpu.get('cpu_count', '?')} cores{batch}"
+
+    return pd.DataFrame(
+        [(name, value, goal, where(section)) for name, value, goal, section in rows],
+        columns=["measure", "value", "goal", "machine"],
+    )
 
 
 def main_bars(results: Results):
