@@ -97,13 +97,13 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` plus a timestamp and the environment; returns the path."""
-    record = {
-        **payload,
-        "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(),
-    }
+    record = {**payload, "written_at": _now(), "environment": environment()}
     return write_text(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
 
 
@@ -128,8 +128,7 @@ def write_section(path: str | Path, key: str, section: dict[str, Any]) -> Path:
     for name, value in record.items():
         if isinstance(value, dict) and "environment" not in value and older["environment"] is not None:
             record[name] = {**value, **older}
-    stamp = {"written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    return write_json(path, {**record, key: {**section, **stamp, "environment": environment()}})
+    return write_json(path, {**record, key: {**section, "written_at": _now(), "environment": environment()}})
 
 
 REPO = Path(__file__).resolve().parents[2]
