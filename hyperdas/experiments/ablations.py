@@ -1,30 +1,30 @@
 """The leakage ablations of notebook 04 (method doc section 4), one function each.
 
-Every function takes an `AblationRunner` (target, pairs, the base HyperDAS configuration, the
-ablation settings) and returns records for `ablations.json`: ``{"ablation", "variant", "overall":
-{cause, iso, disentangle}, "per_attribute": {attribute: {...}}, "seed", "config", ...}``, scored on
-the same test pairs through `hyperdas.target.evaluate.evaluate`. Variants that train are trained by the
-runner once per configuration (shared between ablations, checkpointed and resumable under its
-folder) for `steps` steps each; `inference_mode` and `controls` score a given trained model
-(notebook 04: notebook 03's). `run(name, runner, ...)` runs one by name; `describe(name, records)`
-turns its numbers into sentences.
+Every function takes an `AblationRunner` (`hyperdas.experiments.ablation_runner`: target, pairs, the
+base HyperDAS configuration, the ablation settings) and returns records for `ablations.json`:
+``{"ablation", "variant", "overall": {cause, iso, disentangle}, "per_attribute": {attribute: {...}},
+"seed", "config", ...}``, scored on the same test pairs through `hyperdas.target.evaluate.evaluate`.
+Variants that train are trained by the runner once per configuration (shared between ablations,
+checkpointed and resumable under its folder) for `steps` steps each; `inference_mode` and `controls`
+score a given trained model (notebook 04: notebook 03's). `run(name, runner, ...)` runs one by name;
+`describe(name, records)` turns its numbers into sentences.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import random
 import time
 from pathlib import Path
 
-import torch
-
-from hyperdas.core.config import ConfigError, FrozenConfig
-from hyperdas.core.errors import ProvenanceError
 from hyperdas.core.results import portable_path, write_json
 from hyperdas.experiments import diagnosis
+from hyperdas.experiments.ablation_runner import (
+    CONTROLS,
+    CROSS_ATTENTION,
+    SPARSITY,
+    AblationRunner,
+)
+from hyperdas.experiments.ablation_text import describe
 from hyperdas.experiments.leakage import (
     BLANKED_INSTRUCTION,
     LOOKUP_INSTRUCTION,
@@ -32,277 +32,13 @@ from hyperdas.experiments.leakage import (
     FixedSubspace,
     LookupTable,
     conflict_outcomes,
-    conflict_rows,
     random_orthonormal,
     swapped,
 )
-from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference, selection_matrices, selection_record
+from hyperdas.experiments.selection_analysis import saved_selections, selection_stats, subtoken_picks
+from hyperdas.hyper.model import HyperDAS, Inference
 from hyperdas.hyper.selection import MODES
-from hyperdas.hyper.training import HyperTrainConfig, encoded_pairs, load_hyperdas, train_hyperdas
-from hyperdas.target.evaluate import evaluate
-
-CROSS_ATTENTION = {
-    "both": (True, True),
-    "no_source": (False, True),
-    "no_base": (True, False),
-    "neither": (False, False),
-}
-SPARSITY = ("default", "off", "strong")
-CONTROLS = ("conflict", "blanked", "random_subspace", "fixed_positions")
-METRICS = ("cause", "iso", "disentangle")
-
-
-@dataclasses.dataclass(frozen=True)
-class AblationConfig(FrozenConfig):
-    steps: int = 30  # training steps of every trained variant
-    max_test_pairs: int | None = 120  # test pairs scored per variant (a seeded sample)
-    mode: str = "soft"  # inference mode that scores trained variants
-    n_blocks: tuple[int, ...] = (0, 2)
-    cross_attention: tuple[str, ...] = ("both", "neither")
-    sparsity: tuple[str, ...] = SPARSITY
-    strong_factor: float = 10.0  # "too strong": the default schedule times this
-    controls: tuple[str, ...] = CONTROLS
-    n_selections: int = 4  # test examples whose selection matrices are kept
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for field, values, known in (
-            ("cross_attention", self.cross_attention, tuple(CROSS_ATTENTION)),
-            ("sparsity", self.sparsity, SPARSITY),
-            ("controls", self.controls, CONTROLS),
-        ):
-            if not values:
-                raise ConfigError(f"AblationConfig.{field} is empty: give at least one of {known}")
-            unknown = [v for v in values if v not in known]
-            if unknown:
-                raise ConfigError(f"AblationConfig.{field}: unknown value(s) {unknown}; use {known}")
-        if not self.n_blocks:
-            raise ConfigError("AblationConfig.n_blocks is empty: give at least one block count")
-        if self.mode not in MODES:
-            raise ConfigError(f"AblationConfig.mode={self.mode!r}: use one of {MODES}")
-        if self.steps < 1:
-            raise ConfigError("AblationConfig.steps must be >= 1")
-
-
-def check_split(pairs, split: str) -> None:
-    if split not in pairs or not len(pairs[split]):
-        raise ValueError(f"the pairs have no (or an empty) {split!r} split; splits: {list(pairs)}")
-
-
-def flat_scores(scores: dict) -> dict:
-    """{"overall": {...}, "per_attribute": {attribute: {...}}} (domain/attribute when several domains)."""
-    per = scores["per_attribute"]
-    flat = {
-        (a if len(per) == 1 else f"{d}/{a}"): {m: s[m] for m in METRICS}
-        for d, attrs in per.items()
-        for a, s in attrs.items()
-    }
-    return {"overall": {m: scores["overall"][m] for m in METRICS}, "per_attribute": flat}
-
-
-class AblationRunner:
-    """Shared state of the ablations: data, configurations, trained variants (memoised)."""
-
-    def __init__(
-        self,
-        target,
-        pairs,
-        config: HyperDASConfig,
-        train: HyperTrainConfig,
-        settings: AblationConfig,
-        folder: str | Path | None = None,
-        progress: bool = True,
-        resume: bool = True,
-    ):
-        for split in ("train", "test"):
-            check_split(pairs, split)
-        self.target, self.pairs, self.config, self.settings = target, pairs, config, settings
-        self.train_config = train.replace(
-            steps=settings.steps, eval_every=settings.steps, eval_modes=(settings.mode,), seed=settings.seed
-        )
-        self.folder = Path(folder) if folder is not None else None
-        self.progress, self.resume = progress, resume  # resume=False: retrain every variant
-        self._trained: dict[str, object] = {}
-        self._encoded: dict[tuple, object] = {}
-        self._conflicts: dict[tuple, dict] = {}
-
-    def rows(self, split: str = "test"):
-        check_split(self.pairs, split)
-        rows = self.pairs[split]
-        n = self.settings.max_test_pairs
-        if n is not None and len(rows) > n:
-            rows = rows.select(sorted(random.Random(self.settings.seed).sample(range(len(rows)), n)))
-        return rows
-
-    def encoded(self, split: str = "test", template: str | None = None):
-        key = (split, template or self.config.instruction)
-        if key not in self._encoded:
-            self._encoded[key] = encoded_pairs(self.target, self.rows(split), key[1])
-        return self._encoded[key]
-
-    def trained(self, config: HyperDASConfig, train: HyperTrainConfig | None = None, build=None, tag: str = "variant"):
-        """Train (or fetch) the variant; `build(target, config)` makes a swapped-part model."""
-        train = train or self.train_config
-        key = json.dumps([config.to_dict(), train.to_dict(), tag], sort_keys=True, default=list)
-        if key not in self._trained:
-            out = None
-            if self.folder is not None:
-                out = self.folder / f"{tag}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-            torch.manual_seed(train.seed)  # a built variant's initial weights do not depend on what ran before
-            model = build(self.target, config) if build is not None else None
-            self._trained[key] = train_hyperdas(
-                self.target,
-                self.pairs,
-                config,
-                train,
-                out_dir=out,
-                progress=self.progress,
-                model=model,
-                resume=self.resume,
-            )
-        return self._trained[key]
-
-    def score(self, method, enc=None, template: str | None = None) -> dict:
-        """Flat scores of `method` on `enc` (default: the test rows with the runner's instruction); a
-        HyperDAS method (an `Inference`) also gets its conflict shares, `follows_activations` and
-        `follows_instruction`, on the conflict pairs of the same test rows, its instructions written
-        with `template` (default: its model's)."""
-        enc = enc if enc is not None else self.encoded()
-        scored = flat_scores(evaluate(self.target, self.config.layer, method, enc)[0])
-        model = getattr(method, "model", None)
-        if model is not None:
-            template = template or model.config.instruction
-            # the same model, parts, mode and instruction: the same conflict outcome (e.g. scored on several
-            # subsets). Keyed by the modules themselves (identity hashing; the key keeps them alive, so a
-            # swapped-in part that was freed cannot hand its id to another)
-            key = (model, model.hypernetwork, model.selection, model.subspace, model.config, method.mode, template)
-            if key not in self._conflicts:
-                self._conflicts[key] = conflict_outcomes(
-                    self.target,
-                    self.config.layer,
-                    method,
-                    self.conflict(),
-                    lambda r: encoded_pairs(self.target, r, template),
-                )
-            scored.update({k: self._conflicts[key][k] for k in ("follows_activations", "follows_instruction")})
-        return scored
-
-    def conflict(self) -> list[dict]:
-        """The conflict pairs of the scored test rows (the same for every variant)."""
-        if not hasattr(self, "_conflict"):
-            self._conflict = conflict_rows(self.rows(), self.settings.seed)
-        return self._conflict
-
-    def record(self, ablation: str, variant: str, scored: dict, config=None, **extra) -> dict:
-        return {
-            "ablation": ablation,
-            "variant": variant,
-            **scored,
-            "seed": self.settings.seed,
-            "config": (config or self.config).to_dict(),
-            **extra,
-        }
-
-
-def main_model(runner: AblationRunner, folder: str | Path) -> HyperDAS:
-    """The trained model that `inference_mode` / `controls` score (notebook 03's checkpoint); refused
-    when it was saved with another configuration than the runner's."""
-    try:
-        return load_hyperdas(folder, runner.target, expect=runner.config, pairs=runner.pairs)[0]
-    except ProvenanceError:
-        raise
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f"{err}: run notebooks/03_train_hyperdas.ipynb first (same model and results folder)"
-        ) from None
-    except ValueError as err:
-        raise ValueError(
-            f"{err}; the ablations' parameters (layer, k, n_blocks, subspace, ...) must match notebook 03's"
-        ) from None
-
-
-# --- selection matrices -------------------------------------------------------------------------
-
-
-def _matrices(runner: AblationRunner, model: HyperDAS, index: list[int], mode: str = "soft"):
-    return selection_matrices(runner.target, model, runner.encoded(template=model.config.instruction), index, mode)
-
-
-def selection_stats(runner: AblationRunner, model: HyperDAS, n: int | None = None) -> dict:
-    """Soft selection's mean entropy (nats) over the selectable base columns, and the fraction of
-    source mass placed on the source entity's last token."""
-    enc = runner.encoded(template=model.config.instruction)
-    index = list(range(len(enc) if n is None else min(n, len(enc))))
-    entropies, on_last = [], []
-    for start in range(0, len(index), 32):
-        batch = index[start : start + 32]
-        for i, A in zip(batch, _matrices(runner, model, batch)):
-            columns = A[:, : enc.base_pos[i] + 1]
-            entropies.append(float(-(columns * columns.clamp_min(1e-12).log()).sum(0).mean()))
-            mass = A[:-1].sum()
-            on_last.append(float(A[enc.source_pos[i]].sum() / mass) if mass > 0 else 0.0)
-    return {"selection_entropy": sum(entropies) / len(entropies), "last_token_mass": sum(on_last) / len(on_last)}
-
-
-def saved_selections(runner: AblationRunner, model: HyperDAS) -> list[dict]:
-    enc = runner.encoded(template=model.config.instruction)
-    index = list(range(min(runner.settings.n_selections, len(enc))))
-    rows = runner.rows()
-    return [
-        selection_record(runner.target.tokenizer, enc, i, A, instruction=rows[i]["edit_instruction"])
-        for i, A in zip(index, _matrices(runner, model, index))
-    ]
-
-
-def entity_span(tokenizer, prefix: str, suffix: str, entity: str) -> tuple[int, int]:
-    """(first, last) token index of the entity that ends `prefix` (special tokens counted)."""
-    encoded = tokenizer(prefix + suffix, add_special_tokens=True, return_offsets_mapping=True)
-    first_char, last_char = len(prefix) - len(entity), len(prefix) - 1
-    hits = [i for i, (s, e) in enumerate(encoded["offset_mapping"]) if e > first_char and s <= last_char and e > s]
-    return hits[0], hits[-1]
-
-
-def token_role(t: int, span: tuple[int, int]) -> str:
-    first, last = span
-    return "last" if t == last else "first" if t == first else "middle" if first < t < last else "other"
-
-
-def subtoken_picks(runner: AblationRunner, model: HyperDAS) -> dict:
-    """One-to-many selection: per attribute, the fraction of examples whose most-used source token
-    and most-fed base token is the entity's first / middle / last sub-token, another token, or none."""
-    enc = runner.encoded(template=model.config.instruction)
-    rows, tok = runner.rows(), runner.target.tokenizer
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    for start in range(0, len(enc), 32):
-        batch = list(range(start, min(start + 32, len(enc))))
-        for i, A in zip(batch, _matrices(runner, model, batch, "one_to_many")):
-            r = rows[i]
-            used = A[:-1].sum(1)
-            fed = 1 - A[-1]
-            roles = {
-                "source": "none"
-                if used.sum() == 0
-                else token_role(
-                    int(used.argmax()),
-                    entity_span(
-                        tok,
-                        r["counterfactual_input_prefix"],
-                        r["counterfactual_input_suffix"],
-                        r["counterfactual_entity"],
-                    ),
-                ),
-                "base": "none"
-                if fed.sum() == 0
-                else token_role(int(fed.argmax()), entity_span(tok, r["input_prefix"], r["input_suffix"], r["entity"])),
-            }
-            per = counts.setdefault(r["target_attribute"], {"source": {}, "base": {}})
-            for side, role in roles.items():
-                per[side][role] = per[side].get(role, 0) + 1
-    return {
-        a: {side: {role: c / sum(d.values()) for role, c in sorted(d.items())} for side, d in per.items()}
-        for a, per in counts.items()
-    }
-
+from hyperdas.hyper.training import encoded_pairs
 
 # --- the ablations -------------------------------------------------------------------------------
 
@@ -539,66 +275,6 @@ def run(name: str, runner: AblationRunner, model: HyperDAS | None = None, **kwar
     if name in NEEDS_MODEL:
         kwargs["model"] = model
     return ABLATIONS[name](runner, **kwargs)
-
-
-def _f(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _d(records, variant):
-    found = [r for r in records if r["variant"] == variant]
-    return found[0]["overall"]["disentangle"] if found and "overall" in found[0] else None
-
-
-def describe(name: str, records: list[dict]) -> list[str]:
-    """Sentences computed from an ablation's records (nothing here is written in advance)."""
-    if not records:
-        return [f"{name}: no records"]
-    if name == "diagnosis":
-        return diagnosis.describe(records)
-    lines = []
-    if name == "controls":
-        ref = _d(records, "reference")
-        for r in records:
-            if r["variant"] == "conflict":
-                lines.append(
-                    f"conflict: the output follows the swapped-in activations in {r['follows_activations']:.0%} "
-                    f"of {r['n']} pairs, the instruction's entity in {r['follows_instruction']:.0%}, neither in "
-                    f"{r['follows_neither']:.0%} -> mostly {r['verdict']}"
-                )
-            elif r["variant"] != "reference" and ref is not None:
-                d = r["overall"]["disentangle"]
-                lines.append(
-                    f"{r['variant']}: Disentangle {ref:.3f} -> {d:.3f} ({d - ref:+.3f}; Cause "
-                    f"{_f(r['overall']['cause'])}, Iso {_f(r['overall']['iso'])})"
-                )
-        return lines
-    scored = [r for r in records if "overall" in r]
-    best = max(scored, key=lambda r: r["overall"]["disentangle"])
-    worst = min(scored, key=lambda r: r["overall"]["disentangle"])
-    if best["overall"]["disentangle"] == worst["overall"]["disentangle"]:
-        lines.append(f"{name}: Disentangle is {best['overall']['disentangle']:.3f} for every variant")
-    else:
-        lines.append(
-            f"{name}: Disentangle ranges from {worst['overall']['disentangle']:.3f} ({worst['variant']}) to "
-            f"{best['overall']['disentangle']:.3f} ({best['variant']})"
-        )
-    for r in scored:
-        extra = ""
-        if "selection_entropy" in r:
-            extra = (
-                f", selection entropy {r['selection_entropy']:.2f} nats, "
-                f"{r['last_token_mass']:.0%} of source mass on the entity's last token"
-            )
-        if "n_keys" in r:
-            extra = f", {r['n_pairs']} pairs"
-        if "loss_curve" in r and r["loss_curve"]:
-            extra = f", final training loss {r['loss_curve'][-1][1]:.3f}"
-        o = r["overall"]
-        lines.append(
-            f"  {r['variant']}: Cause {_f(o['cause'])}, Iso {_f(o['iso'])}, Disentangle {_f(o['disentangle'])}{extra}"
-        )
-    return lines
 
 
 def check_names(names) -> None:

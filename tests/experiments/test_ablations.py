@@ -9,7 +9,7 @@ import torch
 from hyperdas.core.config import ConfigError
 from hyperdas.das.interventions import FullInterchange
 from hyperdas.experiments import ablations
-from hyperdas.experiments.ablations import AblationConfig, AblationRunner, entity_span, token_role
+from hyperdas.experiments.ablation_runner import AblationConfig, AblationRunner, main_model
 from hyperdas.experiments.leakage import (
     FixedSelection,
     InstructionLeak,
@@ -19,6 +19,7 @@ from hyperdas.experiments.leakage import (
     entity_vectors,
     swapped,
 )
+from hyperdas.experiments.selection_analysis import entity_span, token_role
 from hyperdas.hyper.model import HyperDASConfig
 from hyperdas.hyper.training import HyperTrainConfig, save_hyperdas
 
@@ -164,11 +165,11 @@ def test_bad_requests_fail_by_name(runner, tmp_path):
     with pytest.raises(ValueError, match="out of range"):
         ablations.blocks_cross_attention(runner, n_blocks=[99])
     with pytest.raises(FileNotFoundError, match="run notebooks/03"):
-        ablations.main_model(runner, tmp_path / "nothing")
+        main_model(runner, tmp_path / "nothing")
     other = runner.trained(MODEL).model
     save_hyperdas(tmp_path / "k4", type(other)(runner.target, MODEL.replace(k=4)))
     with pytest.raises(ValueError, match=r"differs in \['k'\].*must match notebook 03"):
-        ablations.main_model(runner, tmp_path / "k4")
+        main_model(runner, tmp_path / "k4")
 
 
 def test_run_each_yields_after_every_ablation_and_the_file_keeps_what_it_has(runner, tmp_path):

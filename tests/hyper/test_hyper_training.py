@@ -226,7 +226,7 @@ def test_a_frozen_embedding_is_never_trained_and_starts_from_the_same_loss(synth
 
 def test_a_checkpoint_is_scored_only_on_the_pairs_it_was_trained_on(synthetic_target, pairs, synthetic_pairs, tmp_path):
     from hyperdas.core.errors import ProvenanceError
-    from hyperdas.experiments.ablations import AblationConfig, AblationRunner, main_model
+    from hyperdas.experiments.ablation_runner import AblationConfig, AblationRunner, main_model
 
     train_hyperdas(synthetic_target, pairs, MODEL, TRAIN.replace(steps=3), out_dir=tmp_path, progress=False)
     load_hyperdas(tmp_path, synthetic_target, expect=MODEL, pairs=pairs)  # the same pairs: loads
