@@ -4,7 +4,9 @@ An attribute is kept when the filter found at least `min_known_entities` entitie
 right under a kept template, at least one of them under a test template (else no test pair exists),
 and its pairs hold at least `min_train_pairs` training pairs whose instruction names it. A domain
 needs two kept attributes when it has isolate pairs (an isolate pair asks another attribute of the
-same domain). What is left out is reported with its counts; a domain left with nothing is an error.
+same domain). What is left out is reported with its counts. A domain left with too few attributes is
+an error, or, with `short_domains="leave_out"` (a profile over every RAVEL domain), left out and
+reported too; nothing left at all is always an error.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from hyperdas.data.ravel import RavelDataError
 
 MIN_KNOWN_ENTITIES = 40
 MIN_TRAIN_PAIRS = 200
+SHORT_DOMAINS = ("error", "leave_out")
 
 
 def known_counts(filtered: dict, datas: dict) -> list[dict]:
@@ -62,21 +65,35 @@ def support_table(
     return rows
 
 
-def kept_attributes(rows: list[dict], isolate: bool = True) -> dict[str, list[str]]:
-    """{domain: kept attributes} from `support_table`'s rows, in their order; one line naming the
-    domain, its attributes' counts and the rule when a domain keeps too few."""
+def kept_attributes(rows: list[dict], isolate: bool = True, short_domains: str = "error") -> dict[str, list[str]]:
+    """{domain: kept attributes} from `support_table`'s rows, in their order. A domain that keeps too
+    few: one line naming it, its attributes' counts and the rule; or, with `short_domains="leave_out"`,
+    the domain is left out and its rows say why (`kept` False)."""
+    if short_domains not in SHORT_DOMAINS:
+        raise ValueError(f"short_domains={short_domains!r}: use one of {SHORT_DOMAINS}")
     out: dict[str, list[str]] = {}
+    need = 2 if isolate else 1
     for domain in dict.fromkeys(r["domain"] for r in rows):
         mine = [r for r in rows if r["domain"] == domain]
         kept = [r["attribute"] for r in mine if r["kept"]]
-        if len(kept) < (2 if isolate else 1):
-            counts = ", ".join(f"{r['attribute']}: {r.get('why', 'kept')}" for r in mine)
+        if len(kept) >= need:
+            out[domain] = kept
+            continue
+        counts = ", ".join(f"{r['attribute']}: {r.get('why', 'kept')}" for r in mine)
+        if short_domains == "error":
             raise RavelDataError(
                 f"{domain}: {len(kept)} attribute(s) pass the known-entity rule ({counts}); "
                 f"{'isolate pairs need two' if isolate else 'one is needed'}: leave the domain out of "
-                "`attributes`, or lower min_known_entities / min_train_pairs"
+                "`attributes`, set short_domains='leave_out', or lower min_known_entities / min_train_pairs"
             )
-        out[domain] = kept
+        for r in mine:
+            if r["kept"]:
+                r.update(kept=False, why=f"the domain keeps {len(kept)} attribute(s), {need} needed")
+    if not out:
+        raise RavelDataError(
+            "no domain keeps enough attributes by the known-entity rule: lower min_known_entities / "
+            "min_train_pairs, or choose other `attributes` (data_summary.json's `support` has the counts)"
+        )
     return out
 
 
@@ -92,6 +109,7 @@ def supported_pairs(
     pair_config,
     min_known_entities: int = MIN_KNOWN_ENTITIES,
     min_train_pairs: int = MIN_TRAIN_PAIRS,
+    short_domains: str = "error",
 ):
     """(pairs, the rule's table, {domain: kept attributes}) for the attributes that pass the rule.
     The filter's counts choose first; an attribute then short of training pairs is dropped and the
@@ -100,11 +118,19 @@ def supported_pairs(
 
     isolate = pair_config.causal_fraction < 1
     rows = support_table(filtered, datas, None, min_known_entities, min_train_pairs)
-    kept = kept_attributes(rows, isolate)
+    kept = kept_attributes(rows, isolate, short_domains)
     while True:
         pairs = pairs_from(target, datas, filtered, pair_config, kept)
         rows = support_table(filtered, datas, pairs, min_known_entities, min_train_pairs)
-        now = kept_attributes([r for r in rows if r["attribute"] in kept.get(r["domain"], ())], isolate)
+        now = kept_attributes([r for r in rows if r["attribute"] in kept.get(r["domain"], ())], isolate, short_domains)
         if now == kept:
-            return pairs, rows, kept
+            return pairs, _marked(rows, kept), kept
         kept = now
+
+
+def _marked(rows: list[dict], kept: dict[str, list[str]]) -> list[dict]:
+    """The final table: a row whose attribute was dropped on the way (e.g. with its domain) says so."""
+    for r in rows:
+        if r["kept"] and r["attribute"] not in kept.get(r["domain"], ()):
+            r.update(kept=False, why=r.get("why") or "its domain was left out")
+    return rows

@@ -72,3 +72,24 @@ def test_a_domain_left_without_two_attributes_is_named_with_its_counts():
         kept_attributes(rows)
     assert kept_attributes([r for r in rows if r["domain"] == "city"]) == {"city": ["Country", "Continent"]}
     assert kept_attributes(rows[2:3], isolate=False) == {"occupation": ["Duty"]}  # causal pairs only
+
+
+def test_a_short_domain_can_be_left_out_and_reported_instead():
+    filtered = _filtered(
+        {
+            "city": {a: {"t_train": _entities(60), "t_test": _entities(5)} for a in ("Country", "Continent")},
+            "occupation": {
+                "Duty": {"t_train": _entities(60), "t_test": _entities(5)},
+                "Industry": {"t_train": _entities(8), "t_test": []},
+            },
+        }
+    )
+    rows = support_table(filtered, _datas(["city", "occupation"]))
+    assert kept_attributes(rows, short_domains="leave_out") == {"city": ["Country", "Continent"]}
+    duty = next(r for r in rows if r["attribute"] == "Duty")
+    assert (duty["kept"], duty["why"]) == (False, "the domain keeps 1 attribute(s), 2 needed")
+    assert [r["attribute"] for r in left_out(rows)] == ["Duty", "Industry"]
+    with pytest.raises(RavelDataError, match="^no domain keeps enough attributes"):
+        kept_attributes([r for r in rows if r["domain"] == "occupation"], short_domains="leave_out")
+    with pytest.raises(ValueError, match="short_domains='drop'"):
+        kept_attributes(rows, short_domains="drop")
