@@ -88,6 +88,39 @@ def test_the_layer_and_dimension_sweeps_are_written_beside_the_main_runs(two_dom
     assert {r["layer"] for r in hyper["records"]} == {0}  # the main run's file is not the sweep's
 
 
+def test_each_domain_is_compared_with_mdas_on_the_same_pairs_with_an_interval(two_domains, tmp_path):
+    from hyperdas.experiments import plots
+    from hyperdas.experiments.figures.domains import ALL, domain_comparisons, domains_text
+
+    _, out, _ = two_domains
+    hyper = json.loads((out / "hyperdas.json").read_text())
+    saved = hyper["outcomes"]
+    assert set(saved) == {"city", "town"} and not set(saved["city"]["rows"]) & set(saved["town"]["rows"])
+    assert all(len(g["seeds"]["0"]["one_to_one"]) == len(g["rows"]) for g in saved.values())
+    results = plots.Results(out)
+    rows = {r["domain"]: r for r in domain_comparisons(results)}
+    assert list(rows) == ["city", "town", ALL]
+    for domain in ("city", "town"):
+        r = rows[domain]
+        d = r["difference"]
+        assert d["rows"] == len(saved[domain]["rows"]) and d["low"] <= d["estimate"] <= d["high"]
+        mine = [x for x in hyper["records"] if x["domain"] == domain and x["mode"] == "one_to_one"]
+        assert r["hyperdas"]["disentangle"] == pytest.approx(sum(x["disentangle"] for x in mine) / len(mine))
+        assert d["estimate"] == pytest.approx(r["hyperdas"]["disentangle"] - r["mdas"]["disentangle"])
+        assert 0 <= r["hyperdas"]["follows_activations"] <= 1 and 0 <= r["mdas"]["follows_activations"] <= 1
+    assert rows["town"]["left_out"] == ["Language"] and rows["town"]["attributes"] == ["Climate", "Country"]
+    over = rows[ALL]
+    assert over["difference"]["estimate"] == pytest.approx(
+        (rows["city"]["difference"]["estimate"] + rows["town"]["difference"]["estimate"]) / 2
+    )
+    text = domains_text(results)
+    assert sum(line.startswith("- ") for line in text.splitlines()) == 3 and "town: one-to-one HyperDAS" in text
+    status = plots.make_all(results, tmp_path, ["domain_selections"])
+    assert status["domain_selections"] == "written" and (tmp_path / "domains.md").read_text() == text
+    for domain in ("city", "town"):
+        assert (out / "selections" / domain / "test_examples.json").is_file()
+
+
 def test_one_hyperdas_over_all_domains_and_the_per_domain_table(two_domains):
     results, out, sets = two_domains
     together = ["seeds=[0]", "train_domains=together"]
@@ -102,6 +135,8 @@ def test_one_hyperdas_over_all_domains_and_the_per_domain_table(two_domains):
     ours = [line for line in table.splitlines() if line.startswith("| ours")]
     assert [line.split("|")[2:4] for line in ours][:2] == [[" city ", " Continent "], [" city ", " Country "]]
     assert sum(" town " in line for line in ours) == 3  # Climate, Country and the mean
+    assert set(hyper["outcomes"]) == {"all"}  # one model: the domains' rows are read from its outcomes
+    assert "| town |" in (out / "figures" / "domains.md").read_text()
 
 
 def test_a_domain_to_study_that_the_run_lacks_or_cannot_have_is_named():

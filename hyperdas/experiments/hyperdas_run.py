@@ -70,6 +70,14 @@ def studied_group(groups: dict, domain: str | None = None) -> str:
     return domain
 
 
+def group_rows(test, group: str) -> list[int]:
+    """Where a group's test pairs sit in the whole test split (a domain's pairs keep their order;
+    the all-domain model's are all of them): what places its per-pair outcomes beside notebook 02's."""
+    if group == ALL_DOMAINS:
+        return list(range(len(test)))
+    return [i for i, d in enumerate(test["domain"]) if d == group]
+
+
 def group_checkpoint(out_dir: str | Path, layer: int, groups, group: str, seed: int | None = None) -> Path:
     """A group's checkpoint folder; with one domain the single-domain name (`hyperdas-layer<L>`)."""
     return checkpoint_folder(out_dir, layer, seed, group if len(groups) > 1 or group == ALL_DOMAINS else None)
@@ -182,6 +190,7 @@ def write_results(
     faithfulness_by_seed: dict | None = None,
     train_seconds_by_seed: dict | None = None,
     by_group: dict | None = None,
+    outcomes: dict | None = None,
 ) -> tuple[Path, Path]:
     """`hyperdas.json` (this run) and this layer's section of `hyperdas_layers.json` (every layer run
     so far, for the layer-sweep figure). `configs`: {"model", "hyperdas", "train"} configs.
@@ -190,7 +199,9 @@ def write_results(
     `records` holds every seed's (each tagged), `result` and `faithfulness` are the first seed's, and
     `faithfulness_by_seed` maps each seed to its block, `train_seconds_by_seed` to its training time.
     Several domains trained apart (or together): `result`, `faithfulness` and the by-seed maps are the
-    first group's, and `by_group` (`by_group()`) holds every group's."""
+    first group's, and `by_group` (`by_group()`) holds every group's. `outcomes`: per group, its rows
+    in the whole test split (`group_rows`), their keys and each seed's per-pair hits per mode, for the
+    per-domain intervals (`hyperdas.experiments.figures.domains`)."""
     out_dir = Path(out_dir)
     layer = configs["hyperdas"].layer
     path = write_json(
@@ -213,6 +224,7 @@ def write_results(
             **(faithful_fields(faithfulness) if faithfulness else {}),
             **({"faithfulness_by_seed": faithfulness_by_seed} if faithfulness_by_seed else {}),
             **({"by_group": by_group} if by_group else {}),
+            **({"outcomes": outcomes} if outcomes else {}),
         },
     )
     layers = write_section(

@@ -23,6 +23,7 @@ from hyperdas.experiments.figures.ablation_figures import (
     selection_example,
     sparsity_heatmaps,
 )
+from hyperdas.experiments.figures.domains import domain_selections
 from hyperdas.experiments.figures.main_table import (
     main_bars,
     main_table,
@@ -88,6 +89,7 @@ FIGURES = {
     "blocks_cross_attention": blocks_cross_attention,
     "sparsity_heatmaps": sparsity_heatmaps,
     "selection_example": selection_example,
+    "domain_selections": domain_selections,
     "householder": householder,
     "initialisation": initialisation,
     "leakage_controls": leakage_controls,

@@ -50,7 +50,7 @@ def main_table(results: Results) -> pd.DataFrame:
         for mode in faithful["conflict"]:
             method = look.method_name(mode)
             for domain in table.index.get_level_values("domain").unique():
-                blocks = _faithfulness_blocks(hyper_file, domain)
+                blocks = faithfulness_blocks(hyper_file, domain)
                 columns = pd.DataFrame([faithfulness_columns(b, mode) for b in blocks])
                 for column in columns:
                     table.loc[(domain, "mean", method), column] = columns[column].mean()
@@ -59,7 +59,7 @@ def main_table(results: Results) -> pd.DataFrame:
     return table
 
 
-def _faithfulness_blocks(hyper_file: dict, domain: str) -> list[dict]:
+def faithfulness_blocks(hyper_file: dict, domain: str) -> list[dict]:
     """The faithfulness blocks (one per seed) of the HyperDAS that served `domain`: its own when the
     domains were trained apart, the all-domain one when together, else the file's only model's."""
     groups = hyper_file.get("by_group", {}).get("groups", {})
@@ -136,7 +136,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 def write_tables(results: Results, out: Path) -> list[Path]:
     """main_table.md / .tex in the paper's layout (`hyperdas.experiments.tables`) with the faithfulness
-    table; the speed and variants tables."""
+    table; with several domains the per-domain comparison (`domains.md`); the speed and variants tables."""
     from hyperdas.experiments import tables
 
     table = main_table(results)
@@ -156,6 +156,11 @@ def write_tables(results: Results, out: Path) -> list[Path]:
         + tables.faithfulness_markdown(tables.faithfulness_rows(table))
     )
     paths[1].write_text(tables.latex(rows, f"Cause / Iso / Disentangle: ours ({what}) and the paper's ({PAPER})."))
+    if table.index.get_level_values("domain").nunique() > 1:
+        from hyperdas.experiments.figures.domains import domains_text
+
+        paths.append(out / "domains.md")
+        paths[-1].write_text(domains_text(results))
     for name, make in (("speed_table", speed_table), ("hyperdas_variants", variants_table)):
         try:
             frame = make(results).round(3)
