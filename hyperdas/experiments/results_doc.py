@@ -1,7 +1,8 @@
 """docs/results.md, generated whole from the results files (`python -m hyperdas.report`): what each
 file holds and which command writes it, when and on which machine each was written, and the full
-tables (main table per attribute, every HyperDAS run file, the budget ladder in every mode with its
-paired comparisons, the speed measures, the paper's numbers). Nothing in it is typed by hand.
+tables (main table per attribute, RAVEL per domain, every HyperDAS run file, the budget ladder in
+every mode with its paired comparisons, the speed measures, the paper's numbers). Nothing in it is
+typed by hand.
 """
 
 from __future__ import annotations
@@ -175,6 +176,20 @@ def budgets_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def domain_sections(root: Path) -> list[str]:
+    """RAVEL per domain for every results folder whose HyperDAS ran on several domains."""
+    from hyperdas.experiments import plots
+    from hyperdas.experiments.figures.domains import domains_text
+
+    parts = []
+    for folder in model_folders(root):
+        path = folder / "hyperdas.json"
+        if path.is_file() and len({r["domain"] for r in read_json(path)["records"]}) > 1:
+            name = folder.relative_to(root.parent)
+            parts += [f"## All of RAVEL: `{name}`\n", domains_text(plots.Results(folder))]
+    return parts
+
+
 def document(root: str | Path) -> str:
     """The whole of docs/results.md."""
     from hyperdas.experiments import plots
@@ -197,6 +212,7 @@ def document(root: str | Path) -> str:
         "One row per file and inference mode (`figures/hyperdas_variants.md`).\n",
         _markdown(plots.variants_table(results).round(3)),
     ]
+    parts += domain_sections(root)
     if (root / "ladder.json").is_file():
         summary = read_json(root / "ladder.json")
         parts += [
