@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             os.execv(sys.executable, [sys.executable, "-m", "hyperdas.ladder", *sys.argv[1:]])
         root = results_root(args.profile, args.results)
         if args.baselines:
-            from hyperdas.experiments.ladder import write_summary
             from hyperdas.experiments.ladder_baselines import run_ladder_baselines
+            from hyperdas.experiments.ladder_summary import write_summary
 
             print("wrote", *run_ladder_baselines(params, args.seeds, root, args.examples, args.progress))
             print("wrote", write_summary(root))

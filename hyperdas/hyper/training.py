@@ -25,15 +25,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyperdas.core.config import FrozenConfig
-from hyperdas.core.errors import CheckpointError, TrainingDiverged
+from hyperdas.core.errors import TrainingDiverged
 from hyperdas.core.files import (
     append_line,
-    check_checksums,
-    checked_path,
     one_writer,
-    read_checked,
-    read_or_explain,
     write_text,
 )
 from hyperdas.core.metrics import MAX_ANSWER_TOKENS
@@ -48,8 +43,8 @@ from hyperdas.hyper.checkpoints import (  # noqa: F401 (imported from here by no
     save_hyperdas,
     snapshot_folder,
 )
-from hyperdas.hyper.legacy import MODEL_BEFORE_FIELDS, TRAIN_BEFORE_FIELDS
 from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
+from hyperdas.hyper.resume import restore, save_resume
 from hyperdas.hyper.selection import MODES, column_entropy, sparsity_penalty
 from hyperdas.hyper.store_plan import _store_bytes, make_store, planned_store  # noqa: F401
 from hyperdas.hyper.train_config import (  # noqa: F401
@@ -63,7 +58,7 @@ from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
 from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits
 from hyperdas.target.hooks import check_layer, checkpointed
 from hyperdas.target.memory import check_fits, estimate_for
-from hyperdas.target.provenance import check_provenance, provenance
+from hyperdas.target.provenance import provenance
 
 
 @dataclasses.dataclass
@@ -106,13 +101,6 @@ def validate(target, model: HyperDAS, enc, modes=MODES, runtime: Runtime = SINGL
     }
     model.train()
     return out
-
-
-def _differs(saved: dict, current: FrozenConfig, before: dict) -> bool:
-    """Whether a resumable run was saved with another configuration than `current`. A field the
-    run predates counts as what runs were made with before it (`before`), else as its default."""
-    filled = {**type(current)().to_dict(), **before, **saved}
-    return json.loads(json.dumps(filled)) != json.loads(json.dumps(current.to_dict()))
 
 
 def ranked_scores(val: dict, train: HyperTrainConfig) -> dict:
@@ -226,100 +214,156 @@ def train_hyperdas(
     started = time.perf_counter()
     torch.manual_seed(train.seed)
     enc, val = _training_pairs(target, pairs, config, train)
-    parts = [p for p in (enc, val) if p is not None]
-    store_kind = planned_store(target, parts, config, train, out_dir, progress and runtime.is_main)
+    shows, parts = progress and runtime.is_main, [p for p in (enc, val) if p is not None]
+    store_kind = planned_store(target, parts, config, train, out_dir, shows)
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
         _check_memory(target, config, train, parts, store_kind, runtime, progress)
-    if model is not None and model.config != config:
-        raise ValueError("train_hyperdas: the given model was built with another config than `config`")
-    model = (model if model is not None else HyperDAS(target, config)).to(target.device)
-    model.train()
-    optimizer = make_optimizer(model, train)
-    rng = random.Random(train.seed)
-    history, best_val, best_step, best_state, first = [], None, 0, None, 1
-    folder = Path(out_dir) if out_dir is not None else None
-    built_from = provenance(target, pairs) if folder is not None else None
-    saved = _restore(folder, config, train, built_from, model, optimizer, rng) if folder and resume else None
-    if saved is not None:
-        history, best_val, best_step, best_state = (
-            saved["history"],
-            saved["best_val"],
-            saved["best_step"],
-            saved["best_state"],
-        )
-        first = saved["step"] + 1
-    weights = example_weights(enc, train)
-    groups = sampling_groups(enc.records) if train.sampling == "balanced" else None
+    run = _Run.start(target, pairs, config, train, out_dir, model, runtime, resume)
     stores = {
-        split: make_store(
-            target,
-            part,
-            config,
-            train,
-            store_kind,
-            folder / "activations" / split if folder is not None else None,
-            progress and runtime.is_main,
-        )
+        split: make_store(target, part, config, train, store_kind, run.folder_for(split), shows)
         for split, part in (("train", enc), ("val", val))
         if part is not None
     }
-    planner, optimizer = runtime.prepare(model, optimizer)
-    writes = folder is not None and runtime.is_main
-    if writes:
-        folder.mkdir(parents=True, exist_ok=True)
-        # a resumed run rewrites the log up to its saved step: no step is logged twice
-        write_text(folder / LOG, "".join(json.dumps(entry) + "\n" for entry in history))
-    bar = tqdm(range(first, train.steps + 1), desc="HyperDAS", disable=not (progress and runtime.is_main))
+    run.prepare()
+    weights = example_weights(enc, train)
+    groups = sampling_groups(enc.records) if train.sampling == "balanced" else None
+    bar = tqdm(range(run.first, train.steps + 1), desc="HyperDAS", disable=not shows)
     for step in bar:
-        index = draw_batch(rng, groups, len(enc), train.batch_size)
-        try:
-            entry = train_step(
-                target, model, enc, index, weights, optimizer, train, step, runtime, planner, stores.get("train")
-            )
-        except TrainingDiverged as err:
-            kept = f"; the best checkpoint so far (step {best_step}) stays in {folder}" if best_state and folder else ""
-            raise TrainingDiverged(f"{err}{kept}, and a rerun needs --fresh (notebooks: fresh=True)") from None
+        index = draw_batch(run.rng, groups, len(enc), train.batch_size)
+        entry = run.step(step, enc, index, weights, stores.get("train"))
         evaluated = val is not None and (step % train.eval_every == 0 or step == train.steps)
         if evaluated:
-            entry["val"] = validate(target, model, val, train.eval_modes, runtime, stores.get("val"))
-            ranked = ranked_scores(entry["val"], train)
-            score = ranked["disentangle"]
-            if best_val is None or score > best_val["disentangle"]:  # the same on every process
-                best_val, best_step = ranked, step
-                best_state = {k: v.detach().clone() for k, v in runtime.state_dict(planner, model).items()}
-                if writes:
-                    save_hyperdas(
-                        folder, model, train, {"step": step, "val": entry["val"], "provenance": built_from}, best_state
-                    )
-            bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{score:.3f}")
-            if step in train.snapshot_steps:
-                state = runtime.state_dict(planner, model)
-                if writes:
-                    extra = {"step": step, "val": entry["val"], "provenance": built_from}
-                    save_hyperdas(snapshot_folder(folder, step), model, train, extra, state)
-        history.append(entry)
-        if writes:
-            append_line(folder / LOG, json.dumps(entry))
-        if writes and not runtime.fsdp and (evaluated or step == train.steps):  # FSDP: no resume files
-            best = {"best_val": best_val, "best_step": best_step, "best_state": best_state}
-            _save_resume(folder, config, train, step, history, model, optimizer, rng, best, built_from)
-    if best_state is not None and not runtime.fsdp:  # FSDP: the best weights are in the checkpoint
-        model.load_state_dict(best_state)
-    elif best_state is None and folder is not None:
-        state = runtime.state_dict(planner, model)
-        if writes:
-            save_hyperdas(folder, model, train, {"step": train.steps, "provenance": built_from}, state)
-    runtime.barrier()  # the checkpoint exists for every process from here on
-    model.eval()
+            run.evaluate(step, entry, val, stores.get("val"), bar)
+        run.record(step, entry, evaluated)
+    run.finish()
     return HyperTrainResult(
-        model,
-        history,
-        best_step,
-        best_val,
+        run.model,
+        run.history,
+        run.best_step,
+        run.best_val,
         time.perf_counter() - started,
-        resumed_from=first - 1 if saved else 0,
-        provenance=built_from,
+        resumed_from=run.first - 1,
+        provenance=run.built_from,
     )
+
+
+@dataclasses.dataclass
+class _Run:
+    """The state of one training run between its steps: model, optimizer, RNG, log, the best val
+    step so far, and where (and whether) this process writes."""
+
+    target: object
+    model: HyperDAS
+    optimizer: torch.optim.Optimizer
+    rng: random.Random
+    config: HyperDASConfig
+    train: HyperTrainConfig
+    runtime: Runtime
+    folder: Path | None
+    built_from: dict | None
+    history: list = dataclasses.field(default_factory=list)
+    best_val: dict | None = None
+    best_step: int = 0
+    best_state: dict | None = None
+    first: int = 1
+    planner: object = None
+
+    @classmethod
+    def start(cls, target, pairs, config, train, out_dir, model, runtime, resume: bool) -> _Run:
+        """A fresh run, or the one an interrupted run saved in `out_dir` (same configuration and pairs)."""
+        if model is not None and model.config != config:
+            raise ValueError("train_hyperdas: the given model was built with another config than `config`")
+        model = (model if model is not None else HyperDAS(target, config)).to(target.device)
+        model.train()
+        folder = Path(out_dir) if out_dir is not None else None
+        run = cls(
+            target,
+            model,
+            make_optimizer(model, train),
+            random.Random(train.seed),
+            config,
+            train,
+            runtime,
+            folder,
+            provenance(target, pairs) if folder is not None else None,
+        )
+        saved = (
+            restore(folder, config, train, run.built_from, model, run.optimizer, run.rng) if folder and resume else None
+        )
+        if saved is not None:
+            run.history, run.best_val = saved["history"], saved["best_val"]
+            run.best_step, run.best_state, run.first = saved["best_step"], saved["best_state"], saved["step"] + 1
+        return run
+
+    @property
+    def writes(self) -> bool:
+        return self.folder is not None and self.runtime.is_main
+
+    def folder_for(self, split: str) -> Path | None:
+        return self.folder / "activations" / split if self.folder is not None else None
+
+    def prepare(self) -> None:
+        """Wrap model and optimizer for the runtime; open the log (a resumed run rewrites it up to its
+        saved step, so no step is logged twice)."""
+        self.planner, self.optimizer = self.runtime.prepare(self.model, self.optimizer)
+        if self.writes:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_text(self.folder / LOG, "".join(json.dumps(entry) + "\n" for entry in self.history))
+
+    def step(self, step: int, enc, index, weights, store) -> dict:
+        try:
+            return train_step(
+                self.target, self.model, enc, index, weights, self.optimizer, self.train, step, self.runtime,
+                self.planner, store,
+            )  # fmt: skip
+        except TrainingDiverged as err:
+            kept = ""
+            if self.best_state and self.folder:
+                kept = f"; the best checkpoint so far (step {self.best_step}) stays in {self.folder}"
+            raise TrainingDiverged(f"{err}{kept}, and a rerun needs --fresh (notebooks: fresh=True)") from None
+
+    def evaluate(self, step: int, entry: dict, val, store, bar) -> None:
+        """Score val in every eval mode; keep (and save) the best step; keep a snapshot when asked."""
+        entry["val"] = validate(self.target, self.model, val, self.train.eval_modes, self.runtime, store)
+        ranked = ranked_scores(entry["val"], self.train)
+        extra = {"step": step, "val": entry["val"], "provenance": self.built_from}
+        if self.best_val is None or ranked["disentangle"] > self.best_val["disentangle"]:  # the same on every process
+            self.best_val, self.best_step = ranked, step
+            self.best_state = {
+                k: v.detach().clone() for k, v in self.runtime.state_dict(self.planner, self.model).items()
+            }
+            if self.writes:
+                save_hyperdas(self.folder, self.model, self.train, extra, self.best_state)
+        bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{ranked['disentangle']:.3f}")
+        if step in self.train.snapshot_steps:
+            state = self.runtime.state_dict(self.planner, self.model)
+            if self.writes:
+                save_hyperdas(snapshot_folder(self.folder, step), self.model, self.train, extra, state)
+
+    def record(self, step: int, entry: dict, evaluated: bool) -> None:
+        """Log the step; after an evaluation (and the last step) save what a resumed run needs."""
+        self.history.append(entry)
+        if self.writes:
+            append_line(self.folder / LOG, json.dumps(entry))
+        if self.writes and not self.runtime.fsdp and (evaluated or step == self.train.steps):  # FSDP: no resume
+            best = {"best_val": self.best_val, "best_step": self.best_step, "best_state": self.best_state}
+            save_resume(
+                self.folder, self.config, self.train, step, self.history, self.model, self.optimizer, self.rng, best,
+                self.built_from,
+            )  # fmt: skip
+
+    def finish(self) -> None:
+        """The best val step's weights in the model (saved as the checkpoint when nothing was
+        evaluated); every process waits until the checkpoint exists."""
+        if self.best_state is not None and not self.runtime.fsdp:  # FSDP: the best weights are in the checkpoint
+            self.model.load_state_dict(self.best_state)
+        elif self.best_state is None and self.folder is not None:
+            state = self.runtime.state_dict(self.planner, self.model)
+            if self.writes:
+                extra = {"step": self.train.steps, "provenance": self.built_from}
+                save_hyperdas(self.folder, self.model, self.train, extra, state)
+        self.runtime.barrier()
+        self.model.eval()
 
 
 def _training_pairs(target, pairs, config: HyperDASConfig, train: HyperTrainConfig):
@@ -354,48 +398,3 @@ def _check_memory(target, config, train, parts, store_kind, runtime: Runtime, pr
     if progress and runtime.is_main:
         print(need.describe())
     check_fits(need)
-
-
-def _restore(folder: Path, config, train, built_from, model, optimizer, rng) -> dict | None:
-    """The state an interrupted run saved in `folder`, loaded into `model`, `optimizer` and `rng`;
-    None when there is none. A run of another configuration or other pairs is refused, and so is a
-    damaged "already done" checkpoint."""
-    if not (folder / RESUME).is_file():
-        return None
-    fix = "delete it to start this run from step 0"
-    saved = read_checked(folder / RESUME, lambda p: torch.load(p, weights_only=True), fix)
-    if _differs(saved["config"], config, MODEL_BEFORE_FIELDS) or _differs(saved["train"], train, TRAIN_BEFORE_FIELDS):
-        raise CheckpointError(
-            f"{folder} holds a run with another configuration: rerun with --fresh (notebooks: fresh=True, "
-            f"Python: resume=False) to train it again, or write to another results folder"
-        )
-    check_provenance(saved.get("provenance"), built_from, folder)
-    if (folder / WEIGHTS).is_file():  # "already done" must not hide a damaged checkpoint
-        from safetensors.torch import load_file
-
-        fix = f"delete {folder} or rerun with --fresh"
-        read_or_explain(folder / WEIGHTS, lambda p: load_file(str(p)), fix)
-        if (folder / CONFIG).is_file():
-            written = read_or_explain(folder / CONFIG, lambda p: json.loads(p.read_text()), fix)
-            check_checksums(folder / WEIGHTS, written.get("weights_checksums"), fix)
-    model.load_state_dict(saved["weights"])
-    optimizer.load_state_dict(saved["optimizer"])
-    rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
-    return saved
-
-
-def _save_resume(folder: Path, config, train, step, history, model, optimizer, rng, best: dict, built_from) -> None:
-    """What `_restore` reads back: the run at `step`, written whole or not at all."""
-    state = {
-        "config": config.to_dict(),
-        "train": json.loads(json.dumps(train.to_dict())),
-        "step": step,
-        "history": history,
-        "weights": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": rng.getstate(),
-        **best,
-        "provenance": built_from,
-    }
-    with checked_path(folder / RESUME) as tmp:
-        torch.save(state, tmp)

@@ -73,7 +73,7 @@ def test_baselines_beside_the_ladder_give_paired_intervals(root):
     assert [f.name for f in files + budget] == ["baselines_early_seed0.json", "baselines_examples48_seed0.json"]
     run = read_json(budget[0])
     assert {r["config"]["steps"] for r in run["records"]} == {48 // (4 * len(run["records"]) // 2)}
-    from hyperdas.experiments.ladder import write_summary
+    from hyperdas.experiments.ladder_summary import write_summary
 
     summary = read_json(write_summary(root))
     rung = read_json(root / "synthetic-llama" / "ladder" / "hyperdas_steps8_seed0.json")["rungs"][0]
@@ -174,7 +174,7 @@ def test_a_pilot_never_overwrites_the_plain_run_and_is_compared_on_val(root):
 
 
 def test_val_scoring_of_kept_rungs_keeps_the_training_record_and_compares_budgets(synthetic_pairs, tmp_path):
-    from hyperdas.experiments import ladder as L
+    from hyperdas.experiments import ladder_summary as L
     from hyperdas.experiments.results_doc import budgets_table
 
     pairs = synthetic_pairs(max_pairs={"train": 24, "val": 8, "test": 24})
@@ -206,7 +206,7 @@ def test_val_scoring_of_kept_rungs_keeps_the_training_record_and_compares_budget
 
 def test_the_reference_budget_is_notebook_03s():
     from hyperdas.batch import notebook_defaults
-    from hyperdas.experiments.ladder import REFERENCE_STEPS
+    from hyperdas.experiments.ladder_summary import REFERENCE_STEPS
 
     book = Path(__file__).parents[2] / "notebooks" / "03_train_hyperdas.ipynb"
     assert notebook_defaults(book)["hyper_steps"] == REFERENCE_STEPS
