@@ -298,6 +298,25 @@ def preflight(params: dict) -> None:
     check_values(params, chain())  # the parameters outside the configs (which name their own fields)
 
 
+def check_built_pairs(params: dict, results: Path, books: list[Path]) -> None:
+    """A chain that reads notebook 01's pairs without building them (02-04 alone): the profile's
+    `attributes` must be ones those pairs were built for, else it would train other domains than
+    the profile names, silently."""
+    names = [b.name[:3] for b in books]
+    if "attributes" not in params or params.get("pairs_in") or "01_" in names:
+        return
+    summary = results / model_dir_name(str(params.get("model", "model"))) / "data_summary.json"
+    if not {"02_", "03_", "04_"} & set(names) or not summary.is_file():
+        return  # no pairs read, or none built: the notebooks name missing pairs themselves
+    built = read_json(summary).get("config", {}).get("attributes") or {}
+    missing = [f"{d}/{a}" for d, attrs in params["attributes"].items() for a in attrs if a not in built.get(d, ())]
+    if missing:
+        raise ProfileError(
+            f"the profile names {', '.join(missing)}, which the pairs in {summary.parent} were not built for "
+            f"(notebook 01 built {', '.join(sorted(built)) or 'none'}): run notebook 01 with this profile first"
+        )
+
+
 # glibc: large blocks from the heap, freed memory kept for reuse, instead of a fresh mmap (page faults
 # on every touch) per block. HyperDAS's copied embedding gets a new 113 MB dense gradient each step:
 # a step went from 1.64 to 1.46 s (SmolLM2, batch 16, 2-core CPU; DAS steps unchanged).
@@ -413,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         check_overrides(overrides, chain(args.notebooks))
         for profile in args.profile or ["cpu"]:  # every profile checked before anything runs
             preflight({**load_profile(profile), **overrides})
+            check_built_pairs(
+                {**load_profile(profile), **overrides}, results_root(profile, args.results), chain(args.notebooks)
+            )
         records = []
         for profile in args.profile or ["cpu"]:
             records += run_profile(profile, overrides, results_root(profile, args.results), args.notebooks)

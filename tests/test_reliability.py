@@ -1,6 +1,8 @@
 """Bad input at the command lines: refused before any model loads (or, once it is loaded, as soon as
 the problem shows), as one `error: ...` line that names the problem, with exit status 2."""
 
+import json
+
 import pytest
 import torch
 
@@ -115,6 +117,20 @@ def test_batch_runner_refuses_before_the_first_notebook(overrides, message, tmp_
     assert batch.main(["--profile", "smoke", "--results", str(tmp_path), *overrides]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing ran, nothing was written
+
+
+def test_a_chain_without_notebook_01_refuses_domains_its_pairs_were_not_built_for(tmp_path, capsys):
+    model_dir = tmp_path / "synthetic-llama"
+    model_dir.mkdir()
+    (model_dir / "data_summary.json").write_text(json.dumps({"config": {"attributes": {"city": ["Country"]}}}))
+    profile = tmp_path / "verb.yaml"  # a profile (not an override: 02 and 03 declare no `attributes`)
+    profile.write_text((batch.CONFIGS / "smoke.yaml").read_text() + "\nattributes: {verb: [Past Tense]}\n")
+    assert batch.main(["--profile", str(profile), "--results", str(tmp_path), "--notebooks", "02", "03"]) == 2
+    err = capsys.readouterr().err
+    assert "names verb/Past Tense, which the pairs in" in err and "(notebook 01 built city)" in err
+    assert [p.name for p in model_dir.iterdir()] == ["data_summary.json"]  # nothing ran
+    profile.write_text((batch.CONFIGS / "smoke.yaml").read_text() + "\nattributes: {city: [Country]}\n")
+    assert batch.check_built_pairs(batch.load_profile(str(profile)), tmp_path, batch.chain(["02"])) is None
 
 
 def test_notebooks_build_their_configs_through_the_same_checks():
