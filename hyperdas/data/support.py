@@ -1,12 +1,12 @@
 """Which domains and attributes the target knows well enough to measure: a rule, not a hand pick.
 
 An attribute is kept when the filter found at least `min_known_entities` entities the model answers
-right under a kept template, at least one of them under a test template (else no test pair exists),
-and its pairs hold at least `min_train_pairs` training pairs whose instruction names it. A domain
-needs two kept attributes when it has isolate pairs (an isolate pair asks another attribute of the
-same domain). What is left out is reported with its counts. A domain left with too few attributes is
-an error, or, with `short_domains="leave_out"` (a profile over every RAVEL domain), left out and
-reported too; nothing left at all is always an error.
+right under a kept template, at least one of them under a val and one under a test template (else
+that split has no pair asking the attribute), and its pairs hold at least `min_train_pairs` training
+pairs whose instruction names it. A domain needs two kept attributes when it has isolate pairs (an
+isolate pair asks another attribute of the same domain). What is left out is reported with its
+counts. A domain left with too few attributes is an error, or, with `short_domains="leave_out"` (a
+profile over every RAVEL domain), left out and reported too; nothing left at all is always an error.
 """
 
 from __future__ import annotations
@@ -21,15 +21,24 @@ SHORT_DOMAINS = ("error", "leave_out")
 
 
 def known_counts(filtered: dict, datas: dict) -> list[dict]:
-    """Per (domain, attribute): entities known under any kept template, and under a test template."""
+    """Per (domain, attribute): entities known under any kept template, under a val and a test one."""
     rows = []
     for domain, result in filtered.items():
         splits = datas[domain].prompt_to_split
         for attribute, per_template in result.known.items():
             known = {e for entities in per_template.values() for e in entities}
-            tested = {e for t, entities in per_template.items() if splits.get(t) == "test" for e in entities}
+            under = {
+                split: {e for t, entities in per_template.items() if splits.get(t) == split for e in entities}
+                for split in ("val", "test")
+            }
             rows.append(
-                {"domain": domain, "attribute": attribute, "known_entities": len(known), "known_test": len(tested)}
+                {
+                    "domain": domain,
+                    "attribute": attribute,
+                    "known_entities": len(known),
+                    "known_val": len(under["val"]),
+                    "known_test": len(under["test"]),
+                }
             )
     return rows
 
@@ -55,8 +64,9 @@ def support_table(
         why = []
         if row["known_entities"] < min_known_entities:
             why.append(f"{row['known_entities']} known entities < {min_known_entities}")
-        if row["known_test"] == 0:
-            why.append("no entity known under a test template")
+        for split in ("val", "test"):  # else that split has no pair asking this attribute
+            if row[f"known_{split}"] == 0:
+                why.append(f"no entity known under a {split} template")
         if trained is not None:
             row["train_pairs"] = trained.get((row["domain"], row["attribute"]), 0)
             if row["train_pairs"] < min_train_pairs:

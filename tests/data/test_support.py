@@ -7,11 +7,16 @@ import pytest
 from hyperdas.data.ravel import RavelDataError
 from hyperdas.data.support import kept_attributes, left_out, support_table
 
-SPLITS = {"t_train": "train", "t_test": "test"}
+SPLITS = {"t_train": "train", "t_val": "val", "t_test": "test"}
 
 
 def _filtered(known: dict[str, dict[str, dict[str, list[str]]]]):
-    """{domain: FilterResult-like} from {domain: {attribute: {template: entities}}}."""
+    """{domain: FilterResult-like} from {domain: {attribute: {template: entities}}}; unless given, the
+    first training entity is also known under the val template (the counts stay the same)."""
+    for per in known.values():
+        for templates in per.values():
+            if "t_val" not in templates and templates.get("t_train"):
+                templates["t_val"] = templates["t_train"][:1]
     return {d: SimpleNamespace(known=per) for d, per in known.items()}
 
 
@@ -42,6 +47,22 @@ def test_attributes_with_few_known_entities_or_no_test_template_are_left_out_wit
     assert by["Language"]["why"] == "no entity known under a test template"
     assert kept_attributes(rows) == {"city": ["Country", "Continent"]}
     assert {r["attribute"] for r in left_out(rows)} == {"Timezone", "Language"}
+
+
+def test_an_attribute_no_val_template_knows_is_left_out():
+    filtered = _filtered(
+        {
+            "nobel_prize_winner": {
+                "Field": {"t_train": _entities(60), "t_test": _entities(5)},
+                "Gender": {"t_train": _entities(60), "t_val": [], "t_test": _entities(5)},
+            }
+        }
+    )
+    rows = support_table(filtered, _datas(["nobel_prize_winner"]))
+    assert [(r["attribute"], r["known_val"], r.get("why")) for r in rows] == [
+        ("Field", 1, None),
+        ("Gender", 0, "no entity known under a val template"),
+    ]
 
 
 def test_attributes_short_of_training_pairs_are_left_out():
