@@ -26,8 +26,8 @@ from pathlib import Path
 
 from hyperdas.core.config import ConfigError
 from hyperdas.core.results import read_json, results_dir, write_json
+from hyperdas.experiments.ladder_summary import LADDER, PILOTS, write_summary
 
-LADDER, PILOTS = "ladder", "pilots"
 NOT_A_VARIANT = ("seed",)  # overrides that do not change what is trained (the seed names the file itself)
 
 
@@ -170,8 +170,6 @@ def run_ladder(
                 "provenance": result.provenance,
             },
         )
-        from hyperdas.experiments.ladder_summary import write_summary  # it reads this module's names
-
         write_summary(root)
         if progress:
             print(f"rung {step}: scored ({done[step]['score_seconds']:.0f} s) -> {out}")

@@ -17,7 +17,8 @@ import math
 from pathlib import Path
 
 from hyperdas.core.results import read_json, results_dir, write_json
-from hyperdas.experiments.ladder import LADDER, _plain
+from hyperdas.experiments.ladder import _plain
+from hyperdas.experiments.ladder_summary import LADDER
 
 METHODS = ("das", "mdas")
 

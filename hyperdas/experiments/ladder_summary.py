@@ -11,7 +11,8 @@ from pathlib import Path
 
 from hyperdas.core.intervals import interval, placed
 from hyperdas.core.results import machine, read_json
-from hyperdas.experiments.ladder import LADDER, PILOTS
+
+LADDER, PILOTS = "ladder", "pilots"  # the folders of ladder runs and of option pilots, per model
 
 SUMMARY = "ladder.json"
 METRICS = ("cause", "iso", "disentangle")

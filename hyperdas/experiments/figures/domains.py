@@ -18,8 +18,7 @@ import seaborn as sns
 
 from hyperdas.core.intervals import KEYS, columns, interval, row_keys
 from hyperdas.experiments.figures import style as look
-from hyperdas.experiments.figures.main_table import faithfulness_blocks
-from hyperdas.experiments.figures.results import METRICS, Missing, Results
+from hyperdas.experiments.figures.results import METRICS, Missing, Results, faithfulness_blocks
 
 MODE = "one_to_one"  # the headline mode: a hard edit at the selected positions
 ALL = "all domains"

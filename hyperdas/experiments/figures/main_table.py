@@ -10,7 +10,15 @@ import pandas as pd
 
 from hyperdas.core.metrics import faithfulness_columns
 from hyperdas.experiments.figures import style as look
-from hyperdas.experiments.figures.results import METRICS, ORDER, PAPER, Missing, Results, SchemaError
+from hyperdas.experiments.figures.results import (
+    METRICS,
+    ORDER,
+    PAPER,
+    Missing,
+    Results,
+    SchemaError,
+    faithfulness_blocks,
+)
 from hyperdas.hyper.legacy import MODEL_BEFORE_FIELDS, TRAIN_BEFORE_FIELDS
 
 
@@ -57,16 +65,6 @@ def main_table(results: Results) -> pd.DataFrame:
                     if len(blocks) > 1 and column.startswith("follows_"):
                         table.loc[(domain, "mean", method), f"{column}_sd"] = columns[column].std()
     return table
-
-
-def faithfulness_blocks(hyper_file: dict, domain: str) -> list[dict]:
-    """The faithfulness blocks (one per seed) of the HyperDAS that served `domain`: its own when the
-    domains were trained apart, the all-domain one when together, else the file's only model's."""
-    groups = hyper_file.get("by_group", {}).get("groups", {})
-    mine = groups.get(domain) or groups.get("all")
-    if mine:
-        return [entry["faithfulness"] for entry in mine.values()]
-    return list(hyper_file.get("faithfulness_by_seed", {}).values()) or [hyper_file["faithfulness"]]
 
 
 def seeds_caption(table: pd.DataFrame) -> str:

@@ -48,6 +48,16 @@ def _non_numeric_scores(data, where: str = "") -> str | None:
     return None
 
 
+def faithfulness_blocks(hyper_file: dict, domain: str) -> list[dict]:
+    """The faithfulness blocks (one per seed) of the HyperDAS that served `domain`: its own when the
+    domains were trained apart, the all-domain one when together, else the file's only model's."""
+    groups = hyper_file.get("by_group", {}).get("groups", {})
+    mine = groups.get(domain) or groups.get("all")
+    if mine:
+        return [entry["faithfulness"] for entry in mine.values()]
+    return list(hyper_file.get("faithfulness_by_seed", {}).values()) or [hyper_file["faithfulness"]]
+
+
 class Results:
     """The files of one `results/<model>/` folder, with the checks the figures need."""
 
