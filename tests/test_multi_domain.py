@@ -148,3 +148,20 @@ def test_a_domain_to_study_that_the_run_lacks_or_cannot_have_is_named():
         studied_group({"city": 1, "town": 2}, "verb")
     with pytest.raises(ConfigError, match="trained together"):
         studied_group({"all": 1}, "city")
+
+
+def test_a_domain_win_that_follows_the_activations_less_is_not_called_faithful():
+    from hyperdas.experiments.figures.domains import verdict
+
+    row = {
+        "domain": "verb",
+        "hyperdas": {"disentangle": 0.7, "follows_activations": 0.3},
+        "mdas": {"disentangle": 0.6, "follows_activations": 0.5},
+        "difference": {"estimate": 0.1, "low": 0.05, "high": 0.15},
+    }
+    said = verdict(row)
+    assert "+0.100 [+0.050, +0.150]: HyperDAS beats MDAS" in said and "not a faithful win" in said
+    row["hyperdas"]["follows_activations"] = 0.6
+    assert "not a faithful win" not in verdict(row)
+    row["difference"] = {"estimate": 0.1, "low": -0.02, "high": 0.2}
+    assert "is indistinguishable from MDAS" in verdict(row)

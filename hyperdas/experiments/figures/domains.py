@@ -202,6 +202,8 @@ def verdict(row: dict, baseline: str = "mdas") -> str:
             f"; the output follows the swapped-in activations in {h['follows_activations']:.0%} of conflict pairs "
             f"({baseline.upper()} {b['follows_activations']:.0%})"
         )
+        if d is not None and d["low"] > 0 and h["follows_activations"] < b["follows_activations"]:
+            faithful += ", less often than the baseline: not a faithful win"
     return (
         f"{name}: one-to-one HyperDAS {h['disentangle']:.3f} vs {baseline.upper()} {b['disentangle']:.3f}, "
         f"difference {call}{faithful}."
