@@ -118,6 +118,10 @@ def make_results(folder, seed=0):
         )
     )
     (folder / "selections" / "test_examples.json").write_text(json.dumps([_selection(rng, m) for m in MODES]))
+    for domain in ("city", "verb"):  # a run that trained the domains apart saves them per domain too
+        (folder / "selections" / domain).mkdir()
+        saved = [_selection(rng, m, example) for m in MODES for example in range(2)]
+        (folder / "selections" / domain / "test_examples.json").write_text(json.dumps(saved))
     (folder / "selections" / "householder.json").write_text(
         json.dumps(
             {

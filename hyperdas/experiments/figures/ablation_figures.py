@@ -73,19 +73,28 @@ def sparsity_heatmaps(results: Results):
     )
 
 
+def _saved(results: Results, name: str, needs: str = "notebook 03"):
+    """A file notebook 03 saved under selections/, or, when it trained the domains apart, the first
+    domain's (selections/<domain>/, in the order the domains were trained)."""
+    folder = results.folder / "selections"
+    if (folder / name).is_file():
+        return folder / name
+    order = {d: i for i, d in enumerate(results.json("hyperdas.json").get("outcomes", {}))}
+    found = sorted(folder.glob(f"*/{name}"), key=lambda p: (order.get(p.parent.name, len(order)), p.parent.name))
+    if not found:
+        raise Missing(f"{folder / name} is missing ({needs})")
+    return found[0]
+
+
 def selection_example(results: Results):
-    path = results.folder / "selections" / "test_examples.json"
-    if not path.is_file():
-        raise Missing(f"{path} is missing (notebook 03)")
+    path = _saved(results, "test_examples.json")
     saved = json.loads(path.read_text())
     first = min(s["example"] for s in saved)
     return _heatmaps([(s["mode"], s) for s in saved if s["example"] == first])
 
 
 def householder(results: Results):
-    path = results.folder / "selections" / "householder.json"
-    if not path.is_file():
-        raise Missing(f"{path} is missing (notebook 03 with subspace='householder')")
+    path = _saved(results, "householder.json", "notebook 03 with subspace='householder'")
     data = json.loads(path.read_text())
     V = np.array(data["vectors"])
     order = np.argsort(data["attribute"], kind="stable")
