@@ -78,7 +78,8 @@ def test_attributes_short_of_training_pairs_are_left_out():
     assert rows[2]["why"] == "40 training pairs < 200"
 
 
-def test_a_domain_left_without_two_attributes_is_named_with_its_counts():
+def _city_and_a_short_occupation() -> list[dict]:
+    """The rule's rows for a city with two known attributes and an occupation with one."""
     filtered = _filtered(
         {
             "city": {a: {"t_train": _entities(60), "t_test": _entities(5)} for a in ("Country", "Continent")},
@@ -88,7 +89,11 @@ def test_a_domain_left_without_two_attributes_is_named_with_its_counts():
             },
         }
     )
-    rows = support_table(filtered, _datas(["city", "occupation"]))
+    return support_table(filtered, _datas(["city", "occupation"]))
+
+
+def test_a_domain_left_without_two_attributes_is_named_with_its_counts():
+    rows = _city_and_a_short_occupation()
     with pytest.raises(RavelDataError, match=r"^occupation: 1 attribute\(s\) pass .*Industry: 8 known entities < 40"):
         kept_attributes(rows)
     assert kept_attributes([r for r in rows if r["domain"] == "city"]) == {"city": ["Country", "Continent"]}
@@ -96,16 +101,7 @@ def test_a_domain_left_without_two_attributes_is_named_with_its_counts():
 
 
 def test_a_short_domain_can_be_left_out_and_reported_instead():
-    filtered = _filtered(
-        {
-            "city": {a: {"t_train": _entities(60), "t_test": _entities(5)} for a in ("Country", "Continent")},
-            "occupation": {
-                "Duty": {"t_train": _entities(60), "t_test": _entities(5)},
-                "Industry": {"t_train": _entities(8), "t_test": []},
-            },
-        }
-    )
-    rows = support_table(filtered, _datas(["city", "occupation"]))
+    rows = _city_and_a_short_occupation()
     assert kept_attributes(rows, short_domains="leave_out") == {"city": ["Country", "Continent"]}
     duty = next(r for r in rows if r["attribute"] == "Duty")
     assert (duty["kept"], duty["why"]) == (False, "the domain keeps 1 attribute(s), 2 needed")

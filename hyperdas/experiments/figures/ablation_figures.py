@@ -42,17 +42,7 @@ def _heatmaps(entries: list[tuple[str, dict]]):
     same_rows = len({tuple(e["source_tokens"]) for _, e in entries}) == 1  # then only the first panel names them
     for n, (ax, (title, e)) in enumerate(zip(axes[0], entries)):
         last = n == len(entries) - 1  # one colour bar, beside the last panel
-        sns.heatmap(
-            np.array(e["A"]),
-            ax=ax,
-            cmap="viridis",
-            vmin=0,
-            vmax=1,
-            xticklabels=[look.token_label(t) for t in e["base_tokens"]],
-            yticklabels=[look.token_label(t) for t in e["source_tokens"]] if n == 0 or not same_rows else False,
-            cbar=last,
-            cbar_kws={"label": "selection weight"} if last else None,
-        )
+        look.selection_heatmap(ax, e, source_labels=n == 0 or not same_rows, colour_bar=last)
         ax.set(
             title=f"{look.method_name(title)}\n{e.get('instruction', '')}",
             xlabel="base token",

@@ -14,7 +14,6 @@ import json
 
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 
 from hyperdas.core.intervals import KEYS, columns, interval, row_keys
 from hyperdas.experiments.figures import style as look
@@ -270,16 +269,7 @@ def domain_selections(results: Results, mode: str = MODE, n: int = 3):
                 ax.set_axis_off()
                 continue
             e = entries[col]
-            sns.heatmap(
-                np.array(e["A"]),
-                ax=ax,
-                cmap="viridis",
-                vmin=0,
-                vmax=1,
-                cbar=False,
-                xticklabels=[look.token_label(t) for t in e["base_tokens"]],
-                yticklabels=[look.token_label(t) for t in e["source_tokens"]],
-            )
+            look.selection_heatmap(ax, e)
             ax.set_title(f"{look.snake_to_words(domain)}: {e.get('instruction', '')}", fontsize=8)
             ax.set(xlabel="base token", ylabel="source token" if col == 0 else "")
             ax.tick_params(labelsize=6)

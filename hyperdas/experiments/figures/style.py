@@ -184,3 +184,18 @@ def legend_below(fig, axes, ncol: int = 4) -> None:
             ax.get_legend().remove()
     fig.tight_layout()
     fig.legend(seen.values(), seen.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, frameon=False)
+
+
+def selection_heatmap(ax, entry: dict, source_labels: bool = True, colour_bar: bool = False) -> None:
+    """One saved selection matrix (source tokens x base tokens, weights in [0, 1]) on `ax`."""
+    sns.heatmap(
+        entry["A"],
+        ax=ax,
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+        xticklabels=[token_label(t) for t in entry["base_tokens"]],
+        yticklabels=[token_label(t) for t in entry["source_tokens"]] if source_labels else False,
+        cbar=colour_bar,
+        cbar_kws={"label": "selection weight"} if colour_bar else None,
+    )
