@@ -35,6 +35,8 @@ class FilterConfig(FrozenConfig):
     batch_size: int = 64
     seed: int = 0
     query_blind_entities: int = 0  # entities checked with each query-blind template (0: none)
+    # entities also checked against another entity's value (0: none): how often a guess passes the check
+    chance_entities: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attributes", tuple(self.attributes))  # JSON gives lists
@@ -159,6 +161,8 @@ class FilterResult:
     seconds: float
     # the query-blind templates' known entities (`query_blind_templates`), when config.query_blind_entities
     blind_known: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
+    # per attribute, when config.chance_entities: `chance_rates` on a seeded sample of the checked entities
+    chance: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -204,7 +208,7 @@ def filter_domain(
     cache = AnswerCache(target, data)
     before = len(cache.verdicts)
     rng = random.Random(config.seed)
-    scores, selected, known, n_prompts, accuracy = {}, {}, {}, {}, {}
+    scores, selected, known, n_prompts, accuracy, chance = {}, {}, {}, {}, {}, {}
     for attribute in config.attributes:
         entities = _entities_with(data, attribute)
         if not entities:
@@ -224,6 +228,9 @@ def filter_domain(
         known[attribute] = {t: per_template.get(t, []) for t in selected[attribute]}
         n_prompts[attribute] = len(items)
         accuracy[attribute] = sum(verdicts) / len(items)
+        if config.chance_entities:
+            kept = selected[attribute]
+            chance[attribute] = chance_rates(cache, target, data, attribute, kept, entities, config, progress)
     blind_known = _query_blind_known(cache, target, data, config, progress) if config.query_blind_entities else {}
     return FilterResult(
         domain=data.domain,
@@ -239,7 +246,28 @@ def filter_domain(
         n_checked=len(cache.verdicts) - before,
         seconds=time.perf_counter() - started,
         blind_known=blind_known,
+        chance=chance,
     )
+
+
+def chance_rates(cache, target, data, attribute, templates, entities, config, progress=True) -> dict:
+    """How often the check passes by chance: a seeded sample of the checked entities, each asked with
+    the kept templates and checked against its own value and against a random other entity's value
+    (equal values included: a model that always answers the commonest value passes that often too).
+
+    `own` / `shuffled`: shares of the sample passing under at least one kept template, as an entity
+    counts as known; `checked_entities`: how many entities the filter checked (the count chance scales to).
+    """
+    rng = random.Random(f"{config.seed}/chance/{attribute}")  # apart from the filter's stream
+    sample = sorted(rng.sample(entities, min(config.chance_entities, len(entities))))
+    value = lambda e: data.entity_attributes[e][attribute]  # noqa: E731
+    guesses = {e: value(rng.choice([o for o in entities if o != e] or [e])) for e in sample}
+    rates = {}
+    for name, answer in (("own", value), ("shuffled", guesses.__getitem__)):
+        items = [(t, e, answer(e)) for t in templates for e in sample]
+        verdicts = cache.check(target, items, config.batch_size, progress=progress)
+        rates[name] = len({e for (_, e, _), ok in zip(items, verdicts) if ok}) / len(sample)
+    return {"entities": len(sample), "checked_entities": len(entities), **rates}
 
 
 def _query_blind_known(cache, target, data, config, progress) -> dict[str, dict[str, list[str]]]:

@@ -3,7 +3,11 @@
 An attribute is kept when the filter found at least `min_known_entities` entities the model answers
 right under a kept template, at least one of them under a val and one under a test template (else
 that split has no pair asking the attribute), and its pairs hold at least `min_train_pairs` training
-pairs whose instruction names it. A domain needs two kept attributes when it has isolate pairs (an
+pairs whose instruction names it. Where the filter measured chance (`FilterConfig.chance_entities`:
+the same check against another entity's value), the count is taken beyond chance (known entities
+less the share a guess passes, scaled to the entities checked) and chance may explain at most
+`max_chance_share` of the known share: a 3-token answer check passes many guessed years and
+coordinates. A domain needs two kept attributes when it has isolate pairs (an
 isolate pair asks another attribute of the same domain). What is left out is reported with its
 counts. A domain left with too few attributes is an error, or, with `short_domains="leave_out"` (a
 profile over every RAVEL domain), left out and reported too; nothing left at all is always an error.
@@ -17,6 +21,7 @@ from hyperdas.data.ravel import RavelDataError
 
 MIN_KNOWN_ENTITIES = 40
 MIN_TRAIN_PAIRS = 200
+MAX_CHANCE_SHARE = 0.5
 SHORT_DOMAINS = ("error", "leave_out")
 
 
@@ -38,9 +43,19 @@ def known_counts(filtered: dict, datas: dict) -> list[dict]:
                     "known_entities": len(known),
                     "known_val": len(under["val"]),
                     "known_test": len(under["test"]),
+                    **_beyond_chance(len(known), getattr(result, "chance", {}).get(attribute)),
                 }
             )
     return rows
+
+
+def _beyond_chance(known: int, chance: dict | None) -> dict:
+    """The chance columns of a row: a guess's and the own value's pass rates on the filter's sample,
+    and the known entities beyond what guessing passes (none without a measurement)."""
+    if not chance:
+        return {}
+    by_chance = round(chance["shuffled"] * chance["checked_entities"])
+    return {"chance_pass": chance["shuffled"], "own_pass": chance["own"], "known_beyond_chance": known - by_chance}
 
 
 def train_pair_counts(pairs) -> Counter:
@@ -55,6 +70,7 @@ def support_table(
     pairs=None,
     min_known_entities: int = MIN_KNOWN_ENTITIES,
     min_train_pairs: int = MIN_TRAIN_PAIRS,
+    max_chance_share: float = MAX_CHANCE_SHARE,
 ) -> list[dict]:
     """One row per filtered (domain, attribute) with its counts, `kept` and, when left out, `why`.
     Without `pairs` only the filter's counts are judged (the pairs are built from what passes)."""
@@ -64,6 +80,13 @@ def support_table(
         why = []
         if row["known_entities"] < min_known_entities:
             why.append(f"{row['known_entities']} known entities < {min_known_entities}")
+        elif row.get("known_beyond_chance", min_known_entities) < min_known_entities:
+            why.append(f"{row['known_beyond_chance']} known entities beyond chance < {min_known_entities}")
+        if "chance_pass" in row and row["chance_pass"] > max_chance_share * row["own_pass"]:
+            why.append(
+                f"another entity's value passes {row['chance_pass']:.0%} of entities, the own value "
+                f"{row['own_pass']:.0%} (chance explains > {max_chance_share:.0%})"
+            )
         for split in ("val", "test"):  # else that split has no pair asking this attribute
             if row[f"known_{split}"] == 0:
                 why.append(f"no entity known under a {split} template")
@@ -120,6 +143,7 @@ def supported_pairs(
     min_known_entities: int = MIN_KNOWN_ENTITIES,
     min_train_pairs: int = MIN_TRAIN_PAIRS,
     short_domains: str = "error",
+    max_chance_share: float = MAX_CHANCE_SHARE,
 ):
     """(pairs, the rule's table, {domain: kept attributes}) for the attributes that pass the rule.
     The filter's counts choose first; an attribute then short of training pairs is dropped and the
@@ -127,11 +151,11 @@ def supported_pairs(
     from hyperdas.data.dataset import pairs_from
 
     isolate = pair_config.causal_fraction < 1
-    rows = support_table(filtered, datas, None, min_known_entities, min_train_pairs)
+    rows = support_table(filtered, datas, None, min_known_entities, min_train_pairs, max_chance_share)
     kept = kept_attributes(rows, isolate, short_domains)
     while True:
         pairs = pairs_from(target, datas, filtered, pair_config, kept)
-        rows = support_table(filtered, datas, pairs, min_known_entities, min_train_pairs)
+        rows = support_table(filtered, datas, pairs, min_known_entities, min_train_pairs, max_chance_share)
         now = kept_attributes([r for r in rows if r["attribute"] in kept.get(r["domain"], ())], isolate, short_domains)
         if now == kept:
             return pairs, _marked(rows, kept), kept

@@ -60,6 +60,20 @@ def test_filtering_is_cached_and_resumes(synthetic_target, synthetic_data, fresh
     assert AnswerCache(synthetic_target, synthetic_data).verdicts == all_verdicts
 
 
+def test_chance_rates_compare_the_own_value_with_another_entitys(synthetic_target, synthetic_data, fresh_cache):
+    config = FilterConfig(attributes=("Country", "Continent"), templates_per_attribute=2, max_entities=60)
+    plain = filter_domain(synthetic_target, synthetic_data, config, progress=False)
+    result = filter_domain(synthetic_target, synthetic_data, config.replace(chance_entities=30), progress=False)
+    assert plain.chance == {} and result.known == plain.known  # the chance sample leaves the filter as it was
+    for attribute, rates in result.chance.items():
+        assert rates["entities"] == 30 and rates["checked_entities"] == 60
+        assert rates["own"] >= 0.95  # the synthetic model knows its world
+    # a guess passes only when it names the same value: often for 3 continents, rarely for many countries
+    assert result.chance["Country"]["shuffled"] < result.chance["Continent"]["shuffled"] < 0.8
+    again = filter_domain(synthetic_target, synthetic_data, config.replace(chance_entities=30), progress=False)
+    assert again.n_checked == 0 and again.chance == result.chance  # seeded and cached
+
+
 def test_another_model_gets_another_cache(synthetic_target, tiny_llama, synthetic_data, fresh_cache):
     assert AnswerCache(synthetic_target, synthetic_data).path != AnswerCache(tiny_llama, synthetic_data).path
 

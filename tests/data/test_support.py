@@ -78,6 +78,27 @@ def test_attributes_short_of_training_pairs_are_left_out():
     assert rows[2]["why"] == "40 training pairs < 200"
 
 
+def test_known_entities_are_counted_beyond_chance():
+    sizes = {"Country": 200, "Birth Year": 700, "Duty": 60, "Field": 200}
+    known = {a: {"t_train": _entities(n), "t_test": _entities(5)} for a, n in sizes.items()}
+    filtered = _filtered({"nobel_prize_winner": known})
+    rates = {"Country": (0.2, 0.02), "Birth Year": (0.7, 0.65), "Duty": (0.06, 0.025), "Field": (0.2, 0.09)}
+    filtered["nobel_prize_winner"].chance = {
+        a: {"entities": 100, "checked_entities": 1000, "own": own, "shuffled": guess}
+        for a, (own, guess) in rates.items()
+    }
+    rows = {r["attribute"]: r for r in support_table(filtered, _datas(["nobel_prize_winner"]))}
+    assert rows["Country"]["kept"] and rows["Country"]["known_beyond_chance"] == 200 - 20
+    assert rows["Birth Year"]["known_beyond_chance"] == 50 and rows["Birth Year"]["why"] == (
+        "another entity's value passes 65% of entities, the own value 70% (chance explains > 50%)"
+    )
+    assert rows["Duty"]["why"] == "35 known entities beyond chance < 40"
+    assert rows["Field"]["kept"] and rows["Field"]["known_beyond_chance"] == 110  # 9% of 1000 by chance
+    strict = {r["attribute"]: r for r in support_table(filtered, _datas(["nobel_prize_winner"]), max_chance_share=0.4)}
+    assert not strict["Field"]["kept"] and "chance explains > 40%" in strict["Field"]["why"]
+    assert all("known_beyond_chance" not in r for r in _city_and_a_short_occupation())  # chance not measured
+
+
 def _city_and_a_short_occupation() -> list[dict]:
     """The rule's rows for a city with two known attributes and an occupation with one."""
     filtered = _filtered(
