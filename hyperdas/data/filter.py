@@ -35,7 +35,7 @@ class FilterConfig(FrozenConfig):
     batch_size: int = 64
     seed: int = 0
     query_blind_entities: int = 0  # entities checked with each query-blind template (0: none)
-    # entities also checked against another entity's value (0: none): how often a guess passes the check
+    # entities also checked against another entity's different value (0: none): how often a wrong answer passes
     chance_entities: int = 0
 
     def __post_init__(self) -> None:
@@ -76,6 +76,14 @@ class AnswerCache:
         root = root or cache_root() / "filter"
         self.path = root / f"{target.name}-{model_fingerprint(target)}" / f"{data.domain}-{data_fingerprint(data)}.json"
         self.verdicts: dict[str, bool] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        # what computing the stored verdicts cost, so a run served from the cache can still say it
+        self.timing_path = self.path.with_suffix(".timing.json")
+        self.timing = json.loads(self.timing_path.read_text()) if self.timing_path.is_file() else {}
+        self.looked_up: set[str] = set()
+
+    def seconds_per_prompt(self) -> float | None:
+        """Mean seconds per verdict computed into this cache (None before any was timed)."""
+        return self.timing["seconds"] / self.timing["prompts"] if self.timing.get("prompts") else None
 
     @staticmethod
     def key(template: str, entity: str, value: str) -> str:
@@ -89,12 +97,18 @@ class AnswerCache:
         Saved at most every `save_seconds` (rewriting the whole file after every chunk would cost
         gigabytes of writes on a full run) and at the end, so an interrupt loses at most that much.
         """
+        self.looked_up.update(self.key(*i) for i in items)
         todo = list(dict.fromkeys(i for i in items if self.key(*i) not in self.verdicts))
         last_save = time.monotonic()
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
+            began = time.perf_counter()
             for item, ok in zip(part, check_answers(target, part, batch_size=batch_size, progress=progress)):
                 self.verdicts[self.key(*item)] = ok
+            self.timing = {
+                "prompts": self.timing.get("prompts", 0) + len(part),
+                "seconds": self.timing.get("seconds", 0.0) + time.perf_counter() - began,
+            }
             if time.monotonic() - last_save >= save_seconds or start + chunk >= len(todo):
                 self._save()
                 last_save = time.monotonic()
@@ -105,6 +119,8 @@ class AnswerCache:
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(self.verdicts))
         os.replace(tmp, self.path)  # an interrupted run leaves the last complete file
+        tmp.write_text(json.dumps(self.timing))
+        os.replace(tmp, self.timing_path)
 
 
 def _rank(split: str) -> int:
@@ -159,6 +175,10 @@ class FilterResult:
     known_entities_per_split: dict[str, dict[str, int]]
     n_checked: int  # prompts actually run now (not from the cache)
     seconds: float
+    # every prompt the filter needed (run now or read from the cache), and what the cache's verdicts cost
+    # to compute per prompt: with n_checked 0, their product says what the filter costs from scratch
+    n_looked_up: int = 0
+    cache_seconds_per_prompt: float | None = None
     # the query-blind templates' known entities (`query_blind_templates`), when config.query_blind_entities
     blind_known: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
     # per attribute, when config.chance_entities: `chance_rates` on a seeded sample of the checked entities
@@ -245,29 +265,40 @@ def filter_domain(
         known_entities_per_split=_known_per_split(known, data),
         n_checked=len(cache.verdicts) - before,
         seconds=time.perf_counter() - started,
+        n_looked_up=len(cache.looked_up),
+        cache_seconds_per_prompt=cache.seconds_per_prompt(),
         blind_known=blind_known,
         chance=chance,
     )
 
 
 def chance_rates(cache, target, data, attribute, templates, entities, config, progress=True) -> dict:
-    """How often the check passes by chance: a seeded sample of the checked entities, each asked with
-    the kept templates and checked against its own value and against a random other entity's value
-    (equal values included: a model that always answers the commonest value passes that often too).
+    """How often the check passes a wrong answer: a seeded sample of the checked entities, each asked
+    with the kept templates and checked against its own value and against the value of a random other
+    entity whose value differs (so a model that knows every entity passes none; one that always answers
+    the commonest value, or a check that the first answer tokens of many years or coordinates fool,
+    passes many).
 
-    `own` / `shuffled`: shares of the sample passing under at least one kept template, as an entity
-    counts as known; `checked_entities`: how many entities the filter checked (the count chance scales to).
+    `own` / `wrong`: shares of the sample passing under at least one kept template, as an entity
+    counts as known; `checked_entities`: how many entities the filter checked (the count chance scales
+    to). An attribute whose entities all share one value has no wrong value: {} (nothing measured).
     """
     rng = random.Random(f"{config.seed}/chance/{attribute}")  # apart from the filter's stream
-    sample = sorted(rng.sample(entities, min(config.chance_entities, len(entities))))
     value = lambda e: data.entity_attributes[e][attribute]  # noqa: E731
-    guesses = {e: value(rng.choice([o for o in entities if o != e] or [e])) for e in sample}
+    sample = sorted(rng.sample(entities, min(config.chance_entities, len(entities))))
+    wrong = {}
+    for entity in sample:
+        others = [o for o in entities if value(o) != value(entity)]
+        if others:
+            wrong[entity] = value(rng.choice(others))
+    if not wrong:
+        return {}
     rates = {}
-    for name, answer in (("own", value), ("shuffled", guesses.__getitem__)):
-        items = [(t, e, answer(e)) for t in templates for e in sample]
+    for name, answer in (("own", value), ("wrong", wrong.__getitem__)):
+        items = [(t, e, answer(e)) for t in templates for e in wrong]
         verdicts = cache.check(target, items, config.batch_size, progress=progress)
-        rates[name] = len({e for (_, e, _), ok in zip(items, verdicts) if ok}) / len(sample)
-    return {"entities": len(sample), "checked_entities": len(entities), **rates}
+        rates[name] = len({e for (_, e, _), ok in zip(items, verdicts) if ok}) / len(wrong)
+    return {"entities": len(wrong), "checked_entities": len(entities), **rates}
 
 
 def _query_blind_known(cache, target, data, config, progress) -> dict[str, dict[str, list[str]]]:

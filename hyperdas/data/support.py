@@ -4,13 +4,14 @@ An attribute is kept when the filter found at least `min_known_entities` entitie
 right under a kept template, at least one of them under a val and one under a test template (else
 that split has no pair asking the attribute), and its pairs hold at least `min_train_pairs` training
 pairs whose instruction names it. Where the filter measured chance (`FilterConfig.chance_entities`:
-the same check against another entity's value), the count is taken beyond chance (known entities
-less the share a guess passes, scaled to the entities checked) and chance may explain at most
-`max_chance_share` of the known share: a 3-token answer check passes many guessed years and
-coordinates. A domain needs two kept attributes when it has isolate pairs (an
-isolate pair asks another attribute of the same domain). What is left out is reported with its
-counts. A domain left with too few attributes is an error, or, with `short_domains="leave_out"` (a
-profile over every RAVEL domain), left out and reported too; nothing left at all is always an error.
+the same check against another entity's different value), the count is taken beyond chance (known
+entities less the share a wrong value passes, scaled to the entities checked), and the wrong value's
+pass rate may be at most `max_chance_share` of the own value's: a 3-token answer check passes many
+wrong years and coordinates, and a model answering its commonest value passes many wrong values too.
+A domain needs two kept attributes when it has isolate pairs (an isolate pair asks another attribute
+of the same domain). What is left out is reported with its counts. A domain left with too few
+attributes is an error, or, with `short_domains="leave_out"` (a profile over every RAVEL domain),
+left out and reported too; nothing left at all is always an error.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ def known_counts(filtered: dict, datas: dict) -> list[dict]:
 
 
 def _beyond_chance(known: int, chance: dict | None) -> dict:
-    """The chance columns of a row: a guess's and the own value's pass rates on the filter's sample,
-    and the known entities beyond what guessing passes (none without a measurement)."""
+    """The chance columns of a row: a wrong and the own value's pass rates on the filter's sample, and
+    the known entities beyond what a wrong value passes (none without a measurement)."""
     if not chance:
         return {}
-    by_chance = round(chance["shuffled"] * chance["checked_entities"])
-    return {"chance_pass": chance["shuffled"], "own_pass": chance["own"], "known_beyond_chance": known - by_chance}
+    by_chance = round(chance["wrong"] * chance["checked_entities"])
+    return {"wrong_pass": chance["wrong"], "own_pass": chance["own"], "known_beyond_chance": known - by_chance}
 
 
 def train_pair_counts(pairs) -> Counter:
@@ -82,10 +83,10 @@ def support_table(
             why.append(f"{row['known_entities']} known entities < {min_known_entities}")
         elif row.get("known_beyond_chance", min_known_entities) < min_known_entities:
             why.append(f"{row['known_beyond_chance']} known entities beyond chance < {min_known_entities}")
-        if "chance_pass" in row and row["chance_pass"] > max_chance_share * row["own_pass"]:
+        if "wrong_pass" in row and row["wrong_pass"] > max_chance_share * row["own_pass"]:
             why.append(
-                f"another entity's value passes {row['chance_pass']:.0%} of entities, the own value "
-                f"{row['own_pass']:.0%} (chance explains > {max_chance_share:.0%})"
+                f"a wrong value passes the check for {row['wrong_pass']:.0%} of entities, the own value for "
+                f"{row['own_pass']:.0%} (more than {max_chance_share:.0%} of it)"
             )
         for split in ("val", "test"):  # else that split has no pair asking this attribute
             if row[f"known_{split}"] == 0:
@@ -151,20 +152,26 @@ def supported_pairs(
     from hyperdas.data.dataset import pairs_from
 
     isolate = pair_config.causal_fraction < 1
-    rows = support_table(filtered, datas, None, min_known_entities, min_train_pairs, max_chance_share)
-    kept = kept_attributes(rows, isolate, short_domains)
+    before = support_table(filtered, datas, None, min_known_entities, min_train_pairs, max_chance_share)
+    kept = kept_attributes(before, isolate, short_domains)
     while True:
         pairs = pairs_from(target, datas, filtered, pair_config, kept)
         rows = support_table(filtered, datas, pairs, min_known_entities, min_train_pairs, max_chance_share)
         now = kept_attributes([r for r in rows if r["attribute"] in kept.get(r["domain"], ())], isolate, short_domains)
         if now == kept:
-            return pairs, _marked(rows, kept), kept
+            return pairs, _marked(rows, before, kept), kept
         kept = now
 
 
-def _marked(rows: list[dict], kept: dict[str, list[str]]) -> list[dict]:
-    """The final table: a row whose attribute was dropped on the way (e.g. with its domain) says so."""
-    for r in rows:
-        if r["kept"] and r["attribute"] not in kept.get(r["domain"], ()):
-            r.update(kept=False, why=r.get("why") or "its domain was left out")
-    return rows
+def _marked(rows: list[dict], before: list[dict], kept: dict[str, list[str]]) -> list[dict]:
+    """The final table. An attribute the pairs were never built for keeps the reason the filter's counts
+    gave (its training-pair count would read 0); one dropped after pairing says why (e.g. with its domain)."""
+    out = []
+    for row, first in zip(rows, before):
+        if row["attribute"] in kept.get(row["domain"], ()):
+            out.append(row)
+        elif first["kept"]:
+            out.append({**row, "kept": False, "why": row.get("why") or "its domain was left out"})
+        else:
+            out.append(first)
+    return out

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from hyperdas.data.ravel import RavelDataError
-from hyperdas.data.support import kept_attributes, left_out, support_table
+from hyperdas.data.support import kept_attributes, left_out, support_table, supported_pairs
 
 SPLITS = {"t_train": "train", "t_val": "val", "t_test": "test"}
 
@@ -84,24 +84,27 @@ def test_known_entities_are_counted_beyond_chance():
     filtered = _filtered({"nobel_prize_winner": known})
     rates = {"Country": (0.2, 0.02), "Birth Year": (0.7, 0.65), "Duty": (0.06, 0.025), "Field": (0.2, 0.09)}
     filtered["nobel_prize_winner"].chance = {
-        a: {"entities": 100, "checked_entities": 1000, "own": own, "shuffled": guess}
-        for a, (own, guess) in rates.items()
+        a: {"entities": 100, "checked_entities": 1000, "own": own, "wrong": guess} for a, (own, guess) in rates.items()
     }
     rows = {r["attribute"]: r for r in support_table(filtered, _datas(["nobel_prize_winner"]))}
     assert rows["Country"]["kept"] and rows["Country"]["known_beyond_chance"] == 200 - 20
     assert rows["Birth Year"]["known_beyond_chance"] == 50 and rows["Birth Year"]["why"] == (
-        "another entity's value passes 65% of entities, the own value 70% (chance explains > 50%)"
+        "a wrong value passes the check for 65% of entities, the own value for 70% (more than 50% of it)"
     )
     assert rows["Duty"]["why"] == "35 known entities beyond chance < 40"
     assert rows["Field"]["kept"] and rows["Field"]["known_beyond_chance"] == 110  # 9% of 1000 by chance
     strict = {r["attribute"]: r for r in support_table(filtered, _datas(["nobel_prize_winner"]), max_chance_share=0.4)}
-    assert not strict["Field"]["kept"] and "chance explains > 40%" in strict["Field"]["why"]
+    assert not strict["Field"]["kept"] and "(more than 40% of it)" in strict["Field"]["why"]
     assert all("known_beyond_chance" not in r for r in _city_and_a_short_occupation())  # chance not measured
 
 
 def _city_and_a_short_occupation() -> list[dict]:
     """The rule's rows for a city with two known attributes and an occupation with one."""
-    filtered = _filtered(
+    return support_table(_city_and_a_short_occupation_filtered(), _datas(["city", "occupation"]))
+
+
+def _city_and_a_short_occupation_filtered():
+    return _filtered(
         {
             "city": {a: {"t_train": _entities(60), "t_test": _entities(5)} for a in ("Country", "Continent")},
             "occupation": {
@@ -110,7 +113,6 @@ def _city_and_a_short_occupation() -> list[dict]:
             },
         }
     )
-    return support_table(filtered, _datas(["city", "occupation"]))
 
 
 def test_a_domain_left_without_two_attributes_is_named_with_its_counts():
@@ -131,3 +133,24 @@ def test_a_short_domain_can_be_left_out_and_reported_instead():
         kept_attributes([r for r in rows if r["domain"] == "occupation"], short_domains="leave_out")
     with pytest.raises(ValueError, match="short_domains='drop'"):
         kept_attributes(rows, short_domains="drop")
+
+
+def test_the_final_table_keeps_the_filters_reason_for_what_was_never_paired(monkeypatch):
+    """Pairs are built for the kept attributes only: the others' training-pair count would read 0."""
+    from hyperdas.data import dataset
+
+    def fake_pairs(target, datas, filtered, pair_config, attributes):
+        train = [(d, a) for d, names in attributes.items() for a in names for _ in range(250)]
+        return {"train": {"domain": [d for d, _ in train], "target_attribute": [a for _, a in train]}}
+
+    monkeypatch.setattr(dataset, "pairs_from", fake_pairs)
+    config = SimpleNamespace(causal_fraction=0.5)
+    filtered, datas = _city_and_a_short_occupation_filtered(), _datas(["city", "occupation"])
+    _, rows, kept = supported_pairs(None, datas, filtered, config, short_domains="leave_out")
+    assert kept == {"city": ["Country", "Continent"]}
+    assert {r["attribute"]: (r["kept"], r.get("why"), r.get("train_pairs")) for r in rows} == {
+        "Country": (True, None, 250),
+        "Continent": (True, None, 250),
+        "Duty": (False, "the domain keeps 1 attribute(s), 2 needed", None),
+        "Industry": (False, "8 known entities < 40; no entity known under a test template", None),
+    }
