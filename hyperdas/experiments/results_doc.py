@@ -66,12 +66,12 @@ def profile_roots(root: Path) -> list[Path]:
     import yaml
 
     found = {(yaml.safe_load(p.read_text()) or {}).get("results_root") for p in sorted(CONFIGS.glob("*.yaml"))}
-    return sorted(REPO / f for f in found if f and (REPO / f).parent == root)
+    return sorted(REPO / f for f in found if f and (REPO / f).parent == root.resolve())
 
 
 def model_folders(root: Path) -> list[Path]:
     """Every results/<model>/ and results/<profile>/<model>/ folder."""
-    apart = profile_roots(root)
+    apart = [root / p.name for p in profile_roots(root)]  # in the form `root` was given
     top = [p for p in sorted(root.iterdir()) if p.is_dir() and p not in apart and p.name not in ("reference", "gpu")]
     return top + [m for p in apart if p.is_dir() for m in sorted(p.iterdir()) if m.is_dir()]
 
@@ -177,16 +177,26 @@ def budgets_table(summary: dict) -> str:
 
 
 def domain_sections(root: Path) -> list[str]:
-    """RAVEL per domain for every results folder whose HyperDAS ran on several domains."""
+    """RAVEL per domain for every results folder whose HyperDAS ran, or whose notebook 01 filtered, on
+    several domains: the per-domain comparison and the known-entity rule's table."""
     from hyperdas.experiments import plots
-    from hyperdas.experiments.figures.domains import domains_text
+    from hyperdas.experiments.figures.domains import domains_text, support_markdown
 
     parts = []
     for folder in model_folders(root):
-        path = folder / "hyperdas.json"
-        if path.is_file() and len({r["domain"] for r in read_json(path)["records"]}) > 1:
-            name = folder.relative_to(root.parent)
-            parts += [f"## All of RAVEL: `{name}`\n", domains_text(plots.Results(folder))]
+        summary, hyper = folder / "data_summary.json", folder / "hyperdas.json"
+        support = read_json(summary).get("support", []) if summary.is_file() else []
+        trained = hyper.is_file() and len({r["domain"] for r in read_json(hyper)["records"]}) > 1
+        if not trained and len({r["domain"] for r in support}) < 2:
+            continue
+        parts.append(f"## All of RAVEL: `{folder.relative_to(root.parent)}`\n")
+        if trained:
+            parts.append(domains_text(plots.Results(folder)))
+        if support:
+            parts += [
+                "What the target knows (notebook 01's known-entity rule, `data_summary.json → support`):\n",
+                support_markdown(support),
+            ]
     return parts
 
 

@@ -154,3 +154,25 @@ def test_the_final_table_keeps_the_filters_reason_for_what_was_never_paired(monk
         "Duty": (False, "the domain keeps 1 attribute(s), 2 needed", None),
         "Industry": (False, "8 known entities < 40; no entity known under a test template", None),
     }
+
+
+def test_the_rule_renders_as_a_table_with_its_reasons(tmp_path, monkeypatch):
+    import json
+
+    from hyperdas.experiments import results_doc
+    from hyperdas.experiments.figures.domains import support_markdown
+
+    filtered = _city_and_a_short_occupation_filtered()
+    filtered["city"].chance = {"Country": {"entities": 100, "checked_entities": 100, "own": 0.6, "wrong": 0.05}}
+    rows = support_table(filtered, _datas(["city", "occupation"]))
+    text = support_markdown(rows)
+    assert "| city | Country | 60 | 1 / 5 | 55 | 60% / 5% |  | yes |" in text  # 5 of 100 by chance
+    assert "| city | Continent | 60 | 1 / 5 |  |  |  | yes |" in text  # chance not measured there
+    assert "| occupation | Industry | 8 | 1 / 0 |  |  |  | no: 8 known entities < 40; no entity known" in text
+    # docs/results.md gets the table for any folder whose notebook 01 filtered several domains
+    folder = tmp_path / "results" / "my-model"
+    folder.mkdir(parents=True)
+    (folder / "data_summary.json").write_text(json.dumps({"support": rows}))
+    monkeypatch.setattr(results_doc, "profile_roots", lambda root: [])
+    sections = results_doc.domain_sections(tmp_path / "results")
+    assert sections[0] == "## All of RAVEL: `results/my-model`\n" and text in sections

@@ -113,6 +113,24 @@ def _known(support_row: dict) -> int:
     return support_row.get("known_beyond_chance", support_row["known_entities"])
 
 
+def support_markdown(rows: list[dict]) -> str:
+    """Notebook 01's known-entity rule (`data_summary.json → support`), one line per (domain, attribute):
+    its counts, the chance check where measured, and whether it was kept or why not."""
+    chance = any("wrong_pass" in r for r in rows)
+    head = ["domain", "attribute", "known entities", "under a val / test template"]
+    head += ["beyond chance", "passes: own / wrong value"] if chance else []
+    lines = ["| " + " | ".join([*head, "training pairs", "kept"]) + " |", "|---" * (len(head) + 2) + "|"]
+    for r in rows:
+        cells = [r["domain"], r["attribute"], str(r["known_entities"]), f"{r['known_val']} / {r['known_test']}"]
+        if chance:
+            measured = "wrong_pass" in r
+            cells += [str(r["known_beyond_chance"]) if measured else ""]
+            cells += [f"{r['own_pass']:.0%} / {r['wrong_pass']:.0%}" if measured else ""]
+        cells += [str(r.get("train_pairs") or ""), "yes" if r["kept"] else f"no: {r.get('why', '')}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _paper(results: Results) -> dict[tuple[str, str], float]:
     try:
         main = results.reference().get("main", [])
