@@ -24,8 +24,8 @@ import json
 import sys
 from pathlib import Path
 
-from hyperdas.batch import chain, check_names, check_values, load_profile, parse_overrides
 from hyperdas.core.errors import HyperDASError
+from hyperdas.profiles import chain, check_names, check_values, load_profile, parse_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +83,7 @@ def used_parameters(method: str) -> set[str]:
 def check_used(overrides: dict, method: str, command: str | None = None) -> None:
     """Refuse an override this command would ignore (another notebook's parameter, or another
     method's): a profile may hold them for the notebooks, a `--set` means to change this run."""
-    from hyperdas.batch import ProfileError
+    from hyperdas.profiles import ProfileError
 
     ignored = sorted(set(overrides) - used_parameters(method))
     if ignored:

@@ -24,10 +24,11 @@ from hyperdas.experiments.ladder import run_ladder
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hyperdas.batch import chain, check_names, load_profile, parse_overrides, results_root, tune_malloc
+    from hyperdas.batch import tune_malloc
     from hyperdas.cli import check_used, one_line
     from hyperdas.core.config import ConfigError
     from hyperdas.core.errors import HyperDASError
+    from hyperdas.profiles import chain, check_names, load_profile, parse_overrides, results_root
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", help="profile name in configs/ or a YAML path")

@@ -33,7 +33,7 @@ def test_notebook_defaults_need_no_notebook_packages_and_name_a_non_literal(tmp_
 
     import pytest
 
-    from hyperdas.batch import ProfileError, notebook_defaults
+    from hyperdas.profiles import ProfileError, notebook_defaults
 
     monkeypatch.setitem(sys.modules, "papermill", None)  # the CLI may run where only core deps are installed
     assert notebook_defaults("03_train_hyperdas")["hyper_steps"] == 600

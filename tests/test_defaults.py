@@ -3,12 +3,12 @@
 
 import pytest
 
-from hyperdas.batch import notebook_defaults
 from hyperdas.core.config import ModelConfig
 from hyperdas.das.training import DASConfig
 from hyperdas.experiments import params as P
 from hyperdas.hyper.model import HyperDASConfig
 from hyperdas.hyper.training import HyperTrainConfig
+from hyperdas.profiles import notebook_defaults
 
 TRAINING_NOTEBOOKS = ("00_target_model", "01_data", "02_baselines", "03_train_hyperdas", "04_leakage_ablations")
 # notebook 04 trains short variants on purpose: 10x the learning rates, fewer validation pairs

@@ -5,9 +5,9 @@ import json
 import nbformat
 import pytest
 
-from hyperdas import batch
+from hyperdas import batch, profiles
 
-NOTEBOOKS = sorted(batch.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(profiles.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
 def test_there_are_notebooks():
@@ -163,34 +163,36 @@ def test_an_override_no_notebook_declares_is_refused(tmp_path, capsys):
 
 
 def test_overrides_are_yaml_typed():
-    assert batch.parse_overrides(["seed=3", "load_in_4bit=true", "model=a/b", "lr=1e-4"]) == {
+    assert profiles.parse_overrides(["seed=3", "load_in_4bit=true", "model=a/b", "lr=1e-4"]) == {
         "seed": 3,
         "load_in_4bit": True,
         "model": "a/b",
         "lr": 1e-4,
     }  # YAML 1.1 alone reads 1e-4 as text
-    with pytest.raises(batch.ProfileError, match="key=value"):
-        batch.parse_overrides(["seed"])
+    with pytest.raises(profiles.ProfileError, match="key=value"):
+        profiles.parse_overrides(["seed"])
 
 
-@pytest.mark.parametrize("profile", sorted(p.stem for p in batch.CONFIGS.glob("*.yaml")))
+@pytest.mark.parametrize("profile", sorted(p.stem for p in profiles.CONFIGS.glob("*.yaml")))
 def test_profiles_only_set_declared_notebook_parameters(profile):
     import papermill
 
     declared = set()
     for path in NOTEBOOKS:
         declared |= set(papermill.inspect_notebook(str(path)))
-    unknown = set(batch.load_profile(profile)) - declared
+    unknown = set(profiles.load_profile(profile)) - declared
     assert not unknown, f"configs/{profile}.yaml sets {unknown}, which no notebook declares"
 
 
 def test_profiles_of_one_model_write_apart_and_the_runner_alone_sets_results_root(tmp_path, capsys):
-    assert batch.results_root("cpu") == batch.REPO / "results"  # the default chain, and notebooks run by hand
-    assert batch.results_root("cpu-seeds") == batch.REPO / "results" / "cpu-seeds"  # the README's table
-    assert batch.results_root("cpu-seeds", tmp_path) == tmp_path  # --results wins
-    assert batch.load_profile("cpu-ladder-qwen2.5-0.5b")["model"] == "qwen2.5-0.5b"  # a name with dots
-    same_model = [p.stem for p in batch.CONFIGS.glob("*.yaml") if batch.load_profile(p.stem)["model"] == "smollm2-135m"]
-    roots = [batch.results_root(p) for p in same_model]
+    assert profiles.results_root("cpu") == profiles.REPO / "results"  # the default chain, and notebooks run by hand
+    assert profiles.results_root("cpu-seeds") == profiles.REPO / "results" / "cpu-seeds"  # the README's table
+    assert profiles.results_root("cpu-seeds", tmp_path) == tmp_path  # --results wins
+    assert profiles.load_profile("cpu-ladder-qwen2.5-0.5b")["model"] == "qwen2.5-0.5b"  # a name with dots
+    same_model = [
+        p.stem for p in profiles.CONFIGS.glob("*.yaml") if profiles.load_profile(p.stem)["model"] == "smollm2-135m"
+    ]
+    roots = [profiles.results_root(p) for p in same_model]
     assert len(set(roots)) == len(roots), f"profiles {same_model} share a results folder"
     assert batch.main(["--profile", "smoke", "--set", "results_root=x", "--results", str(tmp_path)]) == 2
     assert "results_root is set by the runner: use --results" in capsys.readouterr().err

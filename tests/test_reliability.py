@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from hyperdas import batch
+from hyperdas import batch, profiles
 from hyperdas.cli import main
 from hyperdas.core.config import ConfigError
 from hyperdas.data.dataset import save_pairs
@@ -124,13 +124,13 @@ def test_a_chain_without_notebook_01_refuses_domains_its_pairs_were_not_built_fo
     model_dir.mkdir()
     (model_dir / "data_summary.json").write_text(json.dumps({"config": {"attributes": {"city": ["Country"]}}}))
     profile = tmp_path / "verb.yaml"  # a profile (not an override: 02 and 03 declare no `attributes`)
-    profile.write_text((batch.CONFIGS / "smoke.yaml").read_text() + "\nattributes: {verb: [Past Tense]}\n")
+    profile.write_text((profiles.CONFIGS / "smoke.yaml").read_text() + "\nattributes: {verb: [Past Tense]}\n")
     assert batch.main(["--profile", str(profile), "--results", str(tmp_path), "--notebooks", "02", "03"]) == 2
     err = capsys.readouterr().err
     assert "names verb/Past Tense, which the pairs in" in err and "(notebook 01 built city)" in err
     assert [p.name for p in model_dir.iterdir()] == ["data_summary.json"]  # nothing ran
-    profile.write_text((batch.CONFIGS / "smoke.yaml").read_text() + "\nattributes: {city: [Country]}\n")
-    assert batch.check_built_pairs(batch.load_profile(str(profile)), tmp_path, batch.chain(["02"])) is None
+    profile.write_text((profiles.CONFIGS / "smoke.yaml").read_text() + "\nattributes: {city: [Country]}\n")
+    assert profiles.check_built_pairs(profiles.load_profile(str(profile)), tmp_path, profiles.chain(["02"])) is None
 
 
 def test_notebooks_build_their_configs_through_the_same_checks():

@@ -205,8 +205,8 @@ def test_val_scoring_of_kept_rungs_keeps_the_training_record_and_compares_budget
 
 
 def test_the_reference_budget_is_notebook_03s():
-    from hyperdas.batch import notebook_defaults
     from hyperdas.experiments.ladder_summary import REFERENCE_STEPS
+    from hyperdas.profiles import notebook_defaults
 
     book = Path(__file__).parents[2] / "notebooks" / "03_train_hyperdas.ipynb"
     assert notebook_defaults(book)["hyper_steps"] == REFERENCE_STEPS

@@ -7,7 +7,7 @@ import random
 import papermill
 import pytest
 
-from hyperdas import batch
+from hyperdas import profiles
 from hyperdas.experiments import plots
 from hyperdas.experiments.figures import sweeps
 
@@ -180,9 +180,9 @@ def test_figures_notebook_writes_every_figure_from_files_alone(tmp_path):
     folder = make_results(tmp_path / "results" / "fixture")
     out = tmp_path / "05.ipynb"
     papermill.execute_notebook(
-        str(batch.NOTEBOOKS / "05_figures.ipynb"),
+        str(profiles.NOTEBOOKS / "05_figures.ipynb"),
         str(out),
-        cwd=str(batch.NOTEBOOKS),
+        cwd=str(profiles.NOTEBOOKS),
         parameters={"model": "fixture", "results_root": str(tmp_path / "results")},
         progress_bar=False,
     )
