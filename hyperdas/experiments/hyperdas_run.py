@@ -216,7 +216,9 @@ def write_results(
             "steps_run": len(result.history),
             "trainable_parameters": sum(p.numel() for p in result.model.parameters()),
             "timings": {
-                "train_seconds": result.seconds,
+                "train_seconds": result.seconds,  # this run's; with a resumed run's earlier ones:
+                "train_seconds_all_runs": result.seconds_all_runs,
+                "resumed_from": result.resumed_from,
                 "test_seconds": test_seconds,
                 **({"train_seconds_by_seed": train_seconds_by_seed} if train_seconds_by_seed else {}),
             },
@@ -252,6 +254,8 @@ def by_group(trained: dict, faithful: dict, train_domains: str) -> dict:
             "best_step": r.best_step,
             "steps_run": len(r.history),
             "train_seconds": r.seconds,
+            "train_seconds_all_runs": r.seconds_all_runs,
+            "resumed_from": r.resumed_from,
             "faithfulness": faithful[group, seed],
         }
     return {"train_domains": train_domains, "groups": groups}

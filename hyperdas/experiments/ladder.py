@@ -136,7 +136,12 @@ def run_ladder(
         result = train_hyperdas(target, pairs, hyper, train, out_dir=folder, progress=progress)
     train_seconds = time.perf_counter() - started
     done = {}
-    timings = {"train_seconds": result.seconds, "train_wall_seconds": None if score_only else train_seconds}
+    timings = {
+        "train_seconds": result.seconds,  # this process's, from the step it resumed from
+        "train_wall_seconds": None if score_only else train_seconds,
+        "resumed_from": result.resumed_from,
+        "train_seconds_all_runs": result.seconds_all_runs,  # None: resumed from a run that did not count them
+    }
     best_step = result.best_step
     if saved:
         done = {r["steps"]: r for r in saved["rungs"]}
@@ -189,7 +194,10 @@ def _so_far(folder: Path, target, pairs):
     if not log.is_file():
         raise FileNotFoundError(f"no training log in {folder}: start the ladder without --score-only first")
     history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return SimpleNamespace(history=history, best_step=None, seconds=None, provenance=provenance(target, pairs))
+    return SimpleNamespace(
+        history=history, best_step=None, seconds=None, resumed_from=None, seconds_all_runs=None,
+        provenance=provenance(target, pairs),
+    )  # fmt: skip
 
 
 def _changed(saved: dict, current: dict) -> list[str]:

@@ -18,6 +18,22 @@ SUMMARY = "ladder.json"
 METRICS = ("cause", "iso", "disentangle")
 
 
+def _seconds_per_step(run: dict) -> float | None:
+    """A run's training seconds per step, store building included. A run file that predates
+    `resumed_from` may have been resumed, its seconds then covering only the last part: None."""
+    timings = run["timings"]
+    if timings.get("train_seconds_all_runs"):
+        return timings["train_seconds_all_runs"] / run["steps_run"]
+    if timings.get("resumed_from") is None or not timings.get("train_seconds"):
+        return None
+    trained = run["steps_run"] - timings["resumed_from"]
+    return timings["train_seconds"] / trained if trained > 0 else None
+
+
+def _per_step(rungs) -> list[float]:
+    return [s for run, _ in rungs if (s := _seconds_per_step(run)) is not None]
+
+
 def _mean_sd(values: list[float]) -> dict:
     """Mean and sample standard deviation (None for one value) of `values`."""
     return {
@@ -98,15 +114,7 @@ def hyperdas_rows(files: list[Path]) -> list[dict]:
                             for split in ("query_blind", "test_entity")
                             if all(split in f for f in faithful)
                         },
-                        "train_seconds_per_step": _mean_sd(
-                            [
-                                run["timings"]["train_seconds"] / run["steps_run"]
-                                for run, _ in rungs
-                                if run["timings"]["train_seconds"]
-                            ]
-                        )
-                        if any(run["timings"]["train_seconds"] for run, _ in rungs)
-                        else None,
+                        "train_seconds_per_step": _mean_sd(per_step) if (per_step := _per_step(rungs)) else None,
                         **_intervals(outcomes),
                         "machine": machine(rungs[0][0]),
                         "_outcomes": outcomes,

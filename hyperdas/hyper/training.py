@@ -67,9 +67,12 @@ class HyperTrainResult:
     history: list[dict]
     best_step: int
     best_val: dict | None
-    seconds: float
+    seconds: float  # this call's wall time (with building the activation store)
     resumed_from: int = 0
     provenance: dict | None = None  # what the checkpoint was built from (`hyperdas.target.provenance`)
+    # every call's wall time up to the last step, a resumed run's earlier ones included (None: a run resumed
+    # from a checkpoint that predates this count)
+    seconds_all_runs: float | None = None
 
 
 def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION, answer_tokens: int | None = MAX_ANSWER_TOKENS):
@@ -219,6 +222,7 @@ def train_hyperdas(
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
         _check_memory(target, config, train, parts, store_kind, runtime, progress)
     run = _Run.start(target, pairs, config, train, out_dir, model, runtime, resume)
+    run.started = started  # the pairs' encoding counts too
     stores = {
         split: make_store(target, part, config, train, store_kind, run.folder_for(split), shows)
         for split, part in (("train", enc), ("val", val))
@@ -244,6 +248,7 @@ def train_hyperdas(
         time.perf_counter() - started,
         resumed_from=run.first - 1,
         provenance=run.built_from,
+        seconds_all_runs=run.elapsed(),
     )
 
 
@@ -267,6 +272,8 @@ class _Run:
     best_state: dict | None = None
     first: int = 1
     planner: object = None
+    seconds_before: float | None = 0.0  # what the runs this one resumed took (None: not recorded)
+    started: float = dataclasses.field(default_factory=time.perf_counter)
 
     @classmethod
     def start(cls, target, pairs, config, train, out_dir, model, runtime, resume: bool) -> _Run:
@@ -293,7 +300,12 @@ class _Run:
         if saved is not None:
             run.history, run.best_val = saved["history"], saved["best_val"]
             run.best_step, run.best_state, run.first = saved["best_step"], saved["best_state"], saved["step"] + 1
+            run.seconds_before = saved.get("seconds")
         return run
+
+    def elapsed(self) -> float | None:
+        """Wall seconds of this run so far, the runs it resumed included (None: theirs not recorded)."""
+        return None if self.seconds_before is None else self.seconds_before + time.perf_counter() - self.started
 
     @property
     def writes(self) -> bool:
@@ -348,8 +360,8 @@ class _Run:
         if self.writes and not self.runtime.fsdp and (evaluated or step == self.train.steps):  # FSDP: no resume
             best = {"best_val": self.best_val, "best_step": self.best_step, "best_state": self.best_state}
             save_resume(
-                self.folder, self.config, self.train, step, self.history, self.model, self.optimizer, self.rng, best,
-                self.built_from,
+                self.folder, self.config, self.train, step, self.history, self.model, self.optimizer, self.rng,
+                {**best, "seconds": self.elapsed()}, self.built_from,
             )  # fmt: skip
 
     def finish(self) -> None:

@@ -230,3 +230,16 @@ def test_a_ladder_file_of_other_settings_is_never_overwritten(synthetic_pairs, t
     with pytest.raises(ConfigError, match=r"holds a ladder run with other settings \(train.lr: 0.5 -> 0.001\)"):
         run_ladder(PARAMS, steps=8, rungs=[4, 8], root=tmp_path, progress=False)
     assert read_json(path) == other
+
+
+def test_seconds_per_step_count_a_resumed_runs_earlier_parts_or_say_nothing():
+    from hyperdas.experiments.ladder_summary import _seconds_per_step
+
+    def run(**timings):
+        return {"steps_run": 600, "timings": {"train_seconds": 1200.0, **timings}}
+
+    assert _seconds_per_step(run(train_seconds_all_runs=3000.0, resumed_from=500)) == 5.0
+    assert _seconds_per_step(run(train_seconds_all_runs=None, resumed_from=500)) == 12.0  # this part's only
+    assert _seconds_per_step(run(resumed_from=0)) == 2.0
+    assert _seconds_per_step(run()) is None  # predates resumed_from: perhaps only its last part
+    assert _seconds_per_step(run(train_seconds=None, resumed_from=None)) is None  # scored only, not timed

@@ -69,6 +69,9 @@ def test_interrupted_run_resumes_to_the_same_numbers(
     restore()
     resumed = train_hyperdas(synthetic_target, pairs, MODEL, train, out_dir=tmp_path, progress=False)
     assert resumed.resumed_from == 3
+    saved = torch.load(tmp_path / "resume.pt", weights_only=True)
+    assert resumed.seconds_all_runs > resumed.seconds > 0  # the interrupted run's seconds count too
+    assert saved["seconds"] <= resumed.seconds_all_runs
     logged = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 7))
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in whole.history], abs=1e-6)
