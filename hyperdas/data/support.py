@@ -3,11 +3,12 @@
 An attribute is kept when the filter found at least `min_known_entities` entities the model answers
 right under a kept template, at least one of them under a val and one under a test template (else
 that split has no pair asking the attribute), and its pairs hold at least `min_train_pairs` training
-pairs whose instruction names it. Where the filter measured chance (`FilterConfig.chance_entities`:
-the same check against another entity's different value), the count is taken beyond chance (known
-entities less the share a wrong value passes, scaled to the entities checked), and the wrong value's
-pass rate may be at most `max_chance_share` of the own value's: a 3-token answer check passes many
-wrong years and coordinates, and a model answering its commonest value passes many wrong values too.
+pairs whose instruction names it, causal ones among them in every split. Where the filter measured
+chance (`FilterConfig.chance_entities`: the same check against another entity's different value),
+the count is taken beyond chance (known entities less the share a wrong value passes, scaled to the
+entities checked), and the wrong value's pass rate may be at most `max_chance_share` of the own
+value's: a 3-token answer check passes many wrong years and coordinates, and a model answering its
+commonest value passes many wrong values too.
 A domain needs two kept attributes when it has isolate pairs (an isolate pair asks another attribute
 of the same domain). What is left out is reported with its counts. A domain left with too few
 attributes is an error, or, with `short_domains="leave_out"` (a profile over every RAVEL domain),
@@ -65,6 +66,13 @@ def train_pair_counts(pairs) -> Counter:
     return Counter(zip(train["domain"], train["target_attribute"]))
 
 
+def causal_pair_counts(pairs, split: str) -> Counter:
+    """(domain, instructed attribute) -> causal pairs in `split`."""
+    rows = pairs[split]
+    kinds = zip(rows["domain"], rows["target_attribute"], rows["attribute_type"])
+    return Counter((d, a) for d, a, kind in kinds if kind == "causal")
+
+
 def support_table(
     filtered: dict,
     datas: dict,
@@ -76,6 +84,8 @@ def support_table(
     """One row per filtered (domain, attribute) with its counts, `kept` and, when left out, `why`.
     Without `pairs` only the filter's counts are judged (the pairs are built from what passes)."""
     trained = train_pair_counts(pairs) if pairs is not None else None
+    splits = [s for s in ("train", "val", "test") if pairs is not None and s in pairs]
+    causal = {s: causal_pair_counts(pairs, s) for s in splits}
     rows = []
     for row in known_counts(filtered, datas):
         why = []
@@ -95,6 +105,11 @@ def support_table(
             row["train_pairs"] = trained.get((row["domain"], row["attribute"]), 0)
             if row["train_pairs"] < min_train_pairs:
                 why.append(f"{row['train_pairs']} training pairs < {min_train_pairs}")
+            # a causal pair needs two entities known under one template with different values: a model
+            # right only for one value of a template (e.g. always "small") gets none; DAS and Cause need them
+            for split, counts in causal.items():
+                if row["train_pairs"] and not counts.get((row["domain"], row["attribute"])):
+                    why.append(f"no causal pair in the {split} split")
         rows.append({**row, "kept": not why, **({"why": "; ".join(why)} if why else {})})
     return rows
 

@@ -68,7 +68,7 @@ def test_an_attribute_no_val_template_knows_is_left_out():
 def test_attributes_short_of_training_pairs_are_left_out():
     filtered = _filtered({"verb": {a: {"t_train": _entities(60), "t_test": _entities(60)} for a in ("A", "B", "C")}})
     train = [("verb", "A")] * 250 + [("verb", "B")] * 210 + [("verb", "C")] * 40
-    pairs = {"train": {"domain": [d for d, _ in train], "target_attribute": [a for _, a in train]}}
+    pairs = {"train": _split(train)}
     rows = support_table(filtered, _datas(["verb"]), pairs, min_train_pairs=200)
     assert [(r["attribute"], r["train_pairs"], r["kept"]) for r in rows] == [
         ("A", 250, True),
@@ -96,6 +96,33 @@ def test_known_entities_are_counted_beyond_chance():
     strict = {r["attribute"]: r for r in support_table(filtered, _datas(["nobel_prize_winner"]), max_chance_share=0.4)}
     assert not strict["Field"]["kept"] and "(more than 40% of it)" in strict["Field"]["why"]
     assert all("known_beyond_chance" not in r for r in _city_and_a_short_occupation())  # chance not measured
+
+
+def _split(rows: list[tuple[str, str]], kind=lambda i: ("causal", "isolate")[i % 2]) -> dict:
+    """A pairs split's columns from (domain, instructed attribute) rows, kinds alternating."""
+    return {
+        "domain": [d for d, _ in rows],
+        "target_attribute": [a for _, a in rows],
+        "attribute_type": [kind(i) for i in range(len(rows))],
+    }
+
+
+def test_an_attribute_without_causal_pairs_in_a_split_is_left_out():
+    """A model right only for one value under the val templates (e.g. always "small") gets no causal
+    val pair, and DAS's early stopping and Cause need them."""
+    filtered = _filtered({"physical_object": {a: {"t_train": _entities(60), "t_test": _entities(60)} for a in "AB"}})
+    rows = [("physical_object", a) for a in "AB" for _ in range(250)]
+    only_isolate = [r for r in rows if r[1] == "B"]
+    pairs = {
+        "train": _split(rows),
+        "val": {
+            k: v + w
+            for (k, v), w in zip(_split(rows[:250]).items(), _split(only_isolate, lambda i: "isolate").values())
+        },
+        "test": _split(rows),
+    }
+    table = {r["attribute"]: r for r in support_table(filtered, _datas(["physical_object"]), pairs)}
+    assert table["A"]["kept"] and table["B"]["why"] == "no causal pair in the val split"
 
 
 def _city_and_a_short_occupation() -> list[dict]:
@@ -141,7 +168,7 @@ def test_the_final_table_keeps_the_filters_reason_for_what_was_never_paired(monk
 
     def fake_pairs(target, datas, filtered, pair_config, attributes):
         train = [(d, a) for d, names in attributes.items() for a in names for _ in range(250)]
-        return {"train": {"domain": [d for d, _ in train], "target_attribute": [a for _, a in train]}}
+        return {split: _split(train) for split in ("train", "val", "test")}
 
     monkeypatch.setattr(dataset, "pairs_from", fake_pairs)
     config = SimpleNamespace(causal_fraction=0.5)
