@@ -169,24 +169,30 @@ def supported_pairs(
     isolate = pair_config.causal_fraction < 1
     before = support_table(filtered, datas, None, min_known_entities, min_train_pairs, max_chance_share)
     kept = kept_attributes(before, isolate, short_domains)
+    dropped: dict[tuple[str, str], dict] = {}  # an attribute dropped after pairing: its row then
     while True:
         pairs = pairs_from(target, datas, filtered, pair_config, kept)
         rows = support_table(filtered, datas, pairs, min_known_entities, min_train_pairs, max_chance_share)
-        now = kept_attributes([r for r in rows if r["attribute"] in kept.get(r["domain"], ())], isolate, short_domains)
+        built = [r for r in rows if r["attribute"] in kept.get(r["domain"], ())]
+        now = kept_attributes(built, isolate, short_domains)
         if now == kept:
-            return pairs, _marked(rows, before, kept), kept
+            return pairs, _marked(rows, before, dropped, kept), kept
+        dropped.update(
+            {(r["domain"], r["attribute"]): r for r in built if r["attribute"] not in now.get(r["domain"], ())}
+        )
         kept = now
 
 
-def _marked(rows: list[dict], before: list[dict], kept: dict[str, list[str]]) -> list[dict]:
-    """The final table. An attribute the pairs were never built for keeps the reason the filter's counts
-    gave (its training-pair count would read 0); one dropped after pairing says why (e.g. with its domain)."""
+def _marked(rows: list[dict], before: list[dict], dropped: dict, kept: dict[str, list[str]]) -> list[dict]:
+    """The final table. An attribute the final pairs were not built for (its training-pair count would
+    read 0) keeps the row of the pairs it was dropped from, or the filter counts' row."""
     out = []
     for row, first in zip(rows, before):
+        key = (row["domain"], row["attribute"])
         if row["attribute"] in kept.get(row["domain"], ()):
             out.append(row)
-        elif first["kept"]:
-            out.append({**row, "kept": False, "why": row.get("why") or "its domain was left out"})
+        elif key in dropped:
+            out.append({**dropped[key], "kept": False, "why": dropped[key].get("why") or "its domain was left out"})
         else:
             out.append(first)
     return out

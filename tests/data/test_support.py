@@ -203,3 +203,24 @@ def test_the_rule_renders_as_a_table_with_its_reasons(tmp_path, monkeypatch):
     monkeypatch.setattr(results_doc, "profile_roots", lambda root: [])
     sections = results_doc.domain_sections(tmp_path / "results")
     assert sections[0] == "## All of RAVEL: `results/my-model`\n" and text in sections
+
+
+def test_an_attribute_dropped_after_pairing_keeps_the_reason_it_was_dropped(monkeypatch):
+    from hyperdas.data import dataset
+
+    def fake_pairs(target, datas, filtered, pair_config, attributes):
+        rows = [(d, a) for d, names in attributes.items() for a in names for _ in range(250)]
+        no_causal_val = lambda i, rows=rows: "isolate" if rows[i][1] == "Language" else ("causal", "isolate")[i % 2]  # noqa: E731
+        return {"train": _split(rows), "val": _split(rows, no_causal_val), "test": _split(rows)}
+
+    monkeypatch.setattr(dataset, "pairs_from", fake_pairs)
+    known = {a: {"t_train": _entities(60), "t_test": _entities(5)} for a in ("Country", "Continent", "Language")}
+    filtered, config = _filtered({"city": known}), SimpleNamespace(causal_fraction=0.5)
+    _, rows, kept = supported_pairs(None, _datas(["city"]), filtered, config)
+    assert kept == {"city": ["Country", "Continent"]}
+    language = next(r for r in rows if r["attribute"] == "Language")
+    assert (language["kept"], language["why"], language["train_pairs"]) == (
+        False,
+        "no causal pair in the val split",
+        250,
+    )
