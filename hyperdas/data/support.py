@@ -8,11 +8,11 @@ chance (`FilterConfig.chance_entities`: the same check against another entity's 
 the count is taken beyond chance (known entities less the share a wrong value passes, scaled to the
 entities checked), and the wrong value's pass rate may be at most `max_chance_share` of the own
 value's: a 3-token answer check passes many wrong years and coordinates, and a model answering its
-commonest value passes many wrong values too.
-A domain needs two kept attributes when it has isolate pairs (an isolate pair asks another attribute
-of the same domain). What is left out is reported with its counts. A domain left with too few
-attributes is an error, or, with `short_domains="leave_out"` (a profile over every RAVEL domain),
-left out and reported too; nothing left at all is always an error.
+commonest value passes many wrong values too. A domain needs two kept attributes when it has isolate
+pairs (an isolate pair asks another attribute of the same domain). What is left out is reported with
+its counts. A domain left with too few attributes is an error, or, with `short_domains="leave_out"`
+(a profile over every RAVEL domain), left out and reported too; nothing left at all is always an
+error.
 """
 
 from __future__ import annotations

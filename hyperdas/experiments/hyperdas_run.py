@@ -216,8 +216,8 @@ def write_results(
             "steps_run": len(result.history),
             "trainable_parameters": sum(p.numel() for p in result.model.parameters()),
             "timings": {
-                "train_seconds": result.seconds,  # this run's; with a resumed run's earlier ones:
-                "train_seconds_all_runs": result.seconds_all_runs,
+                "train_seconds": result.seconds,  # this run's, from the step it resumed from
+                "train_seconds_all_runs": result.seconds_all_runs,  # the runs it resumed too (None: not kept)
                 "resumed_from": result.resumed_from,
                 "test_seconds": test_seconds,
                 **({"train_seconds_by_seed": train_seconds_by_seed} if train_seconds_by_seed else {}),
