@@ -153,6 +153,7 @@ FLOORS = {
     "ablation_steps": 0,
     "ablation_test_pairs": 1,
     "query_blind_entities": 0,
+    "chance_entities": 0,
     "query_blind_pairs": 0,
     "templates_per_attribute": 1,
     "selection_entities": 1,

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from hyperdas.core.cache import cache_root
-from hyperdas.core.config import FrozenConfig
+from hyperdas.core.config import FrozenConfig, check_ranges
 from hyperdas.core.scoring import check_answers
 from hyperdas.data.ravel import SPLITS, RavelDataError, RavelDomain
 
@@ -40,6 +40,7 @@ class FilterConfig(FrozenConfig):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attributes", tuple(self.attributes))  # JSON gives lists
+        check_ranges(self, non_negative=("chance_entities", "query_blind_entities"))
 
 
 def _digest(payload) -> str:

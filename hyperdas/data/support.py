@@ -166,6 +166,8 @@ def supported_pairs(
     pairs built again (the quotas of the others change), until every built attribute passes."""
     from hyperdas.data.dataset import pairs_from
 
+    if not 0 < max_chance_share <= 1:
+        raise ValueError(f"max_chance_share={max_chance_share!r}: must lie in (0, 1] (0.5: chance may explain half)")
     isolate = pair_config.causal_fraction < 1
     before = support_table(filtered, datas, None, min_known_entities, min_train_pairs, max_chance_share)
     kept = kept_attributes(before, isolate, short_domains)

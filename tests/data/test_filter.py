@@ -2,6 +2,7 @@
 
 import pytest
 
+from hyperdas.core.config import ConfigError
 from hyperdas.data.filter import AnswerCache, FilterConfig, filter_domain, select_templates, split_quotas
 from hyperdas.data.ravel import RavelDataError
 
@@ -82,6 +83,11 @@ def test_another_model_gets_another_cache(synthetic_target, tiny_llama, syntheti
 def test_unknown_attribute_lists_the_valid_ones(synthetic_target, synthetic_data):
     with pytest.raises(RavelDataError, match=r"unknown attribute\(s\) \['Colour'\].*valid: \['Country'"):
         filter_domain(synthetic_target, synthetic_data, FilterConfig(attributes=("Colour",)), progress=False)
+
+
+def test_a_negative_chance_sample_is_refused():
+    with pytest.raises(ConfigError, match=r"FilterConfig.chance_entities=-1: must be >= 0"):
+        FilterConfig(chance_entities=-1)
 
 
 def test_config_round_trips_through_json(tmp_path):

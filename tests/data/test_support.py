@@ -224,3 +224,9 @@ def test_an_attribute_dropped_after_pairing_keeps_the_reason_it_was_dropped(monk
         "no causal pair in the val split",
         250,
     )
+
+
+@pytest.mark.parametrize("share", [0.0, 1.5])
+def test_a_chance_share_outside_its_range_is_refused(share):
+    with pytest.raises(ValueError, match=r"max_chance_share=.*must lie in \(0, 1\]"):
+        supported_pairs(None, {}, {}, SimpleNamespace(causal_fraction=0.5), max_chance_share=share)
