@@ -139,6 +139,7 @@ CHAIN_WRITES = (
     "runs/*.ipynb",
     "checkpoints/*",
     "datasets/*",
+    "filter_verdicts/*",
 )
 
 

@@ -28,8 +28,10 @@ def filter_domains(
     ravel_dir=None,
     filter_config: FilterConfig = FilterConfig(),
     progress: bool = True,
+    record_folder: str | Path | None = None,
 ):
-    """Load and filter each requested domain: ({domain: RavelDomain}, {domain: FilterResult})."""
+    """Load and filter each requested domain: ({domain: RavelDomain}, {domain: FilterResult}). With
+    `record_folder`, each domain's verdicts are read from and written to its committed record there."""
     if not attributes:
         raise RavelDataError("no domains requested: `attributes` maps a domain to its attribute list")
     datas, filtered = {}, {}
@@ -37,7 +39,7 @@ def filter_domains(
         datas[domain] = load_domain(domain, ravel_dir)
         datas[domain].check_attributes(list(names))
         config = filter_config.replace(domain=domain, attributes=tuple(names))
-        filtered[domain] = filter_domain(target, datas[domain], config, progress=progress)
+        filtered[domain] = filter_domain(target, datas[domain], config, progress=progress, record_folder=record_folder)
     return datas, filtered
 
 

@@ -21,6 +21,7 @@ from hyperdas.core.cache import cache_root
 from hyperdas.core.config import FrozenConfig, check_ranges
 from hyperdas.core.scoring import check_answers
 from hyperdas.data.ravel import SPLITS, RavelDataError, RavelDomain
+from hyperdas.data.verdicts import key_hash, read_record, record_path, write_record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,14 +74,23 @@ def data_fingerprint(data: RavelDomain) -> str:
 class AnswerCache:
     """Per-prompt verdicts on disk, so reruns and other notebooks never re-run a checked prompt."""
 
-    def __init__(self, target, data: RavelDomain, root: Path | None = None):
+    def __init__(self, target, data: RavelDomain, root: Path | None = None, record_folder: Path | None = None):
         root = root or cache_root() / "filter"
-        self.path = root / f"{target.name}-{model_fingerprint(target)}" / f"{data.domain}-{data_fingerprint(data)}.json"
+        self.fingerprint = model_fingerprint(target)
+        self.path = root / f"{target.name}-{self.fingerprint}" / f"{data.domain}-{data_fingerprint(data)}.json"
         self.verdicts: dict[str, bool] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         # what computing the stored verdicts cost, so a run served from the cache can still say it
         self.timing_path = self.path.with_suffix(".timing.json")
         self.timing = json.loads(self.timing_path.read_text()) if self.timing_path.is_file() else {}
+        # the committed record beside the results (`hyperdas.data.verdicts`), if any: hashed keys
+        self.domain = data.domain
+        self.record = record_path(record_folder, data.domain) if record_folder is not None else None
+        self.recorded, record_timing = read_record(self.record, self.fingerprint) if self.record else ({}, {})
+        if not self.timing and record_timing:
+            self.timing = dict(record_timing)
         self.looked_up: set[str] = set()
+        self.computed = 0  # verdicts the model computed now
+        self.from_record = 0  # verdicts read from the record now
 
     def seconds_per_prompt(self) -> float | None:
         """Mean seconds per verdict computed into this cache (None before any was timed)."""
@@ -99,13 +109,21 @@ class AnswerCache:
         gigabytes of writes on a full run) and at the end, so an interrupt loses at most that much.
         """
         self.looked_up.update(self.key(*i) for i in items)
-        todo = list(dict.fromkeys(i for i in items if self.key(*i) not in self.verdicts))
+        todo = []
+        for item in dict.fromkeys(i for i in items if self.key(*i) not in self.verdicts):
+            recorded = self.recorded.get(key_hash(self.key(*item)))
+            if recorded is None:
+                todo.append(item)
+            else:
+                self.verdicts[self.key(*item)] = recorded
+                self.from_record += 1
         last_save = time.monotonic()
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             began = time.perf_counter()
             for item, ok in zip(part, check_answers(target, part, batch_size=batch_size, progress=progress)):
                 self.verdicts[self.key(*item)] = ok
+            self.computed += len(part)
             self.timing = {
                 "prompts": self.timing.get("prompts", 0) + len(part),
                 "seconds": self.timing.get("seconds", 0.0) + time.perf_counter() - began,
@@ -113,7 +131,16 @@ class AnswerCache:
             if time.monotonic() - last_save >= save_seconds or start + chunk >= len(todo):
                 self._save()
                 last_save = time.monotonic()
+        if self.from_record and not todo:
+            self._save()  # the local cache keeps what the record gave
         return [self.verdicts[self.key(*i)] for i in items]
+
+    def write_record(self) -> Path | None:
+        """The verdicts of every prompt looked up so far, as the committed record (when there is one)."""
+        if self.record is None:
+            return None
+        looked_up = {k: self.verdicts[k] for k in self.looked_up}
+        return write_record(self.record, looked_up, self.fingerprint, self.domain, self.timing)
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +207,7 @@ class FilterResult:
     # to compute per prompt: with n_checked 0, their product says what the filter costs from scratch
     n_looked_up: int = 0
     cache_seconds_per_prompt: float | None = None
+    n_from_record: int = 0  # verdicts read from the committed record (`hyperdas.data.verdicts`), not run
     # the query-blind templates' known entities (`query_blind_templates`), when config.query_blind_entities
     blind_known: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
     # per attribute, when config.chance_entities: `chance_rates` on a seeded sample of the checked entities
@@ -221,13 +249,18 @@ def _entities_with(data: RavelDomain, attribute: str) -> list[str]:
 
 
 def filter_domain(
-    target, data: RavelDomain, config: FilterConfig = FilterConfig(), progress: bool = True
+    target,
+    data: RavelDomain,
+    config: FilterConfig = FilterConfig(),
+    progress: bool = True,
+    record_folder: str | Path | None = None,
 ) -> FilterResult:
-    """Select templates and find the prompts the target answers correctly (cached)."""
+    """Select templates and find the prompts the target answers correctly (cached). With
+    `record_folder`, verdicts are also read from and written to the committed record there
+    (`hyperdas.data.verdicts`)."""
     data.check_attributes(list(config.attributes))
     started = time.perf_counter()
-    cache = AnswerCache(target, data)
-    before = len(cache.verdicts)
+    cache = AnswerCache(target, data, record_folder=Path(record_folder) if record_folder is not None else None)
     rng = random.Random(config.seed)
     scores, selected, known, n_prompts, accuracy, chance = {}, {}, {}, {}, {}, {}
     for attribute in config.attributes:
@@ -253,10 +286,11 @@ def filter_domain(
             kept = selected[attribute]
             chance[attribute] = chance_rates(cache, target, data, attribute, kept, entities, config, progress)
     blind_known = _query_blind_known(cache, target, data, config, progress) if config.query_blind_entities else {}
+    cache.write_record()
     return FilterResult(
         domain=data.domain,
         config=config.to_dict(),
-        model_fingerprint=model_fingerprint(target),
+        model_fingerprint=cache.fingerprint,
         data_fingerprint=data_fingerprint(data),
         template_scores=scores,
         selected=selected,
@@ -264,9 +298,10 @@ def filter_domain(
         n_prompts=n_prompts,
         accuracy=accuracy,
         known_entities_per_split=_known_per_split(known, data),
-        n_checked=len(cache.verdicts) - before,
+        n_checked=cache.computed,
         seconds=time.perf_counter() - started,
         n_looked_up=len(cache.looked_up),
+        n_from_record=cache.from_record,
         cache_seconds_per_prompt=cache.seconds_per_prompt(),
         blind_known=blind_known,
         chance=chance,
