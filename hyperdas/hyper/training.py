@@ -31,8 +31,6 @@ from hyperdas.core.files import (
     one_writer,
     write_text,
 )
-from hyperdas.core.metrics import MAX_ANSWER_TOKENS
-from hyperdas.data.ravel import RavelDataError
 from hyperdas.hyper.checkpoints import (  # noqa: F401 (imported from here by notebooks and tests)
     CONFIG,
     LOG,
@@ -43,7 +41,7 @@ from hyperdas.hyper.checkpoints import (  # noqa: F401 (imported from here by no
     save_hyperdas,
     snapshot_folder,
 )
-from hyperdas.hyper.model import DEFAULT_INSTRUCTION, HyperDAS, HyperDASConfig, Inference, add_instructions
+from hyperdas.hyper.model import HyperDAS, HyperDASConfig, Inference
 from hyperdas.hyper.resume import restore, save_resume
 from hyperdas.hyper.selection import MODES, column_entropy, sparsity_penalty
 from hyperdas.hyper.store_plan import _store_bytes, make_store, planned_store  # noqa: F401
@@ -54,10 +52,10 @@ from hyperdas.hyper.train_config import (  # noqa: F401
     draw_batch,
     sampling_groups,
 )
+from hyperdas.hyper.train_setup import check_run_fits, encoded_pairs, example_weights, training_pairs  # noqa: F401
 from hyperdas.target.distributed import SINGLE, Runtime, weighted_step
-from hyperdas.target.evaluate import check_rows, encode, evaluate_sharded, intervened_logits
+from hyperdas.target.evaluate import evaluate_sharded, intervened_logits
 from hyperdas.target.hooks import check_layer, checkpointed
-from hyperdas.target.memory import check_fits, estimate_for
 from hyperdas.target.provenance import provenance
 
 
@@ -73,12 +71,6 @@ class HyperTrainResult:
     # every call's wall time up to the last step, a resumed run's earlier ones included (None: a run resumed
     # from a checkpoint that predates this count)
     seconds_all_runs: float | None = None
-
-
-def encoded_pairs(target, rows, template: str = DEFAULT_INSTRUCTION, answer_tokens: int | None = MAX_ANSWER_TOKENS):
-    """Encoded pairs with their instructions (`template`: the model's `config.instruction`)."""
-    check_rows(rows)
-    return add_instructions(encode(target.tokenizer, rows, answer_tokens), target.tokenizer, rows, template)
 
 
 def make_optimizer(model: HyperDAS, config: HyperTrainConfig) -> torch.optim.Optimizer:
@@ -113,13 +105,6 @@ def ranked_scores(val: dict, train: HyperTrainConfig) -> dict:
         if mode in val:
             return val[mode]
     return next(iter(val.values()))
-
-
-def example_weights(enc, train: HyperTrainConfig) -> torch.Tensor:
-    """The loss weight of each encoded pair: causal_weight or iso_weight by its kind."""
-    return torch.tensor(
-        [train.causal_weight if r["attribute_type"] == "causal" else train.iso_weight for r in enc.records]
-    )
 
 
 def train_step(
@@ -175,13 +160,17 @@ def train_step(
     for group in optimizer.param_groups:  # stateless: a resumed run sets the same rates
         group["lr"] = group.setdefault("base_lr", group["lr"]) * train.lr_factor(step)
     optimizer.zero_grad()
-    loss = weighted_step(runtime, planner, index, part_loss)
+    cause = f"the likely cause is the learning rate (lr={train.lr}, lr_rotation={train.lr_rotation}): lower "
+    cause += "hyper_lr / hyper_lr_rotation"
+    try:
+        loss = weighted_step(runtime, planner, index, part_loss)
+    except torch.linalg.LinAlgError as err:  # weights grown huge but finite: R's map (Cayley's solve) fails
+        why = str(err).splitlines()[0]
+        message = f"training diverged at step {step}: the rotation's map failed ({why}); {cause}"
+        raise TrainingDiverged(message) from None
     norm = runtime.clip(planner, train.clip)  # the wrapped module: FSDP clips over its shards
     if not (math.isfinite(loss) and math.isfinite(norm)):  # stop before the weights take a NaN
-        raise TrainingDiverged(
-            f"training diverged at step {step}: loss {loss}, gradient norm {norm}; the likely cause is the "
-            f"learning rate (lr={train.lr}, lr_rotation={train.lr_rotation}): lower hyper_lr / hyper_lr_rotation"
-        )
+        raise TrainingDiverged(f"training diverged at step {step}: loss {loss}, gradient norm {norm}; {cause}")
     optimizer.step()
     return {
         "step": step,
@@ -216,11 +205,11 @@ def train_hyperdas(
     check_layer(target.n_layers, config.layer)
     started = time.perf_counter()
     torch.manual_seed(train.seed)
-    enc, val = _training_pairs(target, pairs, config, train)
+    enc, val = training_pairs(target, pairs, config, train)
     shows, parts = progress and runtime.is_main, [p for p in (enc, val) if p is not None]
     store_kind = planned_store(target, parts, config, train, out_dir, shows)
     if check_memory:  # before anything is built: a run that cannot fit stops here, with the numbers
-        _check_memory(target, config, train, parts, store_kind, runtime, progress)
+        check_run_fits(target, config, train, parts, store_kind, runtime, progress)
     run = _Run.start(target, pairs, config, train, out_dir, model, runtime, resume)
     run.started = started  # the pairs' encoding counts too
     stores = {
@@ -376,37 +365,3 @@ class _Run:
                 save_hyperdas(self.folder, self.model, self.train, extra, state)
         self.runtime.barrier()
         self.model.eval()
-
-
-def _training_pairs(target, pairs, config: HyperDASConfig, train: HyperTrainConfig):
-    """The encoded training pairs, after the checks that they can train what `train` asks, and the
-    encoded val pairs (a seeded sample of `max_val_pairs`), or None without a val split."""
-    rows = pairs["train"]
-    enc = encoded_pairs(target, rows, config.instruction, train.answer_tokens)
-    kinds = set(rows["attribute_type"])
-    if "causal" not in kinds:
-        raise RavelDataError("the training pairs hold no causal rows")
-    if train.iso_weight > 0 and "isolate" not in kinds:
-        raise RavelDataError(
-            f"iso_weight={train.iso_weight} but the training pairs hold no isolate rows: "
-            f"build pairs with isolate rows (notebook 01) or set iso_weight=0"
-        )
-    if "val" not in pairs or not len(pairs["val"]):
-        return enc, None
-    keep = list(range(len(pairs["val"])))
-    if train.max_val_pairs is not None and len(keep) > train.max_val_pairs:
-        keep = sorted(random.Random(train.seed).sample(keep, train.max_val_pairs))
-    return enc, encoded_pairs(target, pairs["val"].select(keep), config.instruction)
-
-
-def _check_memory(target, config, train, parts, store_kind, runtime: Runtime, progress: bool) -> None:
-    """Print the memory estimate and refuse a run the device cannot hold."""
-    per_process = -(-train.batch_size // runtime.world)  # each process holds its share only
-    need = estimate_for(
-        target, config, parts[0], min(per_process, runtime.micro_batch or per_process), train.checkpoint_target
-    )
-    if store_kind == "memory" and target.device.type == "cpu":  # a GPU's store is in host memory
-        need = dataclasses.replace(need, activation_store=_store_bytes(target, parts, config, train))
-    if progress and runtime.is_main:
-        print(need.describe())
-    check_fits(need)
