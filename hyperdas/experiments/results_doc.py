@@ -18,6 +18,11 @@ FILES = (
     ("ladder.json", "the budget ladder across models: rows, intervals, comparisons", "`python -m hyperdas.ladder`"),
     ("*/model_summary.json", "the target: architecture, a fact check, residual norms", "notebook 00"),
     ("*/data_summary.json", "what the target knows (the filter) and the pair counts", "notebook 01"),
+    (
+        "*/filter_verdicts/*.json.gz",
+        "the filter's verdict per prompt (hashed): notebook 01 rebuilds the pairs without running a prompt",
+        "notebook 01",
+    ),
     ("*/baselines.json", "DAS, MDAS and patching per attribute and layer, per seed", "notebook 02"),
     ("*/baselines_*.json", "notebook 02 with other settings (the name says which)", "notebook 02, overrides"),
     ("*/hyperdas.json", "HyperDAS test scores per mode and attribute, faithfulness", "notebook 03"),
