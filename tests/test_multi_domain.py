@@ -165,3 +165,39 @@ def test_a_domain_win_that_follows_the_activations_less_is_not_called_faithful()
     assert "not a faithful win" not in verdict(row)
     row["difference"] = {"estimate": 0.1, "low": -0.02, "high": 0.2}
     assert "is indistinguishable from MDAS" in verdict(row)
+
+
+def test_the_baselines_per_domain_with_the_papers_mdas_over_the_same_attributes(two_domains, tmp_path):
+    from hyperdas.experiments import plots, results_doc
+    from hyperdas.experiments.figures.domains import ALL, baseline_domain_markdown, baseline_domain_rows
+
+    _, out, _ = two_domains
+    paper = {"domain": "city", "method": "MDAS", "cause": 0.5, "iso": 0.7, "disentangle": 0.6}
+    reference = {
+        "main": [paper],
+        "mdas_per_attribute": [
+            {"domain": "city", "attribute": a, "method": "MDAS", "cause": c, "iso": 0.9, "disentangle": (c + 0.9) / 2}
+            for a, c in (("Country", 0.8), ("Continent", 0.6), ("Timezone", 0.1))
+        ],
+    }
+    (tmp_path / "llama3-8b.json").write_text(json.dumps(reference))
+    rows = {r["domain"]: r for r in baseline_domain_rows(plots.Results(out, reference=tmp_path))}
+    assert list(rows) == ["city", "town", ALL]
+    records = json.loads((out / "baselines.json").read_text())["records"]
+    for domain, attributes in (("city", ["Continent", "Country"]), ("town", ["Climate", "Country"])):
+        assert rows[domain]["attributes"] == attributes
+        assert set(rows[domain]["methods"]) == {"das", "mdas", "full", "pca", "random"}
+        layer = rows[domain]["layer"]
+        mdas = [r for r in records if (r["method"], r["domain"], r["layer"]) == ("mdas", domain, layer)]
+        assert len(mdas) == 2
+        assert rows[domain]["methods"]["mdas"]["cause"] == pytest.approx(sum(r["cause"] for r in mdas) / 2)
+    # the paper's MDAS over the same two attributes (not Timezone), and its whole-domain value
+    assert rows["city"]["paper"]["same_attributes"]["cause"] == pytest.approx(0.7)
+    assert rows["city"]["paper"]["domain"]["disentangle"] == 0.6 and rows["town"]["paper"]["same_attributes"] is None
+    assert rows[ALL]["methods"]["das"]["iso"] == pytest.approx(
+        (rows["city"]["methods"]["das"]["iso"] + rows["town"]["methods"]["das"]["iso"]) / 2
+    )
+    text = baseline_domain_markdown(list(rows.values()))
+    assert "| city (Continent, Country) | DAS |" in text and "paper MDAS, Llama3-8B (these attributes) | 0.700" in text
+    sections = "".join(results_doc.domain_sections(out.parent))
+    assert "RAVEL's untrained subspaces (PCA, random) per domain" in sections

@@ -185,18 +185,31 @@ def domain_sections(root: Path) -> list[str]:
     """RAVEL per domain for every results folder whose HyperDAS ran, or whose notebook 01 filtered, on
     several domains: the per-domain comparison and the known-entity rule's table."""
     from hyperdas.experiments import plots
-    from hyperdas.experiments.figures.domains import domains_text, support_markdown
+    from hyperdas.experiments.figures.domains import (
+        baseline_domain_markdown,
+        baseline_domain_rows,
+        domains_text,
+        support_markdown,
+    )
 
     parts = []
     for folder in model_folders(root):
-        summary, hyper = folder / "data_summary.json", folder / "hyperdas.json"
+        summary, hyper, base = folder / "data_summary.json", folder / "hyperdas.json", folder / "baselines.json"
         support = read_json(summary).get("support", []) if summary.is_file() else []
         trained = hyper.is_file() and len({r["domain"] for r in read_json(hyper)["records"]}) > 1
-        if not trained and len({r["domain"] for r in support}) < 2:
+        baselines = base.is_file() and len({r.get("domain") for r in read_json(base)["records"]}) > 1
+        if not trained and not baselines and len({r["domain"] for r in support}) < 2:
             continue
         parts.append(f"## All of RAVEL: `{folder.relative_to(root.parent)}`\n")
         if trained:
             parts.append(domains_text(plots.Results(folder)))
+        if baselines:
+            rows = baseline_domain_rows(plots.Results(folder))
+            parts += [
+                f"DAS, MDAS, patching and RAVEL's untrained subspaces (PCA, random) per domain (notebook 02, "
+                f"layer {rows[0]['layer']}, test pairs; mean over the attributes, then seeds):\n",
+                baseline_domain_markdown(rows),
+            ]
         if support:
             parts += [
                 "What the target knows (notebook 01's known-entity rule, `data_summary.json → support`):\n",

@@ -274,6 +274,60 @@ def domains_text(results: Results, baseline: str = "mdas") -> str:
     )
 
 
+BASELINE_NAMES = {"das": "DAS", "mdas": "MDAS", "full": "full patch", "pca": "PCA", "random": "random"}
+
+
+def baseline_domain_rows(results: Results) -> list[dict]:
+    """Notebook 02 alone, per domain (and over domains): each method at the main layer, mean over the
+    domain's attributes then seeds, with its faithfulness; the paper's MDAS (Llama3-8B) beside, as the
+    mean over the same attributes (its per-attribute values) and over all of the domain's (its table)."""
+    data = results.json("baselines.json")
+    layer = data.get("main_layer", data["records"][0]["layer"])
+    records = [r for r in data["records"] if r["layer"] == layer and r.get("domain")]
+    reference = results.reference()
+    per_attribute = {(e["domain"], e["attribute"]): e for e in reference.get("mdas_per_attribute", [])}
+    per_domain = {e["domain"]: e for e in reference.get("main", []) if e["method"] == "MDAS"}
+    rows = []
+    for domain in dict.fromkeys(r["domain"] for r in records):
+        mine = [r for r in records if r["domain"] == domain]
+        attributes = sorted({r["attribute"] for r in mine})
+        methods = {}
+        for method in dict.fromkeys(r["method"] for r in mine):
+            theirs = [r for r in mine if r["method"] == method]
+            methods[method] = {**_scores(theirs), **_baseline_faithfulness(theirs)}
+        same = [per_attribute.get((domain, a)) for a in attributes]
+        paper = {
+            "same_attributes": {m: float(np.mean([e[m] for e in same])) for m in METRICS} if all(same) else None,
+            "domain": {m: per_domain[domain][m] for m in METRICS} if domain in per_domain else None,
+        }
+        rows.append({"domain": domain, "attributes": attributes, "layer": layer, "methods": methods, "paper": paper})
+    if len(rows) > 1:  # a method's mean over domains where every domain has it
+        shared = [m for m in rows[0]["methods"] if all(m in r["methods"] for r in rows)]
+        over = {m: {k: float(np.mean([r["methods"][m][k] for r in rows])) for k in METRICS} for m in shared}
+        rows.append({"domain": ALL, "attributes": [], "layer": layer, "methods": over, "paper": {}})
+    return rows
+
+
+def baseline_domain_markdown(rows: list[dict]) -> str:
+    """One line per (domain, method), the paper's MDAS rows after each domain's."""
+    lines = [
+        "| domain | method | Cause | Iso | Disentangle | follows activations | query-blind Dis. |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        name = r["domain"] + (f" ({', '.join(r['attributes'])})" if r["attributes"] else "")
+        for method, side in r["methods"].items():
+            scores = [_cell(side, m) for m in METRICS]
+            extra = [_cell(side, "follows_activations", True), _cell(side, "query_blind_disentangle")]
+            lines.append("| " + " | ".join([name, BASELINE_NAMES.get(method, method), *scores, *extra]) + " |")
+            name = ""
+        for key, label in (("same_attributes", "these attributes"), ("domain", "all its attributes")):
+            if r["paper"].get(key):
+                cells = [_cell(r["paper"][key], m) for m in METRICS]
+                lines.append("| " + " | ".join(["", f"paper MDAS, Llama3-8B ({label})", *cells, "", ""]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def domain_selections(results: Results, mode: str = MODE, n: int = 3):
     """Selection matrices of the first `n` saved test examples of every domain (notebook 03 saves them
     under selections/<domain>/ when the domains were trained apart), one row of panels per domain."""
