@@ -131,8 +131,6 @@ class AnswerCache:
             if time.monotonic() - last_save >= save_seconds or start + chunk >= len(todo):
                 self._save()
                 last_save = time.monotonic()
-        if self.from_record and not todo:
-            self._save()  # the local cache keeps what the record gave
         return [self.verdicts[self.key(*i)] for i in items]
 
     def write_record(self) -> Path | None:
@@ -287,6 +285,8 @@ def filter_domain(
             chance[attribute] = chance_rates(cache, target, data, attribute, kept, entities, config, progress)
     blind_known = _query_blind_known(cache, target, data, config, progress) if config.query_blind_entities else {}
     cache.write_record()
+    if cache.from_record:
+        cache._save()  # once, not per lookup: the local cache keeps what the record gave
     return FilterResult(
         domain=data.domain,
         config=config.to_dict(),
